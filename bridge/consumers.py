@@ -1,0 +1,22 @@
+"""The `mqtt-bridge` channel's consumer: messages from web processes to the broker."""
+
+from __future__ import annotations
+
+import logging
+
+from channels.consumer import AsyncConsumer
+
+from bridge import runtime
+
+logger = logging.getLogger("iotgw.bridge")
+
+
+class BridgeConsumer(AsyncConsumer):
+    """Handles `mqtt.publish` (and, with commands, their nudges) sent to `mqtt-bridge`."""
+
+    async def mqtt_publish(self, message: dict) -> None:
+        """Publish a payload to a topic through this process's bridge."""
+        payload = message["payload"]
+        if isinstance(payload, str):
+            payload = payload.encode()
+        await runtime.current().publish(message["topic"], payload, qos=int(message.get("qos", 1)))

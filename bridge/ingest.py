@@ -1,0 +1,190 @@
+"""The hot path: device messages in, batched into one transaction, acked, pushed once per bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.db import InterfaceError, OperationalError, connection
+from django.utils import timezone
+
+from bridge.push import PushBatch, push_send
+from bridge.stats import BridgeStats
+from devices.exceptions import PayloadInvalid
+from devices.services import Inbound, IngestOutcome, telemetry_ingest
+from protocols.payloads import STATUS, TELEMETRY, parse_samples, parse_status, parse_topic
+
+logger = logging.getLogger("iotgw.bridge")
+
+# QoS 0 has no flow control from the broker; past this many waiting, drop and count.
+QOS0_BACKLOG = 50_000
+
+
+@dataclass(slots=True)
+class Raw:
+    """A message as paho handed it over, tagged with the connection it came on."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    generation: int
+
+
+# (device id, payload, received_at, push) -> None; the commands issue plugs in here.
+ResponseHandler = Callable[[list[tuple[str, bytes]], PushBatch], Awaitable[None]]
+
+
+def _ingest_in_db_thread(items: Sequence[Inbound], received_at: datetime) -> IngestOutcome:
+    try:
+        return telemetry_ingest(items=items, received_at=received_at)
+    except (OperationalError, InterfaceError):
+        # A broken connection is not reused: the retry opens a fresh one.
+        connection.close()
+        raise
+
+
+class Ingestor:
+    """Drains messages from paho's thread in batches on the bridge's event loop."""
+
+    def __init__(
+        self,
+        *,
+        layer,
+        stats: BridgeStats,
+        ack: Callable[[list[Raw]], None],
+        max_batch: int,
+        max_payload: int,
+        on_responses: ResponseHandler | None = None,
+    ) -> None:
+        self._layer = layer
+        self._stats = stats
+        self._ack = ack
+        self._max_batch = max_batch
+        self._max_payload = max_payload
+        self.on_responses = on_responses
+        self._inbox: deque[Raw] = deque()
+        self._wake = asyncio.Event()
+        self._scheduled = False
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._push_task: asyncio.Task | None = None
+        self._commit = sync_to_async(_ingest_in_db_thread, thread_sensitive=True)
+
+    def offer(self, raw: Raw) -> None:
+        """Queue a message; called from paho's network thread."""
+        if raw.qos == 0 and len(self._inbox) > QOS0_BACKLOG:
+            self._stats.counts["dropped_qos0"] += 1
+            return
+        self._inbox.append(raw)
+        with self._lock:
+            if self._scheduled or self._loop is None:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        """Process batches until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                self._scheduled = False
+            while self._inbox:
+                batch = [self._inbox.popleft() for _ in range(min(len(self._inbox), self._max_batch))]
+                try:
+                    await self.process(batch)
+                except Exception:
+                    logger.exception("batch of %d failed; retrying message by message", len(batch))
+                    await self._isolate(batch)
+
+    async def _isolate(self, batch: list[Raw]) -> None:
+        """After an unexpected failure, find the one message that breaks and reject only it."""
+        for raw in batch:
+            try:
+                await self.process([raw])
+            except Exception as exc:
+                self._stats.reject(source=raw.topic, reason="internal_error", message=repr(exc)[:200])
+                self._ack([raw])
+
+    async def process(self, batch: list[Raw]) -> None:
+        """Decode, store in one transaction, ack, then push; a bad message only rejects itself."""
+        received_at = timezone.now()
+        items: list[Inbound] = []
+        responses: list[tuple[str, bytes]] = []
+        for raw in batch:
+            try:
+                device_id, kind = parse_topic(raw.topic)
+                if kind == TELEMETRY:
+                    samples = parse_samples(raw.payload, received_at=received_at, max_bytes=self._max_payload)
+                    items.append(Inbound(device_id=device_id, samples=samples))
+                elif kind == STATUS:
+                    items.append(Inbound(device_id=device_id, online=parse_status(raw.payload)))
+                else:
+                    responses.append((device_id, raw.payload))
+            except PayloadInvalid as exc:
+                self._stats.reject(source=raw.topic.split("/")[1] if "/" in raw.topic else raw.topic,
+                                   reason=exc.reason, message=str(exc))
+        self._stats.counts["received"] += len(batch)
+        push = PushBatch()
+        outcome = await self._store(items, received_at) if items else IngestOutcome()
+        if responses:
+            await self._responses(responses, push)
+        self._ack(batch)
+        self._collect(items, outcome, push)
+        await self._push(push)
+
+    async def _store(self, items: list[Inbound], received_at: datetime) -> IngestOutcome:
+        """Commit with retries: while the database is away nothing is acked, so nothing is lost."""
+        delay = 0.2
+        while True:
+            try:
+                return await self._commit(items, received_at)
+            except (OperationalError, InterfaceError) as exc:
+                self._stats.counts["db_errors"] += 1
+                logger.warning("database unavailable (%s); retrying in %.1fs", str(exc).strip()[:200], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _responses(self, responses: list[tuple[str, bytes]], push: PushBatch) -> None:
+        if self.on_responses is None:
+            for device_id, _ in responses:
+                self._stats.reject(source=device_id, reason="response_unhandled", message="no command handler")
+            return
+        await self.on_responses(responses, push)
+
+    def _collect(self, items: list[Inbound], outcome: IngestOutcome, push: PushBatch) -> None:
+        for index, reason in outcome.rejected.items():
+            self._stats.reject(source=items[index].device_id, reason=reason, message=f"device {reason}")
+        stored = 0
+        for index in outcome.accepted:
+            item = items[index]
+            for sample in item.samples:
+                push.telemetry(item.device_id, sample.ts, sample.data)
+            stored += len(item.samples)
+        self._stats.counts["samples_stored"] += stored
+        for device_id, online, ts in outcome.status_changes:
+            push.status(device_id, online, ts)
+
+    async def _push(self, push: PushBatch) -> None:
+        """Send after the previous push finished, so frames keep their order; overlap with the next batch."""
+        if not push:
+            return
+        if self._push_task is not None:
+            await self._push_task
+        self._push_task = asyncio.ensure_future(self._send(push))
+
+    async def _send(self, push: PushBatch) -> None:
+        try:
+            await push_send(self._layer, push)
+            self._stats.counts["pushes"] += 1
+        except Exception as exc:  # the layer is best-effort; storage already happened
+            self._stats.counts["push_errors"] += 1
+            logger.warning("push to dashboards failed: %s", exc)

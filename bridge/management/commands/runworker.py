@@ -1,0 +1,21 @@
+"""`runworker`, with the MQTT bridge started as the worker starts (SPEC §1)."""
+
+from __future__ import annotations
+
+from channels.management.commands.runworker import Command as ChannelsRunworker
+from django.conf import settings
+from django.core.management import CommandError
+
+from bridge.worker import BRIDGE_CHANNEL, BridgeWorker
+
+
+class Command(ChannelsRunworker):
+    help = "Run a channels worker; serving `mqtt-bridge` connects the MQTT bridge at start-up."
+    worker_class = BridgeWorker
+
+    def handle(self, *args, **options):
+        if BRIDGE_CHANNEL in options["channels"]:
+            for name in ("REDIS_URL", "MQTT_URL"):
+                if not getattr(settings, name):
+                    raise CommandError(f"Config '{name}' is missing, and has no default: the bridge needs it.")
+        super().handle(*args, **options)

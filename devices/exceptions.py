@@ -1,0 +1,43 @@
+"""One exception base for the gateway; each edge maps these to its own form."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    code = "error"
+
+
+class PayloadInvalid(GatewayError):
+    """A message or request body breaks the payload rules (SPEC §4)."""
+
+    code = "bad_request"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DeviceUnknown(GatewayError):
+    """No device has that id."""
+
+    code = "unknown_device"
+
+
+class DeviceDisabled(GatewayError):
+    """The device exists but is disabled."""
+
+    code = "forbidden"
+
+
+class NotAuthorized(GatewayError):
+    """The caller may not see or act on that object."""
+
+    code = "forbidden"
+
+
+class Conflict(GatewayError):
+    """The object exists already, or is in a state that forbids the action."""
+
+    code = "conflict"

@@ -1,0 +1,81 @@
+"""Reads: who may see what, device snapshots, tokens, history."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet
+
+from devices.models import ApiToken, Device, Telemetry
+from devices.services import TOKEN_PREFIX, secret_hash
+
+
+def devices_visible_to(user: AbstractBaseUser) -> QuerySet[Device]:
+    """Devices a user may see and command: owned, sharing a group, or all for staff."""
+    if not user.is_authenticated or not user.is_active:
+        return Device.objects.none()
+    if user.is_staff:
+        return Device.objects.all()
+    return Device.objects.filter(Q(owner=user) | Q(groups__in=user.groups.all())).distinct()
+
+
+def device_ids_visible_to(user: AbstractBaseUser, wanted: Iterable[str] | None = None) -> set[str]:
+    """The ids among `wanted` (or all) that the user may see."""
+    qs = devices_visible_to(user)
+    if wanted is not None:
+        qs = qs.filter(pk__in=list(wanted))
+    return set(qs.values_list("pk", flat=True))
+
+
+def device_snapshots(device_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Current state of devices as the snapshot frame shows them."""
+    rows = Device.objects.filter(pk__in=list(device_ids)).order_by("pk")
+    return [device_state(d) for d in rows]
+
+
+def device_state(device: Device) -> dict[str, Any]:
+    """One device's public state: id, name, online, last_seen and latest values."""
+    return {
+        "id": device.id,
+        "name": device.name,
+        "online": device.online,
+        "last_seen": device.last_seen.isoformat() if device.last_seen else None,
+        "latest": {name: m["value"] for name, m in device.latest.items()},
+        "latest_ts": {name: m["ts"] for name, m in device.latest.items()},
+    }
+
+
+def token_user(key: str) -> AbstractBaseUser | None:
+    """The active user behind an unrevoked API token, or None."""
+    if not key.startswith(TOKEN_PREFIX):
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(key_hash=secret_hash(key), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        return None
+    return token.user
+
+
+def device_secret_ok(device_id: str, secret: str) -> bool:
+    """True when the device exists, is enabled and the secret matches."""
+    device = Device.objects.filter(pk=device_id, enabled=True).only("secret_hash").first()
+    return device is not None and hmac.compare_digest(device.secret_hash, secret_hash(secret))
+
+
+def telemetry_history(
+    *, device_id: str, since: datetime | None = None, until: datetime | None = None, limit: int = 1000
+) -> QuerySet[Telemetry]:
+    """A device's samples ordered by ts, optionally bounded in time."""
+    qs = Telemetry.objects.filter(device_id=device_id)
+    if since is not None:
+        qs = qs.filter(ts__gte=since)
+    if until is not None:
+        qs = qs.filter(ts__lt=until)
+    return qs.order_by("ts")[:limit]

@@ -1,0 +1,55 @@
+"""The one place that reads the process environment (SPEC §2)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class ConfigMissing(Exception):
+    """A required environment variable is not set."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"Config '{name}' is missing, and has no default: {why}")
+        self.name = name
+
+
+def text(name: str, default: str | None = None) -> str | None:
+    """The variable's value, or `default` when it is unset or empty."""
+    value = os.environ.get(name, "")
+    return value if value != "" else default
+
+
+def flag(name: str, default: bool = False) -> bool:
+    """A boolean variable: 1/true/yes/on."""
+    value = text(name)
+    return default if value is None else value.lower() in _TRUE
+
+
+def number(name: str, default: float) -> float:
+    """A numeric variable; a value that is not a number fails loudly."""
+    value = text(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"Config '{name}' must be a number, got {value!r}") from None
+
+
+def require(name: str, why: str) -> str:
+    """The variable's value; raises ConfigMissing naming it when unset."""
+    value = text(name)
+    if value is None:
+        raise ConfigMissing(name, why)
+    return value
+
+
+def default_client_id() -> str:
+    """A stable MQTT client id for this host, so a restarted bridge resumes its session."""
+    return f"iotgw-bridge-{socket.gethostname()}"[:64]

@@ -1,0 +1,150 @@
+"""Django settings for iotgw; every value from the environment comes through iotgw.env."""
+
+from __future__ import annotations
+
+import dj_database_url
+
+from iotgw import env
+
+BASE_DIR = env.BASE_DIR
+
+DEBUG = env.flag("DJANGO_DEBUG", default=True)
+SECRET_KEY = env.text("DJANGO_SECRET_KEY", "dev-insecure-change-me-" + "x" * 32)
+ALLOWED_HOSTS = [
+    h.strip() for h in env.text("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()
+]
+
+INSTALLED_APPS = [
+    "daphne",
+    # bridge before channels: its `runworker` starts the MQTT client with the worker.
+    "bridge",
+    "channels",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "devices",
+    "protocols",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "iotgw.urls"
+ASGI_APPLICATION = "iotgw.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_SQLITE_PATH = BASE_DIR / "db.sqlite3"
+DATABASES = {
+    "default": dj_database_url.parse(
+        env.text("DATABASE_URL", f"sqlite:///{_SQLITE_PATH}"),
+        conn_max_age=0,
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # WAL lets the web process read while the bridge writes; IMMEDIATE avoids
+    # upgrade deadlocks between the two writers of the all-in-one gateway.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.text("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 defaults socket_timeout to 5 s, the same as the
+                # layer's blocking-pop timeout: idle receivers then crash
+                # (django/channels_redis#422). Give reads room beyond it.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                # Pushes are coalesced per batch, so a dashboard gets few, larger
+                # messages; this bounds how far a slow one may fall behind.
+                "capacity": 1000,
+                "expiry": 30,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+# --- iotgw --------------------------------------------------------------------
+
+MQTT_URL = env.text("MQTT_URL")
+MQTT_CLIENT_ID = env.text("MQTT_CLIENT_ID", env.default_client_id())
+MQTT_SHARE_GROUP = env.text("MQTT_SHARE_GROUP", "iotgw")
+# How long the broker keeps the bridge's session (and queues QoS 1 for it) while it is away.
+MQTT_SESSION_EXPIRY = int(env.number("MQTT_SESSION_EXPIRY", 86400))
+# How many unacknowledged QoS 1 messages the broker may have in flight to the bridge.
+MQTT_RECEIVE_MAXIMUM = int(env.number("MQTT_RECEIVE_MAXIMUM", 2000))
+
+IOTGW_MAX_PAYLOAD = int(env.number("IOTGW_MAX_PAYLOAD", 64 * 1024))
+IOTGW_MAX_BATCH = int(env.number("IOTGW_MAX_BATCH", 2000))
+# Dashboard fan-out groups: a batch becomes at most this many group_send calls.
+IOTGW_PUSH_BUCKETS = int(env.number("IOTGW_PUSH_BUCKETS", 16))
+IOTGW_HEARTBEAT_SECONDS = env.number("IOTGW_HEARTBEAT_SECONDS", 2.0)
+IOTGW_WS_MAX_FRAME = 64 * 1024
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.text("IOTGW_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "amqtt": {"level": "WARNING"},
+        "transitions": {"level": "WARNING"},
+    },
+}

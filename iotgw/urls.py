@@ -1,0 +1,19 @@
+"""URL routes: admin, health, metrics, and the dashboard pages."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from devices import health, pages
+from devices.api import api
+
+urlpatterns = [
+    path("", pages.fleet, name="fleet"),
+    path("login/", auth_views.LoginView.as_view(template_name="devices/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    path("healthz", health.healthz),
+    path("readyz", health.readyz),
+    path("metrics", health.metrics_view),
+]
