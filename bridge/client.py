@@ -12,7 +12,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-INBOUND_TOPICS = ("devices/+/telemetry", "devices/+/status", "devices/+/commands/response")
+# All of devices/#: a device publishing outside SPEC §4's table is rejected and counted,
+# not silently unseen. The bridge's own command publishes come back and are skipped.
+INBOUND_TOPICS = ("devices/#",)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from bridge.push import PushBatch, push_send
 from bridge.stats import BridgeStats
 from devices.exceptions import PayloadInvalid
 from devices.services import Inbound, IngestOutcome, telemetry_ingest
-from protocols.payloads import STATUS, TELEMETRY, parse_samples, parse_status, parse_topic
+from protocols.payloads import COMMANDS, STATUS, TELEMETRY, parse_samples, parse_status, parse_topic
 
 logger = logging.getLogger("iotgw.bridge")
 
@@ -127,6 +127,8 @@ class Ingestor:
                     items.append(Inbound(device_id=device_id, samples=samples))
                 elif kind == STATUS:
                     items.append(Inbound(device_id=device_id, online=parse_status(raw.payload)))
+                elif kind == COMMANDS:
+                    continue
                 else:
                     responses.append((device_id, raw.payload))
             except PayloadInvalid as exc:

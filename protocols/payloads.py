@@ -22,7 +22,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TELEMETRY = "telemetry"
 STATUS = "status"
 COMMAND_RESPONSE = "commands/response"
-INBOUND_KINDS = (TELEMETRY, STATUS, COMMAND_RESPONSE)
+COMMANDS = "commands"  # gateway → device: the bridge sees its own publishes and skips them
+INBOUND_KINDS = (TELEMETRY, STATUS, COMMAND_RESPONSE, COMMANDS)
 
 
 @dataclass(frozen=True, slots=True)

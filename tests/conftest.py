@@ -1,0 +1,81 @@
+"""Shared fixtures: real services, real processes (Daphne, the bridge, the gateway), real clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+from django.conf import settings
+
+from tests import support
+
+(support.ROOT / "var").mkdir(exist_ok=True)
+
+REQUIRE_SERVICES = os.environ.get("IOTGW_REQUIRE_SERVICES", "") not in ("", "0")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need(service: str, host: str, port: int) -> None:
+    """Skip (or, with IOTGW_REQUIRE_SERVICES=1, fail) when a service is not reachable."""
+    if _reachable(host, port):
+        return
+    message = f"{service} is not reachable on {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " and IOTGW_REQUIRE_SERVICES is set")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    need("Redis", "127.0.0.1", int(url.rsplit(":", 1)[1].split("/")[0]))
+    return url
+
+
+@pytest.fixture
+def mqtt_url() -> str:
+    url = os.environ.get("TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+    need("Mosquitto", "127.0.0.1", int(url.rsplit(":", 1)[1]))
+    return url
+
+
+@pytest.fixture
+def live_db(transactional_db) -> str:
+    """The test database, committed and reachable by subprocesses; returns its DATABASE_URL."""
+    return support.database_url(settings.DATABASES["default"])
+
+
+@pytest.fixture
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def processes(request):
+    """Starts gateway processes for a test and stops them after it, keeping their logs."""
+    group = support.ProcessGroup(request.node.name)
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture
+def stack(live_db, redis_url, mqtt_url, processes, run_id):
+    """Env for a split deployment against the real services: web and bridge processes share it."""
+    env = support.stack_env(database_url=live_db, redis_url=redis_url, mqtt_url=mqtt_url, run_id=run_id)
+    yield support.Stack(env=env, processes=processes, mqtt_url=mqtt_url)
+    support.drop_bridge_sessions(mqtt_url, env)
+
+
+@pytest.fixture
+def registry(live_db):
+    """Creates users, tokens and devices with unique ids in the committed test database."""
+    return support.Registry()

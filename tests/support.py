@@ -1,0 +1,312 @@
+"""Test helpers: process control, env building, real MQTT and WebSocket clients, waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import paho.mqtt.client as mqtt
+import websockets
+from asgiref.sync import sync_to_async
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url(db: dict) -> str:
+    """A DATABASE_URL for the database Django is using now (the test database)."""
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+async def await_until(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
+    """`wait_until` for async tests; the predicate may touch the ORM."""
+    return await sync_to_async(wait_until, thread_sensitive=False)(predicate, timeout=timeout, what=what)
+
+
+def http_get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+class Process:
+    """A gateway process started for a test, with its output in test-output/."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = env
+        self.log_path = log
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+            self.popen.wait(10)
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class ProcessGroup:
+    def __init__(self, test_name: str) -> None:
+        self.dir = OUTPUT / test_name.replace("/", "_")[:120]
+        self.items: list[Process] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> Process:
+        proc = Process(name, args, env, self.dir / f"{name}-{len(self.items)}.log").start()
+        self.items.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.items):
+            proc.kill(signal.SIGTERM) if proc.alive() else None
+            proc.kill()
+
+
+def stack_env(*, database_url: str, redis_url: str | None, mqtt_url: str | None, run_id: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="iotgw.settings",
+        DATABASE_URL=database_url,
+        MQTT_CLIENT_ID=f"test-bridge-{run_id}",
+        MQTT_SHARE_GROUP=f"test{run_id}",
+        MQTT_SESSION_EXPIRY="300",
+        IOTGW_HEARTBEAT_SECONDS="0.5",
+        PYTHONUNBUFFERED="1",
+    )
+    for name, value in (("REDIS_URL", redis_url), ("MQTT_URL", mqtt_url)):
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
+    return env
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+@dataclass
+class Stack:
+    """A split deployment under test: Daphne web processes and runworker bridges."""
+
+    env: dict[str, str]
+    processes: ProcessGroup
+    mqtt_url: str
+    web_port: int | None = None
+    bridges: list[Process] = field(default_factory=list)
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.web_port}/ws/dashboard/"
+
+    def start_web(self) -> Process:
+        self.web_port = free_port()
+        proc = self.processes.start(
+            "web", [_bin("daphne"), "-b", "127.0.0.1", "-p", str(self.web_port), "iotgw.asgi:application"], self.env
+        )
+        wait_until(lambda: http_get(self.web + "/healthz")[0] == 200 or not proc.alive(), timeout=30, what="daphne")
+        assert proc.alive(), proc.output()
+        return proc
+
+    def start_bridge(self, **extra_env: str) -> Process:
+        env = dict(self.env, **extra_env)
+        proc = self.processes.start("bridge", [sys.executable, "manage.py", "runworker", "mqtt-bridge"], env)
+        self.bridges.append(proc)
+        wait_bridge_connected(env["MQTT_CLIENT_ID"], proc)
+        return proc
+
+
+def wait_bridge_connected(client_id: str, proc: Process, timeout: float = 30) -> None:
+    """Wait for a fresh heartbeat saying the bridge holds its broker connection."""
+    from django.utils import timezone
+
+    from devices.models import BridgeHeartbeat
+
+    started = timezone.now()
+
+    def ready():
+        assert proc.alive(), proc.output()
+        return BridgeHeartbeat.objects.filter(client_id=client_id, connected=True, beat_at__gt=started).exists()
+
+    wait_until(ready, timeout=timeout, what=f"bridge {client_id} connected")
+
+
+def drop_bridge_sessions(mqtt_url: str, env: dict[str, str]) -> None:
+    """Remove the test bridge's persistent session so it cannot hold messages of later tests."""
+    from bridge.client import BrokerConfig
+
+    config = BrokerConfig.from_url(mqtt_url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=env["MQTT_CLIENT_ID"], protocol=mqtt.MQTTv5)
+    try:
+        client.connect(config.host, config.port, clean_start=True)
+        client.loop_start()
+        client.disconnect()
+        client.loop_stop()
+    except OSError:
+        pass
+
+
+class Registry:
+    """Creates committed users, tokens and devices with unique names."""
+
+    def __init__(self) -> None:
+        self.tag = uuid.uuid4().hex[:6]
+
+    def user(self, name: str = "user", *, staff: bool = False, password: str = "pw-123456"):
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.create_user(f"{name}-{self.tag}", password=password, is_staff=staff)
+        return user
+
+    def token(self, user) -> str:
+        from devices.services import token_create
+
+        return token_create(user=user)
+
+    def device(self, name: str = "dev", *, owner=None, groups=()) -> tuple[str, str]:
+        from devices.services import device_register
+
+        device, secret = device_register(device_id=f"{name}-{self.tag}", owner=owner, groups=groups)
+        return device.id, secret
+
+
+class MqttDevice:
+    """A real paho client acting as a device."""
+
+    def __init__(self, url: str, device_id: str, *, protocol: int = mqtt.MQTTv5, password: str | None = None,
+                 will: bool = True) -> None:
+        from bridge.client import BrokerConfig
+
+        config = BrokerConfig.from_url(url)
+        self.device_id = device_id
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}-{uuid.uuid4().hex[:4]}",
+                                  protocol=protocol)
+        if password:
+            self.client.username_pw_set(device_id, password)
+        if will:
+            self.client.will_set(f"devices/{device_id}/status", b"offline", qos=1, retain=True)
+        self.received: list[mqtt.MQTTMessage] = []
+        self.got = threading.Condition()
+        self.client.on_message = self._on_message
+        self.client.connect(config.host, config.port)
+        self.client.loop_start()
+
+    def _on_message(self, _c, _u, msg) -> None:
+        with self.got:
+            self.received.append(msg)
+            self.got.notify_all()
+
+    def publish(self, topic_kind: str, payload: Any, *, qos: int = 1, retain: bool = False, topic: str | None = None):
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode() if not isinstance(
+            payload, str) else payload.encode()
+        info = self.client.publish(topic or f"devices/{self.device_id}/{topic_kind}", data, qos=qos, retain=retain)
+        if qos:
+            info.wait_for_publish(10)
+        return info
+
+    def telemetry(self, sample: Any, qos: int = 1):
+        return self.publish("telemetry", sample, qos=qos)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Dashboard:
+    """A real `websockets` client on /ws/dashboard/, collecting frames."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.frames: list[dict] = []
+
+    @classmethod
+    async def open(cls, url: str, token: str | None = None, **kwargs) -> Dashboard:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        ws = await websockets.connect(url, additional_headers=headers, max_size=None, **kwargs)
+        return cls(ws)
+
+    async def send(self, frame: dict) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def next(self, predicate: Callable[[dict], bool] = lambda f: True, timeout: float = 15.0) -> dict:
+        """The next frame matching `predicate` (frames before it are kept in `frames`)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await self.ws.recv())
+                self.frames.append(frame)
+                if predicate(frame):
+                    return frame
+
+    async def subscribe(self, devices: list[str] | str) -> dict:
+        await self.send({"type": "subscribe", "devices": devices})
+        return await self.next(lambda f: f["type"] == "snapshot")
+
+    async def telemetry_until(self, count: int, device: str, timeout: float = 15.0) -> list[dict]:
+        """Collect telemetry items of a device until `count` have arrived."""
+        items: list[dict] = []
+        async with asyncio.timeout(timeout):
+            while len(items) < count:
+                frame = await self.next(lambda f: f["type"] == "telemetry", timeout=timeout)
+                items.extend(i for i in frame["items"] if i["device"] == device)
+        return items
+
+    async def close(self) -> None:
+        await self.ws.close()
