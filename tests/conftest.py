@@ -7,7 +7,9 @@ import socket
 import uuid
 
 import pytest
+from asgiref.sync import SyncToAsync
 from django.conf import settings
+from django.db import connections
 
 from tests import support
 
@@ -51,7 +53,10 @@ def mqtt_url() -> str:
 @pytest.fixture
 def live_db(transactional_db) -> str:
     """The test database, committed and reachable by subprocesses; returns its DATABASE_URL."""
-    return support.database_url(settings.DATABASES["default"])
+    yield support.database_url(settings.DATABASES["default"])
+    # Async tests reach the ORM through asgiref's one sync thread: close its connection too,
+    # or the test database cannot be dropped at the end.
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
 
 
 @pytest.fixture
