@@ -67,3 +67,56 @@ class BridgeHeartbeat(models.Model):
     beat_at = models.DateTimeField()
     connected = models.BooleanField(default=False)
     counters = models.JSONField(default=dict)
+
+
+class Command(models.Model):
+    """A command to a device and its whole lifecycle (SPEC §6); stored before anything is published."""
+
+    QUEUED, SENT, SUCCEEDED, FAILED = "queued", "sent", "succeeded", "failed"
+    TIMED_OUT, EXPIRED, CANCELLED = "timed_out", "expired", "cancelled"
+    STATUSES = [(s, s) for s in (QUEUED, SENT, SUCCEEDED, FAILED, TIMED_OUT, EXPIRED, CANCELLED)]
+
+    id = models.UUIDField(primary_key=True)
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="commands")
+    issued_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    name = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=STATUSES, default=QUEUED)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # The issuing client's reference, echoed in every `command` frame.
+    ref = models.JSONField(null=True, blank=True)
+    oneway = models.BooleanField(default=False)
+    timeout = models.FloatField()
+    # Unique per device: a retry by anyone allowed to command that device gets the first command.
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # sent_at + timeout: when a two-way command still unanswered becomes timed_out.
+    deadline = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # [{"status": s, "at": iso}, ...]: every transition, oldest first.
+    history = models.JSONField(default=list, blank=True)
+    # Which bridge is publishing it, and until when its claim holds (it renews while the publish is in flight).
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="command_idempotency_key_per_device",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "expires_at"], name="command_status_expires"),
+            models.Index(fields=["status", "deadline"], name="command_status_deadline"),
+            models.Index(fields=["device", "status"], name="command_device_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.device_id} ({self.status})"
