@@ -279,8 +279,10 @@ class Dashboard:
 
     @classmethod
     async def open(cls, url: str, token: str | None = None, **kwargs) -> Dashboard:
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        ws = await websockets.connect(url, additional_headers=headers, max_size=None, **kwargs)
+        headers = dict(kwargs.pop("additional_headers", None) or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        ws = await websockets.connect(url, additional_headers=headers or None, max_size=None, **kwargs)
         return cls(ws)
 
     async def send(self, frame: dict) -> None:
