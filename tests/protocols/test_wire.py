@@ -1,0 +1,37 @@
+"""Dashboard frame decoding and encoding (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from devices.exceptions import PayloadInvalid
+from protocols.wire import decode_client_frame, format_ts, telemetry_fragment, telemetry_frame
+
+
+def test_subscribe_frame_accepts_list_or_star():
+    assert decode_client_frame('{"type": "subscribe", "devices": ["a", "b"]}')["devices"] == ["a", "b"]
+    assert decode_client_frame('{"type": "subscribe", "devices": "*"}')["devices"] == "*"
+
+
+@pytest.mark.parametrize("text", [None, "not json", "[]", '{"type": "dance"}', '{"type": "subscribe", "devices": 3}',
+                                  '{"type": "subscribe", "devices": ["a/#"]}'])
+def test_bad_frames_are_rejected(text):
+    with pytest.raises(PayloadInvalid):
+        decode_client_frame(text)
+
+
+def test_timestamps_sort_as_text():
+    early = format_ts(datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=timezone.utc))
+    late = format_ts(datetime(2026, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
+    assert early < late and late.endswith("+00:00")
+
+
+def test_pre_encoded_fragments_join_into_a_valid_frame():
+    ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    fragments = [telemetry_fragment("a", ts, {"x": 1}), telemetry_fragment("b", ts, {"y": 2})]
+    frame = orjson.loads(telemetry_frame(fragments))
+    assert frame["type"] == "telemetry"
+    assert [i["device"] for i in frame["items"]] == ["a", "b"]
