@@ -312,3 +312,45 @@ class Dashboard:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+class PrivateService:
+    """A Mosquitto or Redis of the test's own, on a free port, that a test may stop and start."""
+
+    def __init__(self, kind: str, workdir: Path) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.workdir = workdir
+        self.popen: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        if kind == "mosquitto":
+            (workdir / "mosquitto.conf").write_text(
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                f"persistence_location {workdir}/\nmax_queued_messages 100000\n"
+            )
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}" if self.kind == "mosquitto" else f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateService:
+        if self.kind == "mosquitto":
+            args = ["mosquitto", "-c", str(self.workdir / "mosquitto.conf")]
+        else:
+            args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--dir", str(self.workdir)]
+        log = open(self.workdir / f"{self.kind}.log", "ab")
+        self.popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def listening() -> bool:
+            assert self.popen.poll() is None, (self.workdir / f"{self.kind}.log").read_text()
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(listening, timeout=15, what=f"{self.kind} listening")
+        return self
+
+    def stop(self) -> None:
+        if self.popen and self.popen.poll() is None:
+            self.popen.terminate()
+            self.popen.wait(15)
