@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from django.conf import settings
 from django.core.management import BaseCommand
 
 from bridge.broker import EmbeddedBroker, free_port
+from bridge.client import BrokerConfig
 
 logger = logging.getLogger("iotgw.gateway")
 
@@ -21,8 +23,10 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000, help="HTTP/WebSocket port")
         parser.add_argument("--mqtt-port", type=int, default=1883,
                             help="embedded broker port (the next free one if taken); ignored with MQTT_URL")
+        parser.add_argument("--simulate", type=int, default=0, metavar="N",
+                            help="also run N simulated devices demo-1 … demo-N (1 sample/s each)")
 
-    def handle(self, *args, host: str, port: int, mqtt_port: int, **options):
+    def handle(self, *args, host: str, port: int, mqtt_port: int, simulate: int = 0, **options):
         from channels.layers import get_channel_layer
         from daphne.server import Server  # installs the asyncio reactor first
         from twisted.internet import reactor
@@ -47,11 +51,13 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"iotgw gateway ready\n  dashboard  http://{host}:{port}/\n  MQTT       {broker_url}"
                 f"{'  (embedded)' if not settings.MQTT_URL else ''}\n"
-                f"  layer      {'redis' if settings.REDIS_URL else 'in-memory'}\n",
+                f"  layer      {'redis' if settings.REDIS_URL else 'in-memory'}\n"
+                + (f"  simulating {', '.join(simulated)}\n" if simulated else ""),
             )
             self.stdout.flush()
 
         reactor.callWhenRunning(start_bridge)
+        simulated = _start_simulator(broker_url, simulate) if simulate else []
         Server(
             application=application,
             endpoints=[f"tcp:port={port}:interface={host}"],
@@ -60,6 +66,19 @@ class Command(BaseCommand):
             ready_callable=ready,
             verbosity=0,
         ).run()
+
+
+def _start_simulator(broker_url: str, count: int) -> list[str]:
+    """Simulated demo devices in a daemon thread, against the gateway's own broker."""
+    from devices.management.commands.demo import DEMO_DEVICES
+    from devices.management.commands.simulate import devices_latest, ensure_devices
+    from devices.simulator import Simulator
+
+    ids = list(DEMO_DEVICES[:count]) + [f"demo-{i}" for i in range(len(DEMO_DEVICES) + 1, count + 1)]
+    sim = Simulator(broker=BrokerConfig.from_url(broker_url), devices=ensure_devices(ids), rate=float(count),
+                    latest=devices_latest(ids))
+    threading.Thread(target=sim.run, name="simulator", daemon=True).start()
+    return ids
 
 
 def _report_crash(task: asyncio.Task) -> None:

@@ -1,0 +1,115 @@
+"""`simulate`: N devices publishing drifting telemetry over MQTT and answering commands (SPEC §10)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import BaseCommand, CommandError
+
+from bridge.client import BrokerConfig
+from devices.models import Device
+from devices.services import device_register
+from devices.simulator import Simulator, Stats, progress_line
+
+# Secrets are shown once at registration; keep the ones we created so a later run can log in again.
+SECRETS_FILE = settings.BASE_DIR / "var" / "simulator-secrets.json"
+
+
+def load_secrets() -> dict[str, str]:
+    """Secrets of devices this machine's simulator registered earlier."""
+    try:
+        return json.loads(SECRETS_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_secrets(secrets: dict[str, str]) -> None:
+    """Keep the secrets, readable by this user only."""
+    SECRETS_FILE.parent.mkdir(exist_ok=True)
+    fd = os.open(SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(secrets, f, indent=1)
+
+
+def devices_latest(device_ids: list[str]) -> dict[str, dict]:
+    """The last known value of every metric of these devices, for the simulator to carry on from."""
+    rows = Device.objects.filter(pk__in=device_ids).values_list("pk", "latest")
+    return {pk: {name: m.get("value") for name, m in (latest or {}).items()} for pk, latest in rows}
+
+
+def ensure_devices(device_ids: list[str], *, owner_name: str | None = None) -> dict[str, str | None]:
+    """Register the devices that are missing; returns each id with its secret where one is known."""
+    owner = None
+    if owner_name:
+        owner = get_user_model().objects.filter(username=owner_name).first()
+        if owner is None:
+            raise CommandError(f"no user {owner_name!r}")
+    secrets = load_secrets()
+    existing = set(Device.objects.filter(pk__in=device_ids).values_list("pk", flat=True))
+    created = False
+    for device_id in device_ids:
+        if device_id not in existing:
+            _, secrets[device_id] = device_register(device_id=device_id, name=device_id, owner=owner)
+            created = True
+    if created:
+        try:
+            save_secrets(secrets)
+        except OSError:
+            pass  # the run works without it; only a later run against an authenticating broker would not
+    return {d: secrets.get(d) for d in device_ids}
+
+
+class Command(BaseCommand):
+    help = "Simulate N devices publishing R samples/s in total over MQTT, answering commands."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--devices", type=int, default=3, help="how many devices (default 3)")
+        parser.add_argument("--rate", type=float, default=3.0, help="samples per second across all devices")
+        parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+        parser.add_argument("--prefix", default="sim", help="device ids are PREFIX-1 … PREFIX-N (default sim)")
+        parser.add_argument("--owner", default=None, help="owner of devices registered by this run")
+        parser.add_argument("--mqtt-url", default=None, help="broker URL (default: MQTT_URL)")
+        parser.add_argument("--latency", type=float, default=0.2, help="seconds before answering a command")
+        parser.add_argument("--failure-rate", type=float, default=0.0, help="share of commands answered with an error")
+        parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable values")
+
+    def handle(self, *args, devices: int, rate: float, duration: float | None, prefix: str, owner: str | None,
+               mqtt_url: str | None, latency: float, failure_rate: float, seed: int | None, **options):
+        url = mqtt_url or settings.MQTT_URL
+        if not url:
+            raise CommandError("Config 'MQTT_URL' is missing, and has no default: pass --mqtt-url or set MQTT_URL")
+        if devices < 1 or rate <= 0 or not 0 <= failure_rate <= 1:
+            raise CommandError("--devices must be at least 1, --rate above 0, --failure-rate from 0 to 1")
+        broker = BrokerConfig.from_url(url)
+        ids = [f"{prefix}-{i}" for i in range(1, devices + 1)]
+        sim = Simulator(broker=broker, devices=ensure_devices(ids, owner_name=owner), rate=rate,
+                        latency=latency, failure_rate=failure_rate, seed=seed, latest=devices_latest(ids))
+        self.stdout.write(f"simulating {ids[0]} … {ids[-1]} at {rate:g} samples/s in total → "
+                          f"{broker.host}:{broker.port}  (Ctrl-C to stop)")
+        self._last_line = time.monotonic()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: sim.stop())
+        try:
+            stats = sim.run(duration=duration, progress=self._progress)
+        except KeyboardInterrupt:
+            sim.stop()
+            stats = sim.stats
+        self.stdout.write(("\n" if sys.stdout.isatty() else "") + "done: " + progress_line(stats))
+
+    def _progress(self, stats: Stats) -> None:
+        # In place on a terminal; into a log or a pipe, one line every ten seconds instead.
+        if sys.stdout.isatty():
+            sys.stdout.write("\r\033[K" + progress_line(stats))
+            sys.stdout.flush()
+            return
+        now = time.monotonic()
+        if now - self._last_line >= 10:
+            self._last_line = now
+            self.stdout.write(progress_line(stats))
