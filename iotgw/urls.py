@@ -2,13 +2,14 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, re_path
 
 from devices import health, pages
 from devices.api import api
 
 urlpatterns = [
     path("", pages.fleet, name="fleet"),
+    re_path(r"^devices/(?P<device_id>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})/$", pages.device, name="device"),
     path("login/", auth_views.LoginView.as_view(template_name="devices/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -1,30 +1,109 @@
-// Fleet view over the public WebSocket API: snapshot on (re)connect, then live frames.
-(function () {
-  const rows = new Map();
-  const body = document.querySelector("#fleet tbody");
-  const conn = document.getElementById("conn");
+// The fleet view: every visible device, its state and latest values, live over the WebSocket API.
+import { Live, showConnection } from "./live.js";
+import { ago, el, formatValue, frameScheduler, unitOf } from "./format.js";
 
-  function render(d) {
-    let tr = rows.get(d.id);
-    if (!tr) { tr = document.createElement("tr"); tr.dataset.device = d.id; rows.set(d.id, tr); body.appendChild(tr); }
-    const latest = Object.entries(d.latest || {}).map(([k, v]) => `${k}=${v}`).join("  ");
-    tr.innerHTML = `<td>${d.name || d.id}</td><td class="${d.online ? "online" : "offline"}">${d.online ? "online" : "offline"}</td>` +
-      `<td>${d.last_seen ? new Date(d.last_seen).toLocaleTimeString() : "—"}</td><td class="latest">${latest}</td>`;
+const body = document.querySelector("#fleet tbody");
+const empty = document.getElementById("empty");
+const summary = document.getElementById("summary");
+const filter = document.getElementById("filter");
+const devices = new Map(); // id -> {state, row, cells}
+const dirty = new Set();
+let needSort = false;
+
+function device(id, state) {
+  let d = devices.get(id);
+  if (!d) {
+    const row = el("tr");
+    row.dataset.device = id;
+    const link = el("a", "name", state.name || id);
+    link.href = `/devices/${encodeURIComponent(id)}/`;
+    const nameCell = el("td");
+    nameCell.append(link, el("div", "id", id));
+    const cells = { state: el("td"), seen: el("td", "seen"), latest: el("td", "latest") };
+    row.append(nameCell, cells.state, cells.seen, cells.latest);
+    row.addEventListener("click", (ev) => { if (ev.target.tagName !== "A") location.href = link.href; });
+    d = { state, row, cells, link };
+    devices.set(id, d);
+    needSort = true;
+  } else {
+    Object.assign(d.state, state);
+    d.link.textContent = d.state.name || id;
   }
-  const state = new Map();
-  function connect(delay) {
-    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
-    ws.onopen = () => { conn.textContent = "live"; conn.className = "conn up"; delay = 1000; ws.send(JSON.stringify({type: "subscribe", devices: "*"})); };
-    ws.onmessage = (ev) => {
-      const f = JSON.parse(ev.data);
-      if (f.type === "snapshot") f.devices.forEach((d) => { state.set(d.id, d); render(d); });
-      if (f.type === "telemetry") f.items.forEach((it) => {
-        const d = state.get(it.device); if (!d) return;
-        Object.assign(d.latest, it.data); d.last_seen = it.ts; d.online = true; render(d);
-      });
-      if (f.type === "status") { const d = state.get(f.device); if (d) { d.online = f.online; render(d); } }
-    };
-    ws.onclose = () => { conn.textContent = "disconnected, retrying…"; conn.className = "conn down"; setTimeout(() => connect(Math.min(delay * 2, 15000)), delay); };
+  dirty.add(id);
+  return d;
+}
+
+function renderRow(d) {
+  const { state, cells } = d;
+  cells.state.replaceChildren(el("span", `badge ${state.online ? "online" : "offline"}`, state.online ? "online" : "offline"));
+  cells.seen.textContent = ago(state.last_seen);
+  cells.seen.title = state.last_seen ? new Date(state.last_seen).toLocaleString() : "";
+  const chips = Object.entries(state.latest || {}).map(([metric, value]) => {
+    const chip = el("span", "chip");
+    chip.dataset.metric = metric;
+    chip.append(el("span", "k", metric), el("span", "v", formatValue(value)), el("span", "u", unitOf(metric)));
+    return chip;
+  });
+  cells.latest.replaceChildren(...chips);
+}
+
+const schedule = frameScheduler(() => {
+  for (const id of dirty) {
+    const d = devices.get(id);
+    if (d) renderRow(d);
   }
-  connect(1000);
-})();
+  dirty.clear();
+  if (needSort) sortDevices();
+  const all = [...devices.values()];
+  const order = all.map((d) => d.row);
+  if (body.children.length !== order.length || order.some((row, i) => body.children[i] !== row)) {
+    body.replaceChildren(...order);
+  }
+  applyFilter();
+  const online = all.filter((d) => d.state.online).length;
+  summary.textContent = `${all.length} device${all.length === 1 ? "" : "s"} · ${online} online`;
+  empty.hidden = all.length > 0;
+});
+
+function applyFilter() {
+  const q = filter.value.trim().toLowerCase();
+  for (const [id, d] of devices) {
+    d.row.hidden = q !== "" && !id.toLowerCase().includes(q) && !(d.state.name || "").toLowerCase().includes(q);
+  }
+}
+
+function onFrame(f) {
+  if (f.type === "snapshot") {
+    const ids = new Set(f.devices.map((s) => s.id));
+    for (const id of [...devices.keys()]) if (!ids.has(id)) devices.delete(id);
+    f.devices.forEach((s) => device(s.id, { ...s, latest: { ...s.latest } }));
+  } else if (f.type === "telemetry") {
+    for (const it of f.items) {
+      const d = devices.get(it.device) || device(it.device, { id: it.device, latest: {} });
+      Object.assign(d.state.latest, it.data);
+      if (!d.state.last_seen || it.ts > d.state.last_seen) d.state.last_seen = it.ts;
+      d.state.online = true;
+      dirty.add(it.device);
+    }
+  } else if (f.type === "status") {
+    const d = devices.get(f.device);
+    if (d) { d.state.online = f.online; dirty.add(f.device); }
+  } else {
+    return;
+  }
+  schedule();
+}
+
+function sortDevices() {
+  const sorted = [...devices.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  devices.clear();
+  sorted.forEach(([id, d]) => devices.set(id, d));
+  needSort = false;
+}
+
+filter.addEventListener("input", applyFilter);
+// "12 s ago" ages even when nothing arrives.
+setInterval(() => { for (const d of devices.values()) d.cells.seen.textContent = ago(d.state.last_seen); }, 1000);
+
+const badge = document.getElementById("conn");
+new Live({ devices: "*", onFrame, onState: (s) => showConnection(badge, s) }).start();

@@ -1,0 +1,202 @@
+// The device view: live charts with recent history, the device's state, and a command panel
+// whose rows follow each command through its lifecycle. Public WebSocket and HTTP APIs only.
+import { Live, showConnection } from "./live.js";
+import { ago, el, epoch, formatValue, frameScheduler, unitOf } from "./format.js";
+import { CommandPanel } from "./commands.js";
+
+const root = document.getElementById("device");
+const deviceId = root.dataset.deviceId;
+const WINDOW_S = 10 * 60; // what the charts show
+const MAX_POINTS = 5000; // per metric, whatever the rate
+const COLORS = ["#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
+
+const chartsBox = document.getElementById("charts");
+const othersBox = document.getElementById("others");
+const historyNote = document.getElementById("history-note");
+const stateBadge = document.getElementById("state");
+const seen = document.getElementById("seen");
+const series = new Map(); // metric -> {xs, ys, chart, value, card}
+const dirty = new Set();
+const state = { online: false, last_seen: null, texts: {} };
+let lastSample = 0; // epoch s of the newest sample seen, to refetch what a reconnect missed
+
+function numeric(value) {
+  if (typeof value === "number" && Number.isFinite(value)) return value;
+  if (typeof value === "boolean") return value ? 1 : 0;
+  return null;
+}
+
+function metricSeries(metric) {
+  let s = series.get(metric);
+  if (s) return s;
+  const card = el("section", "card chart");
+  card.dataset.metric = metric;
+  const head = el("header");
+  const value = el("span", "value", "—");
+  head.append(el("h3", null, metric), value, el("span", "unit", unitOf(metric)));
+  const plot = el("div", "plot");
+  card.append(head, plot);
+  s = { xs: [], ys: [], chart: null, value, card, plot, color: COLORS[series.size % COLORS.length] };
+  series.set(metric, s);
+  const cards = [...series.keys()].sort().map((m) => series.get(m).card);
+  chartsBox.replaceChildren(...cards);
+  return s;
+}
+
+function addPoint(s, x, y) {
+  const { xs, ys } = s;
+  const n = xs.length;
+  if (n === 0 || x > xs[n - 1]) { xs.push(x); ys.push(y); return; }
+  // Out of order (a late or replayed sample): binary search, replace an equal time, else insert.
+  let lo = 0, hi = n;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid] < x) lo = mid + 1; else hi = mid; }
+  if (xs[lo] === x) ys[lo] = y; else { xs.splice(lo, 0, x); ys.splice(lo, 0, y); }
+}
+
+/** Merge a time-ordered batch (history) into the series in one pass. */
+function mergeBatch(s, bx, by) {
+  const xs = [], ys = [];
+  let i = 0, j = 0;
+  while (i < s.xs.length || j < bx.length) {
+    if (j >= bx.length || (i < s.xs.length && s.xs[i] < bx[j])) { xs.push(s.xs[i]); ys.push(s.ys[i]); i++; }
+    else if (i >= s.xs.length || bx[j] < s.xs[i]) { xs.push(bx[j]); ys.push(by[j]); j++; }
+    else { xs.push(s.xs[i]); ys.push(s.ys[i]); i++; j++; }
+  }
+  s.xs = xs; s.ys = ys;
+}
+
+function trim(s) {
+  const cutoff = Date.now() / 1000 - WINDOW_S;
+  let drop = 0;
+  while (drop < s.xs.length - 1 && s.xs[drop] < cutoff) drop++;
+  drop = Math.max(drop, s.xs.length - MAX_POINTS);
+  if (drop > 0) { s.xs.splice(0, drop); s.ys.splice(0, drop); }
+}
+
+function ingest(items, batch) {
+  const batches = new Map();
+  for (const it of items) {
+    const x = epoch(it.ts);
+    if (!Number.isFinite(x)) continue;
+    lastSample = Math.max(lastSample, x);
+    for (const [metric, raw] of Object.entries(it.data || {})) {
+      const y = numeric(raw);
+      if (y === null) { state.texts[metric] = raw; dirty.add("#others"); continue; }
+      const s = metricSeries(metric);
+      if (batch) {
+        if (!batches.has(s)) batches.set(s, [[], []]);
+        const [bx, by] = batches.get(s);
+        bx.push(x); by.push(y);
+      } else addPoint(s, x, y);
+      dirty.add(metric);
+    }
+  }
+  for (const [s, [bx, by]] of batches) mergeBatch(s, bx, by);
+  schedule();
+}
+
+// One line of HH:MM(:SS) under the chart; uPlot's default two-line date labels crowd a small card.
+function clockLabels(u, splits) {
+  const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+  const opts = { hour: "2-digit", minute: "2-digit", hour12: false, ...(span < 300 ? { second: "2-digit" } : {}) };
+  return splits.map((v) => new Date(v * 1000).toLocaleTimeString([], opts));
+}
+
+function makeChart(s, metric) {
+  const width = Math.max(200, s.plot.clientWidth);
+  const unit = unitOf(metric);
+  return new uPlot({
+    width, height: 180,
+    legend: { show: false },
+    cursor: { y: false, points: { size: 6 } },
+    scales: { x: { time: true } },
+    axes: [
+      { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, values: clockLabels },
+      { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, size: 72,
+        values: (u, vals) => vals.map((v) => formatValue(v) + (unit ? " " + unit : "")) },
+    ],
+    series: [{}, { label: metric, stroke: s.color, width: 2, fill: s.color + "14", points: { show: false } }],
+  }, [s.xs, s.ys], s.plot);
+}
+
+const schedule = frameScheduler(() => {
+  for (const key of dirty) {
+    if (key === "#others") { renderOthers(); continue; }
+    const s = series.get(key);
+    if (!s) continue;
+    trim(s);
+    s.value.textContent = s.ys.length ? formatValue(s.ys[s.ys.length - 1]) : "—";
+    if (!s.chart) s.chart = makeChart(s, key);
+    else s.chart.setData([s.xs, s.ys]);
+  }
+  dirty.clear();
+  renderState();
+});
+
+function renderOthers() {
+  const entries = Object.entries(state.texts);
+  othersBox.hidden = entries.length === 0;
+  const list = othersBox.querySelector("dl");
+  list.replaceChildren(...entries.flatMap(([k, v]) => [el("dt", null, k), el("dd", null, formatValue(v))]));
+}
+
+function renderState() {
+  stateBadge.textContent = state.online ? "online" : "offline";
+  stateBadge.className = `badge ${state.online ? "online" : "offline"}`;
+  seen.textContent = ago(state.last_seen);
+  document.getElementById("waiting").hidden = series.size > 0 || Object.keys(state.texts).length > 0;
+}
+
+async function loadHistory(sinceEpoch) {
+  const since = new Date(sinceEpoch * 1000).toISOString();
+  const url = `/api/devices/${encodeURIComponent(deviceId)}/telemetry?since=${encodeURIComponent(since)}&limit=${MAX_POINTS}`;
+  try {
+    const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const body = await r.json();
+    const items = Array.isArray(body) ? body : Array.isArray(body.items) ? body.items : [];
+    ingest(items, true);
+    historyNote.textContent = "";
+  } catch (err) {
+    historyNote.textContent = `history unavailable (${err.message}); showing live values only`;
+  }
+}
+
+let snapshots = 0;
+const commands = new CommandPanel({ deviceId, send: (frame) => live.send(frame) });
+
+function onFrame(f) {
+  if (f.type === "snapshot") {
+    const d = f.devices.find((x) => x.id === deviceId);
+    document.getElementById("gone").hidden = Boolean(d);
+    if (!d) return;
+    Object.assign(state, { online: d.online, last_seen: d.last_seen });
+    // The first snapshot loads the last minutes; a later one (a reconnect) fetches what was missed.
+    const since = snapshots++ === 0 || !lastSample ? Date.now() / 1000 - WINDOW_S : lastSample;
+    loadHistory(since);
+    if (snapshots > 1) commands.refresh();
+    schedule();
+  } else if (f.type === "telemetry") {
+    const mine = f.items.filter((it) => it.device === deviceId);
+    if (!mine.length) return;
+    for (const it of mine) if (!state.last_seen || it.ts > state.last_seen) state.last_seen = it.ts;
+    state.online = true;
+    ingest(mine, false);
+  } else if (f.type === "status" && f.device === deviceId) {
+    state.online = f.online;
+    schedule();
+  } else if (f.type === "command" && f.device === deviceId) {
+    commands.update(f);
+  } else if (f.type === "error") {
+    if (!commands.reject(f)) historyNote.textContent = f.message;
+  }
+}
+
+window.addEventListener("resize", () => {
+  for (const s of series.values()) if (s.chart) s.chart.setSize({ width: Math.max(200, s.plot.clientWidth), height: 180 });
+});
+setInterval(() => { seen.textContent = ago(state.last_seen); }, 1000);
+
+const badge = document.getElementById("conn");
+const live = new Live({ devices: [deviceId], onFrame, onState: (s) => { showConnection(badge, s); commands.connected(s.up); } });
+live.start();
