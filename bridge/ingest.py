@@ -137,6 +137,8 @@ class Ingestor:
         self._stats.counts["received"] += len(batch)
         push = PushBatch()
         outcome = await self._store(items, received_at) if items else IngestOutcome()
+        if items:
+            self._stats.observe_latency((timezone.now() - received_at).total_seconds())
         if responses:
             await self._responses(responses, push)
         self._ack(batch)

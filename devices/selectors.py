@@ -5,8 +5,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 from datetime import datetime
+from importlib import import_module
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
@@ -49,8 +52,8 @@ def device_state(device: Device) -> dict[str, Any]:
     }
 
 
-def token_user(key: str) -> AbstractBaseUser | None:
-    """The active user behind an unrevoked API token, or None."""
+def token_lookup(key: str) -> ApiToken | None:
+    """The unrevoked API token of an active user with that key, or None."""
     if not key.startswith(TOKEN_PREFIX):
         return None
     token = (
@@ -60,7 +63,25 @@ def token_user(key: str) -> AbstractBaseUser | None:
     )
     if token is None or not token.user.is_active:
         return None
-    return token.user
+    return token
+
+
+def token_user(key: str) -> AbstractBaseUser | None:
+    """The active user behind an unrevoked API token, or None."""
+    token = token_lookup(key)
+    return token.user if token is not None else None
+
+
+def socket_credentials_valid(*, user_id: int, token_id: int | None, session_key: str | None) -> bool:
+    """Whether an open socket's credentials still hold: user active, and token unrevoked or session alive."""
+    if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
+        return False
+    if token_id is not None:
+        return ApiToken.objects.filter(pk=token_id, user_id=user_id, revoked_at__isnull=True).exists()
+    if not session_key:
+        return False
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return str(session.get(SESSION_KEY, "")) == str(user_id)
 
 
 def device_secret_ok(device_id: str, secret: str) -> bool:
@@ -70,10 +91,20 @@ def device_secret_ok(device_id: str, secret: str) -> bool:
 
 
 def telemetry_history(
-    *, device_id: str, since: datetime | None = None, until: datetime | None = None, limit: int = 1000
+    *,
+    device_id: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 1000,
+    after: datetime | None = None,
+    metric: str | None = None,
 ) -> QuerySet[Telemetry]:
-    """A device's samples ordered by ts, optionally bounded in time."""
+    """A device's samples ordered by ts, optionally bounded in time (`after` is exclusive, for paging)."""
     qs = Telemetry.objects.filter(device_id=device_id)
+    if metric is not None:
+        qs = qs.filter(data__has_key=metric)
+    if after is not None:
+        qs = qs.filter(ts__gt=after)
     if since is not None:
         qs = qs.filter(ts__gte=since)
     if until is not None:

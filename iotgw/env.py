@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,16 @@ def require(name: str, why: str) -> str:
     if value is None:
         raise ConfigMissing(name, why)
     return value
+
+
+def url_username(url: str | None) -> str | None:
+    """The username in a URL such as `mqtt://user:pw@host`, or None."""
+    return unquote(urlsplit(url).username) if url and urlsplit(url).username else None
+
+
+def url_password(url: str | None) -> str | None:
+    """The password in a URL such as `mqtt://user:pw@host`, or None."""
+    return unquote(urlsplit(url).password) if url and urlsplit(url).password else None
 
 
 def default_client_id() -> str:

@@ -134,6 +134,24 @@ IOTGW_MAX_BATCH = int(env.number("IOTGW_MAX_BATCH", 2000))
 IOTGW_PUSH_BUCKETS = int(env.number("IOTGW_PUSH_BUCKETS", 16))
 IOTGW_HEARTBEAT_SECONDS = env.number("IOTGW_HEARTBEAT_SECONDS", 2.0)
 IOTGW_WS_MAX_FRAME = 64 * 1024
+# Dashboard frames per second per socket (token bucket); past the burst a socket gets
+# `rate_limited`, and one that keeps going past another burst's worth is closed (4429).
+IOTGW_WS_RATE = env.number("IOTGW_WS_RATE", 20.0)
+IOTGW_WS_BURST = env.number("IOTGW_WS_BURST", 40.0)
+# How often an open socket re-checks that its token, session and user are still valid.
+IOTGW_WS_RECHECK_SECONDS = env.number("IOTGW_WS_RECHECK_SECONDS", 30.0)
+# HTTP ingest requests per second per device (429 past the burst), in each web process.
+IOTGW_HTTP_INGEST_RATE = env.number("IOTGW_HTTP_INGEST_RATE", 20.0)
+IOTGW_HTTP_INGEST_BURST = env.number("IOTGW_HTTP_INGEST_BURST", 40.0)
+
+# The bridge's own broker account, for the /mqtt/auth and /mqtt/acl hooks; defaults to MQTT_URL's.
+MQTT_BRIDGE_USERNAME = env.text("MQTT_BRIDGE_USERNAME", env.url_username(MQTT_URL))
+MQTT_BRIDGE_PASSWORD = env.text("MQTT_BRIDGE_PASSWORD", env.url_password(MQTT_URL))
+# When set, the hooks answer only requests carrying it in the X-Iotgw-Hook-Secret header.
+MQTT_HOOK_SECRET = env.text("MQTT_HOOK_SECRET")
+# Mosquitto dynamic security: keep the broker's clients and roles in step with the registry.
+MQTT_DYNSEC = env.flag("MQTT_DYNSEC")
+MQTT_DYNSEC_URL = env.text("MQTT_DYNSEC_URL", MQTT_URL)
 
 LOGGING = {
     "version": 1,

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from devices import health, pages
+from devices import broker_auth, health, pages
 from devices.api import api
 
 urlpatterns = [
@@ -17,4 +17,7 @@ urlpatterns = [
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", health.metrics_view),
+    path("mqtt/auth", broker_auth.mqtt_auth),
+    path("mqtt/acl", broker_auth.mqtt_acl),
+    path("mqtt/superuser", broker_auth.mqtt_superuser),
 ]

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 
-from devices.selectors import token_user
+from devices.selectors import token_lookup
 
 
 def header(scope: dict, name: bytes) -> str | None:
@@ -34,7 +34,7 @@ def origin_allowed(origin: str | None) -> bool:
 
 
 class BearerOrSessionAuthMiddleware:
-    """Sets scope["user"] and scope["auth"] ("token" or "session"); tokens never come from the URL."""
+    """Sets scope["user"], scope["auth"] ("token"/"session") and scope["token_id"]; never a token from the URL."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
@@ -45,5 +45,7 @@ class BearerOrSessionAuthMiddleware:
         if authorization is None:
             return await self.session_app(dict(scope, auth="session"), receive, send)
         key = bearer_key(authorization)
-        user = await database_sync_to_async(token_user)(key) if key else None
-        return await self.inner(dict(scope, auth="token", user=user or AnonymousUser()), receive, send)
+        token = await database_sync_to_async(token_lookup)(key) if key else None
+        user = token.user if token is not None else AnonymousUser()
+        token_id = token.pk if token is not None else None
+        return await self.inner(dict(scope, auth="token", user=user, token_id=token_id), receive, send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -10,13 +11,20 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from bridge.push import bucket_group, bucket_of
+from devices import metrics
 from devices.exceptions import GatewayError, PayloadInvalid
 from devices.models import Device
-from devices.selectors import device_ids_visible_to, device_snapshots
+from devices.selectors import device_ids_visible_to, device_snapshots, socket_credentials_valid
+from devices.services import session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
+from protocols.ratelimit import TokenBucket
 from protocols.wire import decode_client_frame, dumps, error_frame, telemetry_frame
 
 logger = logging.getLogger("iotgw.ws")
+
+# Close codes (4000-4999 are the application's): credentials gone, and flooding.
+CLOSE_REVOKED = 4401
+CLOSE_FLOODING = 4429
 
 
 def _subscription(user: Any, wanted: list[str] | str) -> tuple[set[str], bool, list[str], list[str]]:
@@ -44,16 +52,75 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.devices: set[str] = set()
         self.everything = False
         self.buckets: set[int] = set()
+        self.limiter = TokenBucket(rate=settings.IOTGW_WS_RATE, burst=settings.IOTGW_WS_BURST)
+        self.over_limit = 0
+        self.auth_groups = self._auth_groups(user)
+        for group in self.auth_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        metrics.websockets_open.inc()
+        self.recheck = asyncio.ensure_future(self._recheck_credentials())
+
+    def _auth_groups(self, user: Any) -> list[str]:
+        """The groups through which a revoked token, a logout or a disabled user closes this socket."""
+        groups = [user_group(user.pk)]
+        if self.scope.get("token_id") is not None:
+            groups.append(token_group(self.scope["token_id"]))
+        session = self.scope.get("session")
+        if self.scope.get("auth") == "session" and session is not None and session.session_key:
+            groups.append(session_group(session.session_key))
+        return groups
 
     async def disconnect(self, code: int) -> None:
         """Leave every group this socket joined."""
+        if not hasattr(self, "auth_groups"):
+            return  # refused at the handshake
+        metrics.websockets_open.dec()
+        self.recheck.cancel()
+        for group in self.auth_groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
         for bucket in getattr(self, "buckets", ()):
             await self.channel_layer.group_discard(bucket_group(bucket), self.channel_name)
+
+    async def _recheck_credentials(self) -> None:
+        """The layer may lose a revocation message: re-read the credentials now and then."""
+        session = self.scope.get("session")
+        check = database_sync_to_async(socket_credentials_valid)
+        while True:
+            await asyncio.sleep(settings.IOTGW_WS_RECHECK_SECONDS)
+            try:
+                valid = await check(user_id=self.scope["user"].pk, token_id=self.scope.get("token_id"),
+                                    session_key=session.session_key if self.scope.get("auth") == "session" else None)
+            except Exception as exc:  # a database hiccup is not a revocation
+                logger.warning("could not re-check socket credentials: %s", exc)
+                continue
+            if not valid:
+                await self.sockets_revoke({})
+                return
+
+    async def sockets_revoke(self, message: dict) -> None:
+        """The token was revoked, the session logged out or the user disabled: close with 4401."""
+        metrics.websockets_closed.labels(reason="revoked").inc()
+        await self.close(code=CLOSE_REVOKED)
+
+    async def _throttled(self) -> bool:
+        """Token bucket per socket: past the burst, say `rate_limited` once; past another burst, close."""
+        if self.limiter.take():
+            self.over_limit = 0
+            return False
+        self.over_limit += 1
+        if self.over_limit == 1:
+            await self.send(error_frame("rate_limited", f"over {settings.IOTGW_WS_RATE:g} frames/s; frames dropped"))
+        elif self.over_limit == int(settings.IOTGW_WS_BURST) + 1:
+            metrics.websockets_closed.labels(reason="flooding").inc()
+            await self.close(code=CLOSE_FLOODING)
+        return True
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Decode a frame and dispatch it by type; a bad frame gets an error and the socket stays."""
         ref = None
+        if await self._throttled():
+            return
         try:
             frame = decode_client_frame(text_data)
             ref = frame.get("ref")

@@ -1,0 +1,234 @@
+"""Devices on the JSON API (SPEC §8): list, register, read, history, and HTTP ingest with device credentials."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja import Field, Query, Router, Schema
+from ninja.errors import AuthenticationError
+
+from bridge.push import PushBatch, push_send
+from devices import metrics
+from devices.exceptions import DeviceDisabled, DeviceUnknown, NotAuthorized, PayloadInvalid
+from devices.selectors import device_secret_ok, device_state, devices_visible_to, telemetry_history
+from devices.services import Inbound, device_register, telemetry_ingest
+from protocols.payloads import METRIC_RE, parse_samples, parse_ts
+from protocols.ratelimit import BucketMap, RateLimited
+from protocols.wire import format_ts
+
+logger = logging.getLogger("iotgw.api")
+
+router = Router(tags=["devices"])
+
+MAX_HISTORY = 10_000
+
+
+class DeviceOut(Schema):
+    id: str
+    name: str
+    enabled: bool
+    online: bool
+    last_seen: str | None
+    latest: dict[str, Any]
+    latest_ts: dict[str, str]
+
+
+class DeviceIn(Schema):
+    id: str = Field(..., description="^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$; also the device's MQTT username")
+    name: str = ""
+    owner: str | None = Field(None, description="username of the owner; the caller when omitted")
+    groups: list[str] = []
+
+
+class DeviceCreated(DeviceOut):
+    mqtt_username: str
+    secret: str = Field(..., description="the device's MQTT password; shown in this answer only")
+
+
+class Sample(Schema):
+    ts: str
+    data: dict[str, Any]
+
+
+class TelemetryPage(Schema):
+    device: str
+    items: list[Sample]
+    next: str | None = Field(None, description="URL of the next page (same filters, after the last ts), or null")
+
+
+class HistoryQuery(Schema):
+    since: str | None = Field(None, description="inclusive; ISO-8601 with offset, or epoch milliseconds")
+    until: str | None = Field(None, description="exclusive; ISO-8601 with offset, or epoch milliseconds")
+    after: str | None = Field(None, description="exclusive lower bound, for paging (see `next`)")
+    metric: str | None = Field(None, description="only samples that carry this metric, and only its value")
+    limit: int = Field(1000, ge=1, le=MAX_HISTORY)
+
+
+class Ingested(Schema):
+    accepted: int
+
+
+class Error(Schema):
+    error: dict[str, str]
+
+
+def _out(device) -> dict[str, Any]:
+    return {**device_state(device), "enabled": device.enabled}
+
+
+def _visible(request: HttpRequest, device_id: str):
+    """The device if the caller may see it; a hidden device is as absent as a missing one."""
+    device = devices_visible_to(request.auth).filter(pk=device_id).first()
+    if device is None:
+        raise DeviceUnknown(f"no device {device_id!r}")
+    return device
+
+
+@router.get("/devices", response=list[DeviceOut], summary="Devices the caller may see")
+def device_list(request: HttpRequest):
+    return [_out(d) for d in devices_visible_to(request.auth)]
+
+
+@router.post("/devices", response={201: DeviceCreated, 400: Error, 403: Error, 409: Error},
+             summary="Register a device (staff); the secret is shown once")
+def device_create(request: HttpRequest, body: DeviceIn):
+    if not request.auth.is_staff:
+        raise NotAuthorized("only staff may register devices")
+    owner = request.auth
+    if body.owner is not None:
+        owner = get_user_model().objects.filter(username=body.owner).first()
+        if owner is None:
+            raise PayloadInvalid("bad_request", f"no user named {body.owner!r}")
+    device, secret = device_register(device_id=body.id, name=body.name, owner=owner, groups=body.groups)
+    return 201, {**_out(device), "mqtt_username": device.id, "secret": secret}
+
+
+@router.get("/devices/{device_id}", response={200: DeviceOut, 404: Error}, summary="One device")
+def device_detail(request: HttpRequest, device_id: str):
+    return _out(_visible(request, device_id))
+
+
+def _time(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_ts(int(value) if value.isdigit() else value)
+    except PayloadInvalid:
+        raise PayloadInvalid("bad_request", f"{name} must be ISO-8601 with an offset, or epoch milliseconds") from None
+
+
+@router.get("/devices/{device_id}/telemetry", response={200: TelemetryPage, 400: Error, 404: Error},
+            summary="History, ordered by ts, in pages")
+def device_telemetry(request: HttpRequest, device_id: str, q: Query[HistoryQuery]):
+    _visible(request, device_id)
+    if q.metric is not None and not METRIC_RE.match(q.metric):
+        raise PayloadInvalid("bad_request", "metric is not a valid metric name")
+    rows = list(telemetry_history(
+        device_id=device_id, since=_time("since", q.since), until=_time("until", q.until),
+        after=_time("after", q.after), metric=q.metric, limit=q.limit,
+    ))
+    items = [
+        {"ts": format_ts(r.ts), "data": {q.metric: r.data[q.metric]} if q.metric else r.data} for r in rows
+    ]
+    next_url = None
+    if len(rows) == q.limit:
+        params = {k: v for k, v in q.dict().items() if v is not None and k != "after"}
+        next_url = f"{request.path}?{urlencode({**params, 'after': items[-1]['ts']})}"
+    return {"device": device_id, "items": items, "next": next_url}
+
+
+# --- HTTP ingest ------------------------------------------------------------------
+
+class DeviceCredentialsInvalid(AuthenticationError):
+    """Missing or wrong device credentials (the same answer for an unknown or disabled device)."""
+
+    challenge = 'Basic realm="iotgw devices"'
+
+    def __init__(self) -> None:
+        super().__init__(401, "device credentials required: HTTP Basic id:secret, or Bearer <secret>")
+
+
+_ingest_buckets: BucketMap | None = None
+
+
+def _device_secret(request: HttpRequest, device_id: str) -> str | None:
+    """The secret from `Authorization: Basic base64(id:secret)` or `Bearer <secret>`."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic":
+        try:
+            user, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return secret if sep and user == device_id else None
+    return None
+
+
+def _rate_ok(device_id: str) -> bool:
+    global _ingest_buckets
+    if _ingest_buckets is None:
+        _ingest_buckets = BucketMap(rate=settings.IOTGW_HTTP_INGEST_RATE, burst=settings.IOTGW_HTTP_INGEST_BURST)
+    return _ingest_buckets.take(device_id)
+
+
+@router.post("/ingest/{device_id}/telemetry", auth=None, tags=["ingest"],
+             response={200: Ingested, 400: Error, 401: Error, 403: Error, 413: Error, 429: Error},
+             summary="Telemetry over HTTP, with the device's own credentials; same payload rules as MQTT")
+def ingest_telemetry(request: HttpRequest, device_id: str):
+    try:
+        return _ingest(request, device_id)
+    except PayloadInvalid as exc:
+        metrics.http_rejected.labels(reason=exc.reason).inc()
+        raise
+
+
+def _ingest(request: HttpRequest, device_id: str) -> dict[str, int]:
+    secret = _device_secret(request, device_id)
+    if secret is None or not device_secret_ok(device_id, secret):
+        metrics.http_rejected.labels(reason="unauthorized").inc()
+        raise DeviceCredentialsInvalid()
+    if not _rate_ok(device_id):
+        metrics.http_rejected.labels(reason="rate_limited").inc()
+        raise RateLimited(f"device {device_id} sends faster than {settings.IOTGW_HTTP_INGEST_RATE:g} requests/s")
+    max_bytes = settings.IOTGW_MAX_PAYLOAD
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > max_bytes:  # refused before the body is read
+        raise PayloadInvalid("too_large", f"payload of {declared} bytes is over the {max_bytes}-byte limit")
+    received_at = timezone.now()
+    samples = parse_samples(request.body, received_at=received_at, max_bytes=max_bytes)
+    outcome = telemetry_ingest(items=[Inbound(device_id=device_id, samples=samples)], received_at=received_at)
+    if outcome.rejected:
+        metrics.http_rejected.labels(reason=outcome.rejected[0]).inc()
+        raise DeviceDisabled(f"device {device_id} is {outcome.rejected[0].replace('_', ' ')}")
+    metrics.http_samples_ingested.inc(len(samples))
+    _push(device_id, samples, outcome.status_changes)
+    return {"accepted": len(samples)}
+
+
+def _push(device_id: str, samples, status_changes) -> None:
+    """Live pushes to dashboards, as the bridge does; best-effort, storage already happened."""
+    push = PushBatch()
+    for sample in samples:
+        push.telemetry(device_id, sample.ts, sample.data)
+    for changed_id, online, ts in status_changes:
+        push.status(changed_id, online, ts)
+    try:
+        async_to_sync(push_send)(get_channel_layer(), push)
+    except Exception as exc:
+        logger.warning("push to dashboards failed: %s", exc)

@@ -1,0 +1,54 @@
+"""A token bucket for per-connection and per-device rate limits; pure, no ORM."""
+
+from __future__ import annotations
+
+import time
+
+from devices.exceptions import GatewayError
+
+
+class RateLimited(GatewayError):
+    """The caller sends faster than its rate limit allows."""
+
+    code = "rate_limited"
+
+
+class TokenBucket:
+    """`rate` tokens a second, holding at most `burst`; each take() spends one."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, *, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend a token if one is there; False when the bucket is empty."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class BucketMap:
+    """Buckets by key (e.g. device id), bounded so that many keys cannot exhaust memory."""
+
+    def __init__(self, *, rate: float, burst: float, max_keys: int = 10_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, key: str) -> bool:
+        """Spend a token of `key`'s bucket."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._buckets.clear()
+            bucket = self._buckets[key] = TokenBucket(rate=self.rate, burst=self.burst)
+        return bucket.take()

@@ -1,0 +1,49 @@
+"""A tiny stdlib HTTP client for the JSON API and the broker hooks (real HTTP against Daphne)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def error_code(self) -> str | None:
+        """`error.code` of the API's one error shape (asserting the shape on the way)."""
+        doc = self.json()
+        assert set(doc) >= {"error"} and set(doc["error"]) >= {"code", "message"}, doc
+        return doc["error"]["code"]
+
+
+def call(method: str, url: str, *, body: Any = None, raw: bytes | None = None, headers: dict | None = None,
+         token: str | None = None, content_type: str = "application/json") -> Reply:
+    """One request; `body` is sent as JSON, `raw` as is."""
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    if data is not None:
+        headers.setdefault("Content-Type", content_type)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read())
+
+
+def basic(user: str, secret: str) -> dict[str, str]:
+    """An HTTP Basic Authorization header."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
