@@ -62,12 +62,13 @@ export class CommandPanel {
       at: el("td", "at", time(cmd.updated_at)),
       what: el("td", "what"),
       status: el("td", "status"),
-      outcome: el("td", "outcome"),
+      outcome: el("div", "outcome"),
     };
     cells.what.append(el("code", "name", cmd.name || "?"));
     const params = cmd.params && Object.keys(cmd.params).length ? JSON.stringify(cmd.params) : "";
     if (params) cells.what.append(el("span", "params", params.length > 80 ? params.slice(0, 79) + "…" : params));
-    tr.append(cells.at, cells.what, cells.status, cells.outcome);
+    cells.what.append(cells.outcome);
+    tr.append(cells.at, cells.what, cells.status);
     r = { tr, cells, status: null, trail: [], id: null, ref: cmd.ref };
     this.rows.set(key, r);
     this.body.prepend(tr);

@@ -8,7 +8,17 @@ const root = document.getElementById("device");
 const deviceId = root.dataset.deviceId;
 const WINDOW_S = 10 * 60; // what the charts show
 const MAX_POINTS = 5000; // per metric, whatever the rate
-const COLORS = ["#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
+const COLORS = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#dc2626"];
+const KNOWN = { temperature: "#dc2626", humidity: "#0891b2", battery: "#059669", rssi: "#7c3aed" };
+// Whole seconds and up on the time axis: sub-second ticks would repeat the same label.
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400];
+
+function colorOf(metric) {
+  if (KNOWN[metric]) return KNOWN[metric];
+  let h = 0;
+  for (const c of metric) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return COLORS[h % COLORS.length];
+}
 
 const chartsBox = document.getElementById("charts");
 const othersBox = document.getElementById("others");
@@ -36,7 +46,7 @@ function metricSeries(metric) {
   head.append(el("h3", null, metric), value, el("span", "unit", unitOf(metric)));
   const plot = el("div", "plot");
   card.append(head, plot);
-  s = { xs: [], ys: [], chart: null, value, card, plot, color: COLORS[series.size % COLORS.length] };
+  s = { xs: [], ys: [], chart: null, value, card, plot, color: colorOf(metric) };
   series.set(metric, s);
   const cards = [...series.keys()].sort().map((m) => series.get(m).card);
   chartsBox.replaceChildren(...cards);
@@ -111,7 +121,8 @@ function makeChart(s, metric) {
     cursor: { y: false, points: { size: 6 } },
     scales: { x: { time: true } },
     axes: [
-      { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, values: clockLabels },
+      { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, values: clockLabels,
+        incrs: TIME_STEPS, space: 70 },
       { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, size: 72,
         values: (u, vals) => vals.map((v) => formatValue(v) + (unit ? " " + unit : "")) },
     ],

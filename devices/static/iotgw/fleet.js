@@ -38,7 +38,7 @@ function renderRow(d) {
   cells.state.replaceChildren(el("span", `badge ${state.online ? "online" : "offline"}`, state.online ? "online" : "offline"));
   cells.seen.textContent = ago(state.last_seen);
   cells.seen.title = state.last_seen ? new Date(state.last_seen).toLocaleString() : "";
-  const chips = Object.entries(state.latest || {}).map(([metric, value]) => {
+  const chips = Object.entries(state.latest || {}).sort(([a], [b]) => (a < b ? -1 : 1)).map(([metric, value]) => {
     const chip = el("span", "chip");
     chip.dataset.metric = metric;
     chip.append(el("span", "k", metric), el("span", "v", formatValue(value)), el("span", "u", unitOf(metric)));
