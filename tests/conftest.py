@@ -76,8 +76,10 @@ def processes(request):
 def stack(live_db, redis_url, mqtt_url, processes, run_id):
     """Env for a split deployment against the real services: web and bridge processes share it."""
     env = support.stack_env(database_url=live_db, redis_url=redis_url, mqtt_url=mqtt_url, run_id=run_id)
-    yield support.Stack(env=env, processes=processes, mqtt_url=mqtt_url)
-    support.drop_bridge_sessions(mqtt_url, env)
+    stack = support.Stack(env=env, processes=processes, mqtt_url=mqtt_url)
+    yield stack
+    processes.stop_all()
+    support.drop_sessions(stack.env["MQTT_URL"], stack.client_ids)
 
 
 @pytest.fixture

@@ -148,6 +148,7 @@ class Stack:
     mqtt_url: str
     web_port: int | None = None
     bridges: list[Process] = field(default_factory=list)
+    client_ids: set[str] = field(default_factory=set)
 
     @property
     def web(self) -> str:
@@ -170,6 +171,7 @@ class Stack:
         env = dict(self.env, **extra_env)
         proc = self.processes.start("bridge", [sys.executable, "manage.py", "runworker", "mqtt-bridge"], env)
         self.bridges.append(proc)
+        self.client_ids.add(env["MQTT_CLIENT_ID"])
         wait_bridge_connected(env["MQTT_CLIENT_ID"], proc)
         return proc
 
@@ -190,18 +192,24 @@ def wait_bridge_connected(client_id: str, proc: Process, timeout: float = 30) ->
 
 
 def drop_bridge_sessions(mqtt_url: str, env: dict[str, str]) -> None:
-    """Remove the test bridge's persistent session so it cannot hold messages of later tests."""
+    """Remove the persistent session of the bridge that `env` configures."""
+    drop_sessions(mqtt_url, {env["MQTT_CLIENT_ID"]})
+
+
+def drop_sessions(mqtt_url: str, client_ids: set[str]) -> None:
+    """Remove the test bridges' persistent sessions so they cannot hold messages of later tests."""
     from bridge.client import BrokerConfig
 
     config = BrokerConfig.from_url(mqtt_url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=env["MQTT_CLIENT_ID"], protocol=mqtt.MQTTv5)
-    try:
-        client.connect(config.host, config.port, clean_start=True)
-        client.loop_start()
-        client.disconnect()
-        client.loop_stop()
-    except OSError:
-        pass
+    for client_id in client_ids:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        try:
+            client.connect(config.host, config.port, clean_start=True)
+            client.loop_start()
+            client.disconnect()
+            client.loop_stop()
+        except OSError:
+            pass
 
 
 class Registry:

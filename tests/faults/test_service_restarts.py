@@ -15,7 +15,7 @@ from tests.support import (
     MqttDevice,
     PrivateService,
     Stack,
-    drop_bridge_sessions,
+    drop_sessions,
     stack_env,
     wait_bridge_connected,
     wait_until,
@@ -100,7 +100,7 @@ async def test_redis_restart_is_survived_by_web_and_bridge(live_db, processes, r
     assert web.alive() and bridge.alive()
     device.close()
     await dash.close()
-    await sync_to_async(drop_bridge_sessions)(mqtt_url, stack.env)
+    await sync_to_async(drop_sessions)(mqtt_url, stack.client_ids)
 
 
 def test_database_outage_holds_acks_and_loses_nothing(stack, owned):
