@@ -20,3 +20,8 @@ class BridgeConsumer(AsyncConsumer):
         if isinstance(payload, str):
             payload = payload.encode()
         await runtime.current().publish(message["topic"], payload, qos=int(message.get("qos", 1)))
+
+    async def command_nudge(self, message: dict) -> None:
+        """A web process stored a command: look for queued commands of that device now."""
+        device = message.get("device")
+        runtime.current().commands.nudge([device] if isinstance(device, str) else None)

@@ -69,6 +69,8 @@ class Ingestor:
         self._max_batch = max_batch
         self._max_payload = max_payload
         self.on_responses = on_responses
+        # Told the ids of devices that just came online, so commands waiting for them go out.
+        self.on_online: Callable[[list[str]], None] | None = None
         self._inbox: deque[Raw] = deque()
         self._wake = asyncio.Event()
         self._scheduled = False
@@ -176,6 +178,9 @@ class Ingestor:
         self._stats.counts["samples_stored"] += stored
         for device_id, online, ts in outcome.status_changes:
             push.status(device_id, online, ts)
+        came_online = [device_id for device_id, online, _ in outcome.status_changes if online]
+        if came_online and self.on_online is not None:
+            self.on_online(came_online)
 
     async def _push(self, push: PushBatch) -> None:
         """Send after the previous push finished, so frames keep their order; overlap with the next batch."""

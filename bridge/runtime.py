@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from bridge.client import BrokerConfig, build_client, connect_properties, subscriptions
+from bridge.commands import CommandDispatcher
 from bridge.ingest import Ingestor, Raw
 from bridge.stats import BridgeStats
 from devices.services import bridge_heartbeat
@@ -50,6 +51,9 @@ class Bridge:
             max_batch=settings.IOTGW_MAX_BATCH,
             max_payload=settings.IOTGW_MAX_PAYLOAD,
         )
+        self.commands = CommandDispatcher(bridge=self)
+        self.ingestor.on_responses = self.commands.on_responses
+        self.ingestor.on_online = self.commands.nudge
         self._pending: dict[int, asyncio.Future] = {}
         self._early: set[int] = set()
         self._lock = threading.Lock()
@@ -77,6 +81,7 @@ class Bridge:
         self._tasks = [
             asyncio.ensure_future(self.ingestor.run()),
             asyncio.ensure_future(self._heartbeat()),
+            asyncio.ensure_future(self.commands.run()),
         ]
         _current = self
         logger.info("bridge %s connecting to %s:%s (MQTT %s)", self.client_id, self.broker.host, self.broker.port,
@@ -116,6 +121,7 @@ class Bridge:
         self.generation += 1
         client.subscribe(subscriptions(self.broker, settings.MQTT_SHARE_GROUP))
         self.connected.set()
+        self._loop.call_soon_threadsafe(self.commands.nudge)  # what queued up while away goes out now
         logger.info("bridge connected (session present: %s)", flags.session_present)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:

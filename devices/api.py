@@ -105,3 +105,4 @@ def internal_error(request: HttpRequest, exc: Exception):
 from devices import api_devices  # noqa: E402
 
 api.add_router("/", api_devices.router)
+api.add_router("/", "devices.api_commands.router")

@@ -41,3 +41,9 @@ class Conflict(GatewayError):
     """The object exists already, or is in a state that forbids the action."""
 
     code = "conflict"
+
+
+class CommandUnknown(DeviceUnknown):
+    """No command has that id (answered like an unknown device: 404)."""
+
+    code = "unknown_command"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from importlib import import_module
@@ -11,10 +12,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
-from devices.models import ApiToken, Device, Telemetry
+from devices.exceptions import CommandUnknown, NotAuthorized
+from devices.models import ApiToken, Command, Device, Telemetry
 from devices.services import TOKEN_PREFIX, secret_hash
+from protocols.wire import format_ts
 
 
 def devices_visible_to(user: AbstractBaseUser) -> QuerySet[Device]:
@@ -110,3 +114,42 @@ def telemetry_history(
     if until is not None:
         qs = qs.filter(ts__lt=until)
     return qs.order_by("ts")[:limit]
+
+
+def command_get(*, user: AbstractBaseUser, command_id: uuid.UUID | str) -> Command:
+    """A command on a device the user may see; CommandUnknown or NotAuthorized otherwise."""
+    try:
+        command = Command.objects.filter(pk=command_id).first()
+    except ValidationError:
+        command = None
+    if command is None:
+        raise CommandUnknown(f"no such command: {str(command_id)[:80]}")
+    if not devices_visible_to(user).filter(pk=command.device_id).exists():
+        raise NotAuthorized("not yours to see: that command's device")
+    return command
+
+
+def command_state(command: Command) -> dict[str, Any]:
+    """A command as the API and the `command` frame show it (no queries)."""
+    def ts(value: datetime | None) -> str | None:
+        return format_ts(value) if value else None
+
+    return {
+        "id": str(command.id),
+        "device": command.device_id,
+        "name": command.name,
+        "params": command.params,
+        "status": command.status,
+        "result": command.result,
+        "error": command.error or None,
+        "ref": command.ref,
+        "oneway": command.oneway,
+        "timeout": command.timeout,
+        "idempotency_key": command.idempotency_key,
+        "created_at": ts(command.created_at),
+        "updated_at": ts(command.updated_at),
+        "expires_at": ts(command.expires_at),
+        "sent_at": ts(command.sent_at),
+        "finished_at": ts(command.finished_at),
+        "history": command.history,
+    }

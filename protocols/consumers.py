@@ -10,15 +10,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from bridge.commands import command_announce
 from bridge.push import bucket_group, bucket_of
 from devices import metrics
-from devices.exceptions import GatewayError, PayloadInvalid
+from devices.exceptions import GatewayError
 from devices.models import Device
-from devices.selectors import device_ids_visible_to, device_snapshots, socket_credentials_valid
-from devices.services import session_group, token_group, user_group
+from devices.selectors import command_state, device_ids_visible_to, device_snapshots, socket_credentials_valid
+from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
 from protocols.ratelimit import TokenBucket
-from protocols.wire import decode_client_frame, dumps, error_frame, telemetry_frame
+from protocols.wire import command_frame, command_request, decode_client_frame, dumps, error_frame, telemetry_frame
 
 logger = logging.getLogger("iotgw.ws")
 
@@ -158,7 +159,13 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.buckets &= wanted
 
     async def on_command(self, frame: dict) -> None:
-        raise PayloadInvalid("bad_request", "commands are not available on this gateway yet")
+        """Store the command, answer with its `command` frame (with the client's ref), then nudge the bridge."""
+        request = command_request(frame)
+        command = await database_sync_to_async(command_issue)(user=self.scope["user"], **request)
+        state = command_state(command)
+        state["ref"] = frame.get("ref")
+        await self.send(command_frame(state))
+        await command_announce(self.channel_layer, command)
 
     async def _join(self, buckets) -> None:
         for bucket in set(buckets) - self.buckets:

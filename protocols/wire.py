@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import re
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from devices.exceptions import PayloadInvalid
-from protocols.payloads import DEVICE_ID_RE
+from protocols.payloads import DEVICE_ID_RE, decode_json
 
 MAX_DEVICES_PER_FRAME = 10_000
 CLIENT_TYPES = ("subscribe", "unsubscribe", "command", "ping")
@@ -73,3 +77,114 @@ def telemetry_frame(fragments: list[str]) -> str:
 def status_frame(device_id: str, online: bool, ts: datetime) -> str:
     """A `status` frame."""
     return dumps({"type": "status", "device": device_id, "online": online, "ts": format_ts(ts)})
+
+
+# --- commands (SPEC §6, §7) -----------------------------------------------------
+
+COMMAND_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_EXPIRES_IN = 3600.0
+MAX_TIMEOUT = 86_400.0
+MAX_EXPIRES_IN = 30 * 86_400.0
+MAX_PARAMS_BYTES = 16 * 1024
+MAX_KEY = 128
+MAX_ERROR_TEXT = 1000
+COMMAND_FRAME_KEYS = ("id", "device", "name", "status", "result", "error", "ref", "updated_at")
+
+
+def _seconds(value: Any, what: str, default: float, maximum: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise PayloadInvalid("bad_request", f"{what} must be a number of seconds")
+    if not 0 < value <= maximum:
+        raise PayloadInvalid("bad_request", f"{what} must be above 0 and at most {maximum:g} seconds")
+    return float(value)
+
+
+def command_fields(
+    *,
+    name: Any,
+    params: Any = None,
+    timeout: Any = None,
+    expires_in: Any = None,
+    oneway: Any = False,
+    idempotency_key: Any = None,
+    ref: Any = None,
+) -> dict[str, Any]:
+    """Check a command's fields and fill in the defaults; raises PayloadInvalid naming the bad one."""
+    if not isinstance(name, str) or not COMMAND_NAME_RE.match(name):
+        raise PayloadInvalid("bad_request", f"command name must match {COMMAND_NAME_RE.pattern}")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise PayloadInvalid("bad_request", "params must be a JSON object")
+    try:
+        encoded = orjson.dumps(params)
+    except TypeError:
+        raise PayloadInvalid("bad_request", "params must be plain JSON") from None
+    if len(encoded) > MAX_PARAMS_BYTES:
+        raise PayloadInvalid("bad_request", f"params are over {MAX_PARAMS_BYTES} bytes")
+    if not isinstance(oneway, bool):
+        raise PayloadInvalid("bad_request", "oneway must be true or false")
+    key = idempotency_key
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY):
+        raise PayloadInvalid("bad_request", f"idempotency_key must be a string of 1 to {MAX_KEY} characters")
+    if ref is not None and not (isinstance(ref, str) and len(ref) <= MAX_KEY
+                                or isinstance(ref, int) and not isinstance(ref, bool)):
+        raise PayloadInvalid("bad_request", f"ref must be an integer or a string of at most {MAX_KEY} characters")
+    return {
+        "name": name,
+        "params": params,
+        "timeout": _seconds(timeout, "timeout", DEFAULT_TIMEOUT, MAX_TIMEOUT),
+        "expires_in": _seconds(expires_in, "expires_in", DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN),
+        "oneway": oneway,
+        "idempotency_key": idempotency_key,
+        "ref": ref,
+    }
+
+
+def command_request(frame: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `command_issue` from a client `command` frame, checked."""
+    device = frame.get("device")
+    if not isinstance(device, str) or not DEVICE_ID_RE.match(device):
+        raise PayloadInvalid("bad_request", "device must be a device id")
+    fields = {k: frame.get(k) for k in ("params", "timeout", "expires_in", "idempotency_key", "ref")}
+    return {"device_id": device, **command_fields(name=frame.get("name"), oneway=frame.get("oneway", False), **fields)}
+
+
+def command_frame(state: dict[str, Any]) -> str:
+    """A `command` frame from a command's state (see devices.selectors.command_state)."""
+    return dumps({"type": "command", **{k: state.get(k) for k in COMMAND_FRAME_KEYS}})
+
+
+def command_payload(*, command_id: str, name: str, params: dict[str, Any], expires_at: datetime) -> bytes:
+    """What the device receives on devices/{id}/commands."""
+    return orjson.dumps({"id": command_id, "name": name, "params": params, "expires_at": format_ts(expires_at)})
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResponse:
+    """A device's answer on devices/{id}/commands/response, checked."""
+
+    command_id: uuid.UUID
+    ok: bool
+    result: Any
+    error: str
+
+
+def parse_command_response(payload: bytes, *, max_bytes: int) -> CommandResponse:
+    """Decode `{"id", "status": "ok"|"error", "result", "error"}`; raises PayloadInvalid with a reason."""
+    doc = decode_json(payload, max_bytes=max_bytes)
+    if not isinstance(doc, dict):
+        raise PayloadInvalid("bad_response", "a command response must be a JSON object")
+    if doc.get("status") not in ("ok", "error"):
+        raise PayloadInvalid("bad_response", "status must be 'ok' or 'error'")
+    error = doc.get("error")
+    if error is not None and not isinstance(error, str):
+        raise PayloadInvalid("bad_response", "error must be a string")
+    try:
+        command_id = uuid.UUID(doc.get("id"))
+    except (TypeError, ValueError, AttributeError):
+        raise PayloadInvalid("response_unknown", "id is not a command id") from None
+    return CommandResponse(command_id=command_id, ok=doc["status"] == "ok", result=doc.get("result"),
+                           error=(error or "")[:MAX_ERROR_TEXT])
