@@ -1,0 +1,177 @@
+"""Mosquitto dynamic security kept in step with the registry: a real Mosquitto with the plugin, real paho clients."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from devices.services import device_rotate_secret, device_set_enabled
+from tests.support import free_port, wait_until
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+ADMIN_PASSWORD = "admin-" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def dynsec_broker(tmp_path, processes, settings):
+    """A Mosquitto of our own on a free port, with the dynamic-security plugin; settings point the services at it."""
+    if not PLUGIN.exists() or not shutil.which("mosquitto") or not shutil.which("mosquitto_ctrl"):
+        pytest.skip("mosquitto with the dynamic-security plugin is not installed")
+    state = tmp_path / "dynsec.json"
+    subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(state), "admin", ADMIN_PASSWORD], check=True,
+                   capture_output=True)
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n"
+        f"plugin {PLUGIN}\nplugin_opt_config_file {state}\n"
+        # Started as root, mosquitto would drop to its own user, which cannot read pytest's tmp_path.
+        + ("user root\n" if os.geteuid() == 0 else "")
+    )
+    proc = processes.start("mosquitto", ["mosquitto", "-c", str(conf)], {"PATH": "/usr/sbin:/usr/bin:/bin"})
+    url = f"mqtt://admin:{ADMIN_PASSWORD}@127.0.0.1:{port}"
+    settings.MQTT_DYNSEC = True
+    settings.MQTT_DYNSEC_URL = url
+    probe = Client(port)
+    wait_until(lambda: probe.try_connect("admin", ADMIN_PASSWORD) == 0 or not proc.alive(), what="mosquitto up")
+    assert proc.alive(), proc.output()
+    probe.close()
+    return port
+
+
+class Client:
+    """A paho v5 client that reports the broker's reason codes (CONNACK, PUBACK, SUBACK)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv5)
+        self.events: dict[str, object] = {}
+        self.received: list[mqtt.MQTTMessage] = []
+        self.cond = threading.Condition()
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: self._event("connack", rc.value)
+        self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self._event("disconnected", rc.value)
+        self.client.on_publish = lambda _c, _u, mid, rc, _p: self._event(f"puback-{mid}", rc.value)
+        self.client.on_subscribe = lambda _c, _u, mid, rcs, _p: self._event(f"suback-{mid}", [r.value for r in rcs])
+        self.client.on_message = self._message
+
+    def _event(self, name: str, value: object) -> None:
+        with self.cond:
+            self.events[name] = value
+            self.cond.notify_all()
+
+    def _message(self, _c, _u, msg) -> None:
+        with self.cond:
+            self.received.append(msg)
+            self.cond.notify_all()
+
+    def wait(self, name: str, timeout: float = 10.0) -> object:
+        with self.cond:
+            assert self.cond.wait_for(lambda: name in self.events, timeout), f"no {name}"
+            return self.events.pop(name)
+
+    def try_connect(self, username: str, password: str) -> int:
+        """Connect and return the CONNACK reason code (0 = accepted)."""
+        self.client.username_pw_set(username, password)
+        try:
+            self.client.connect("127.0.0.1", self.port)
+        except OSError:
+            return -1
+        self.client.loop_start()
+        try:
+            return self.wait("connack")
+        except AssertionError:
+            return -1
+        finally:
+            if self.events.get("connack", 0) != 0:
+                self.client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """Publish at QoS 1 and return the PUBACK reason code (0x87 = not authorised)."""
+        info = self.client.publish(topic, payload, qos=1)
+        return self.wait(f"puback-{info.mid}")
+
+    def subscribe(self, topic: str) -> int:
+        _rc, mid = self.client.subscribe(topic, qos=1)
+        return self.wait(f"suback-{mid}")[0]
+
+    def got(self, topic: str, payload: bytes, timeout: float = 10.0) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: any(m.topic == topic and m.payload == payload for m in self.received),
+                                      timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+NOT_AUTHORIZED = 0x87
+
+
+def test_registered_device_is_confined_to_its_own_topics(dynsec_broker, registry):
+    port = dynsec_broker
+    (mine, secret), (other, _) = registry.device("ds-mine"), registry.device("ds-other")
+    observer = Client(port)
+    assert observer.try_connect("admin", ADMIN_PASSWORD) == 0
+    assert observer.subscribe("devices/#") < 0x80
+
+    device = Client(port)
+    assert device.try_connect(mine, secret) == 0
+    assert device.publish(f"devices/{mine}/telemetry", b'{"t": 1}') == 0
+    assert observer.got(f"devices/{mine}/telemetry", b'{"t": 1}')
+    # As another device: refused by the broker, and nothing reaches subscribers.
+    assert device.publish(f"devices/{other}/telemetry", b'{"spoof": 1}') == NOT_AUTHORIZED
+    assert device.publish(f"devices/{mine}/commands", b'{"forged": 1}') == NOT_AUTHORIZED
+    assert device.publish(f"devices/{mine}/status", b"online") == 0
+    assert observer.got(f"devices/{mine}/status", b"online")
+    assert not any(m.topic == f"devices/{other}/telemetry" for m in observer.received)
+    assert device.subscribe(f"devices/{other}/commands") == NOT_AUTHORIZED
+    assert device.subscribe("devices/#") == NOT_AUTHORIZED
+    assert device.subscribe(f"devices/{mine}/commands") == 1
+
+    intruder = Client(port)
+    assert intruder.try_connect(other, secret) != 0  # someone else's secret
+    device.close()
+    observer.close()
+
+
+def test_disabled_device_is_dropped_and_refused(dynsec_broker, registry):
+    port = dynsec_broker
+    mine, secret = registry.device("ds-off")
+    device = Client(port)
+    assert device.try_connect(mine, secret) == 0
+
+    device_set_enabled(device_id=mine, enabled=False)
+    device.wait("disconnected")
+    device.client.loop_stop()
+    assert Client(port).try_connect(mine, secret) != 0
+
+    device_set_enabled(device_id=mine, enabled=True)
+    again = Client(port)
+    assert again.try_connect(mine, secret) == 0
+    again.close()
+
+
+def test_rotated_secret_replaces_the_old_one(dynsec_broker, registry):
+    port = dynsec_broker
+    mine, old_secret = registry.device("ds-rot")
+    device = Client(port)
+    assert device.try_connect(mine, old_secret) == 0
+
+    new_secret = device_rotate_secret(device_id=mine)
+    device.wait("disconnected")  # a connection made with the old secret does not outlive it
+    device.client.loop_stop()
+    assert Client(port).try_connect(mine, old_secret) != 0
+    fresh = Client(port)
+    assert fresh.try_connect(mine, new_secret) == 0
+    assert fresh.publish(f"devices/{mine}/telemetry", b"{}") < 0x80  # 0x10: accepted, no subscribers
+    fresh.close()
