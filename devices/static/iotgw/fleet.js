@@ -19,8 +19,10 @@ function device(id, state) {
     link.href = `/devices/${encodeURIComponent(id)}/`;
     const nameCell = el("td");
     nameCell.append(link, el("div", "id", id));
-    const cells = { state: el("td"), seen: el("td", "seen"), latest: el("td", "latest") };
-    row.append(nameCell, cells.state, cells.seen, cells.latest);
+    const cells = { state: el("td"), seen: el("td", "seen"), latest: el("div", "chips") };
+    const latestCell = el("td", "latest");
+    latestCell.append(cells.latest);
+    row.append(nameCell, cells.state, cells.seen, latestCell);
     row.addEventListener("click", (ev) => { if (ev.target.tagName !== "A") location.href = link.href; });
     d = { state, row, cells, link };
     devices.set(id, d);
