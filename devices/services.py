@@ -21,8 +21,9 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
+from devices import telemetry_sql
 from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, NotAuthorized, PayloadInvalid
-from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
+from devices.models import ApiToken, BridgeHeartbeat, Command, Device
 from protocols.payloads import DEVICE_ID_RE, Sample
 from protocols.wire import command_fields, format_ts
 
@@ -194,16 +195,10 @@ def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime) -> Inge
     with transaction.atomic():
         # Locked in id order: two bridges merging `latest` for one device
         # serialise instead of losing each other's metrics.
-        devices = {
-            d.id: d
-            for d in Device.objects.select_for_update()
-            .filter(pk__in=ids)
-            .only("id", "enabled", "online", "latest", "last_seen")
-            .order_by("pk")
-        }
+        devices = telemetry_sql.devices_lock(ids)
         was_online = {d.id: d.online for d in devices.values()}
-        rows: list[Telemetry] = []
-        touched: dict[str, Device] = {}
+        rows: list[tuple[str, datetime, dict]] = []
+        touched: dict[str, telemetry_sql.DeviceRow] = {}
         for index, item in enumerate(items):
             device = devices.get(item.device_id)
             if device is None:
@@ -217,12 +212,10 @@ def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime) -> Inge
             device.last_seen = received_at
             device.online = True if item.online is None else item.online
             for sample in item.samples:
-                rows.append(Telemetry(device_id=device.id, ts=sample.ts, data=sample.data, received_at=received_at))
+                rows.append((device.id, sample.ts, sample.data))
                 _merge_latest(device.latest, sample)
-        if rows:
-            Telemetry.objects.bulk_create(rows, ignore_conflicts=True)
-        if touched:
-            Device.objects.bulk_update(list(touched.values()), ["latest", "last_seen", "online"])
+        telemetry_sql.samples_insert(rows, received_at)
+        telemetry_sql.devices_update(touched.values())
     outcome.status_changes = [
         (d.id, d.online, received_at) for d in touched.values() if d.online != was_online[d.id]
     ]
