@@ -1,0 +1,1 @@
+"""`make bench`: the gateway under load, against real Redis, Mosquitto and PostgreSQL (see bench/README.md)."""

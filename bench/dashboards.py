@@ -1,0 +1,106 @@
+"""Simulated dashboards: `websockets` clients with a bearer token, subscribed per device, timing every sample.
+
+They subscribe in chunks of CHUNK devices rather than to "*": a snapshot frame of
+a whole large fleet is over the 64 KiB frame cap, and Daphne closes the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import time
+from array import array
+from multiprocessing.connection import Connection
+
+import orjson
+
+CHUNK = 40  # devices per subscribe frame: 25 frames for 1000 devices, within the per-socket burst
+
+
+async def _dashboard(url: str, token: str, devices: list[str], sent: array, lat: array, ready: asyncio.Event) -> None:
+    import websockets
+
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None,
+                                  max_queue=None) as ws:
+        chunks = [devices[i:i + CHUNK] for i in range(0, len(devices), CHUNK)]
+        for chunk in chunks:
+            await ws.send(orjson.dumps({"type": "subscribe", "devices": chunk}).decode())
+        snapshots = 0
+        while True:
+            frame = orjson.loads(await ws.recv())
+            if frame["type"] == "snapshot":
+                snapshots += 1
+                if snapshots == len(chunks):
+                    ready.set()
+            elif frame["type"] == "error":
+                raise RuntimeError(f"dashboard got an error frame: {frame}")
+            elif frame["type"] == "telemetry":
+                now = time.time() * 1000.0
+                for item in frame["items"]:
+                    t = item["data"].get("t")
+                    if t is not None:
+                        sent.append(t)
+                        lat.append(now - t)
+
+
+async def _serve(urls: list[str], token: str, devices: list[str], count: int, conn: Connection) -> None:
+    data = [(array("d"), array("d")) for _ in range(count)]
+    readies = [asyncio.Event() for _ in range(count)]
+    tasks = [asyncio.ensure_future(_dashboard(urls[i % len(urls)], token, devices, *data[i], readies[i]))
+             for i in range(count)]
+    waiting = asyncio.ensure_future(asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30))
+    await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in tasks if t.done()]
+    conn.send("ready" if not failed else f"failed: {failed[0].exception()!r}")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, conn.recv)
+    for task in tasks:
+        task.cancel()
+    conn.send([(s.tobytes(), lat.tobytes()) for s, lat in data])
+
+
+def _main(urls: list[str], token: str, devices: list[str], count: int, conn: Connection) -> None:
+    asyncio.run(_serve(urls, token, devices, count, conn))
+
+
+class Dashboards:
+    """M dashboards in P processes; `stop()` returns per dashboard (publish time ms, latency ms) arrays."""
+
+    def __init__(self, urls: list[str], token: str, devices: list[str], count: int, processes: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.procs = []
+        per = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+        for n in per:
+            if not n:
+                continue
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_main, args=(urls, token, devices, n, theirs), daemon=True)
+            proc.start()
+            self.pipes.append(mine)
+            self.procs.append(proc)
+
+    def wait_ready(self, timeout: float = 40) -> None:
+        for pipe in self.pipes:
+            if not pipe.poll(timeout):
+                raise RuntimeError("dashboards did not subscribe in time")
+            answer = pipe.recv()
+            if answer != "ready":
+                raise RuntimeError(f"dashboards could not subscribe: {answer}")
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> list[tuple[array, array]]:
+        out: list[tuple[array, array]] = []
+        for pipe in self.pipes:
+            pipe.send("stop")
+        for pipe, proc in zip(self.pipes, self.procs, strict=True):
+            for sent_b, lat_b in pipe.recv():
+                sent, lat = array("d"), array("d")
+                sent.frombytes(sent_b)
+                lat.frombytes(lat_b)
+                out.append((sent, lat))
+            proc.join(10)
+        return out

@@ -1,0 +1,98 @@
+"""CPU and peak RSS of each process in the benchmark, over measurement windows (psutil)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+
+
+def _find(name: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == name]
+
+
+class Monitor:
+    """Samples RSS every `interval` s; CPU is the difference of cpu_times over a window."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self._roles: dict[str, Callable[[], list[psutil.Process]]] = {}
+        self._cache: dict[int, psutil.Process] = {}
+        self._lock = threading.Lock()
+        self._window: dict | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def add(self, role: str, pids: list[int]) -> None:
+        """Track these processes (and their children) under one role name."""
+        procs = []
+        for pid in pids:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        self._roles[role] = lambda: [q for p in procs if p.is_running() for q in [p, *_children(p)]]
+
+    def add_named(self, role: str, name: str) -> None:
+        """Track every process with this executable name (shared services: Redis, PostgreSQL)."""
+        self._roles[role] = lambda: _find(name)
+
+    def remove(self, role: str) -> None:
+        self._roles.pop(role, None)
+
+    def _measure(self) -> dict[str, tuple[float, float]]:
+        out = {}
+        for role, get in list(self._roles.items()):
+            cpu = rss = 0.0
+            for p in get():
+                try:
+                    t = p.cpu_times()
+                    cpu += t.user + t.system
+                    rss += p.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            out[role] = (cpu, rss)
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            sample = self._measure()
+            with self._lock:
+                if self._window is not None:
+                    peaks = self._window["peak"]
+                    for role, (_, rss) in sample.items():
+                        peaks[role] = max(peaks.get(role, 0.0), rss)
+
+    def start(self) -> None:
+        """Open a window."""
+        with self._lock:
+            self._window = {"t": time.monotonic(), "cpu": {r: c for r, (c, _) in self._measure().items()}, "peak": {}}
+
+    def end(self) -> dict[str, dict[str, float]]:
+        """Close the window: per role, CPU as % of one core and peak RSS in MiB."""
+        now = self._measure()
+        with self._lock:
+            window, self._window = self._window, None
+        assert window is not None
+        wall = time.monotonic() - window["t"]
+        out = {}
+        for role, (cpu, rss) in now.items():
+            if role not in window["cpu"]:
+                continue
+            peak = max(window["peak"].get(role, 0.0), rss)
+            out[role] = {"cpu_pct": round(100 * (cpu - window["cpu"][role]) / wall, 1),
+                         "rss_peak_mib": round(peak / 2**20, 1)}
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _children(p: psutil.Process) -> list[psutil.Process]:
+    try:
+        return p.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []

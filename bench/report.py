@@ -1,0 +1,66 @@
+"""The benchmark's tables (Markdown, printed and written) and its latency plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.plot import latency_plot
+
+
+def _f(v, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}"
+
+
+def tables(results: dict) -> str:
+    """Markdown: throughput/loss/latency per phase, ratios, scale-out duplicates, CPU/RSS per process."""
+    lines = ["| scenario | offered msg/s | sent | acked | stored | lost (acked−stored) | committed/s (window) "
+             "| delivered/s (slowest dashboard) | lost at slowest dashboard | p50 ms | p99 ms | max ms |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for name, sc in results["scenarios"].items():
+        for p in sc["phases"]:
+            lat, d = p["latency_ms"], p["dashboards"]
+            lines.append(f"| {name} | {_f(p['offered_rate'])} | {_f(p['sent'])} | {_f(p['acked'])} | {_f(p['stored'])}"
+                         f" | {_f(p['lost_stored'])} | {_f(p['stored_rate_window'])} | "
+                         f"{_f(d['delivered_rate_window_min'])} | {_f(d['lost_min_dashboard'])} | {_f(lat['p50'], 1)}"
+                         f" | {_f(lat['p99'], 1)} | {_f(lat['max'], 1)} |")
+    out = ["\n".join(lines)]
+    if results.get("ratios"):
+        rows = ["| offered msg/s | committed/s × | delivered/s × | p50 latency ÷ | p99 latency ÷ |",
+                "|--:|--:|--:|--:|--:|"]
+        for rate, r in results["ratios"].items():
+            rows.append(f"| {rate} | {_f(r['stored_rate_x'], 1)} | {_f(r['delivered_rate_x'], 1)} | "
+                        f"{_f(r['p50_latency_x'], 1)} | {_f(r['p99_latency_x'], 1)} |")
+        out.append("Gateway vs naive (× = gateway/naive; ÷ = naive/gateway):\n\n" + "\n".join(rows))
+    dup = ["| scenario | rows | distinct (device, ts) | published (acked) |", "|---|--:|--:|--:|"]
+    for name, sc in results["scenarios"].items():
+        dup.append(f"| {name} | {_f(sc['stored_total'])} | {_f(sc['stored_distinct'])} | {_f(sc['published_total'])} |")
+    out.append("Stored once per (device, ts):\n\n" + "\n".join(dup))
+    usage = ["| scenario | offered msg/s | process | CPU % of a core | peak RSS MiB |", "|---|--:|---|--:|--:|"]
+    for name, sc in results["scenarios"].items():
+        for p in sc["phases"]:
+            for role, u in sorted(p["usage"].items()):
+                usage.append(f"| {name} | {_f(p['offered_rate'])} | {role} | {_f(u['cpu_pct'], 1)} | "
+                             f"{_f(u['rss_peak_mib'], 1)} |")
+    out.append("CPU and memory over each measured window (load generators and shared services included):\n\n"
+               + "\n".join(usage))
+    cmd = results.get("commands", {})
+    out.append("Commands: " + (", ".join(f"{k} {v}" for k, v in cmd.items() if k != "measured")
+                               if cmd.get("measured") else cmd.get("note", "commands not measured")))
+    return "\n\n".join(out) + "\n"
+
+
+def print_table(results: dict) -> None:
+    print("\n" + tables(results))
+
+
+def write_outputs(results: dict, folder: Path) -> None:
+    """latest.md (the tables) and latency.png (p50/p99 against offered rate per scenario)."""
+    (folder / "latest.md").write_text(tables(results))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for name, sc in results["scenarios"].items():
+        for q in ("p50", "p99"):
+            series[f"{name} {q}"] = [(p["offered_rate"], p["latency_ms"][q]) for p in sc["phases"]
+                                     if p["latency_ms"][q]]
+    latency_plot(folder / "latency.png", series, title="iotgw: mqtt to websocket latency vs offered rate")

@@ -1,0 +1,401 @@
+"""Orchestrates the benchmark: scenarios (gateway, naive, scale-out), phases at set rates, the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from bench.stack import RESULTS, BenchStack, PrivateBroker, ensure_database, migrate
+from bench.stats import latency_summary, ratio
+
+DEFAULTS = {
+    "full": {"rates": [1000, 5000], "max_rate": 10000, "warmup": 4.0, "window": 15.0, "devices": 1000,
+             "dashboards": 4, "naive_rates": [1000, 5000], "scaleout": True},
+    "quick": {"rates": [1000, 5000], "max_rate": 0, "warmup": 2.0, "window": 5.0, "devices": 200,
+              "dashboards": 2, "naive_rates": [1000], "scaleout": False},
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="a short run (under a minute): fewer phases, short windows")
+    p.add_argument("--rates", help="comma-separated offered rates (msg/s) for the latency phases")
+    p.add_argument("--max-rate", type=float, help="offered rate of the throughput (saturation) phase; 0 skips it")
+    p.add_argument("--warmup", type=float, help="seconds of each phase before the measured window")
+    p.add_argument("--window", type=float, help="seconds of each phase's measured (steady) window")
+    p.add_argument("--devices", type=int, help="simulated devices")
+    p.add_argument("--dashboards", type=int, help="WebSocket dashboards subscribed to every device")
+    p.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    p.add_argument("--dashboard-procs", type=int, default=2, help="processes the dashboards run in")
+    p.add_argument("--naive-rates", help="comma-separated offered rates for the naive bridge; empty skips it")
+    p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
+    p.add_argument("--only", help="run only these scenarios (comma-separated: gateway,naive,scaleout)")
+    p.add_argument("--broker", choices=["system", "private"], default="private",
+                   help="private (default): start Mosquitto on a free port with compose/mosquitto.conf's limits; "
+                        "system: the running broker at --mqtt-url, as configured")
+    p.add_argument("--mqtt-url", default=os.environ.get("BENCH_MQTT_URL", "mqtt://127.0.0.1:1883"))
+    p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"))
+    p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
+                                                            "postgres://postgres@127.0.0.1:5432/iotgw_bench"))
+    p.add_argument("--out", default=str(RESULTS / "latest.json"))
+    p.add_argument("--bridge-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment for the gateway's bridge processes (e.g. IOTGW_MAX_BATCH=500)")
+    args = p.parse_args(argv)
+    d = DEFAULTS["quick" if args.quick else "full"]
+    args.rates = [float(r) for r in args.rates.split(",")] if args.rates else d["rates"]
+    args.naive_rates = ([float(r) for r in args.naive_rates.split(",") if r] if args.naive_rates is not None
+                        else d["naive_rates"])
+    for name in ("max_rate", "warmup", "window", "devices", "dashboards"):
+        if getattr(args, name) is None:
+            setattr(args, name, d[name])
+    args.scaleout = d["scaleout"] and not args.no_scaleout
+    args.only = set(args.only.split(",")) if args.only else {"gateway", "naive", "scaleout"}
+    return args
+
+
+class Bench:
+    """One benchmark run: the environment, the seeded registry, and the results as they come."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run_id = uuid.uuid4().hex[:6]
+        self.logdir = RESULTS / "logs"
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        for old in self.logdir.glob("*.log"):
+            old.unlink()
+        self.broker = PrivateBroker(self.logdir) if args.broker == "private" else None
+        self.mqtt_url = self.broker.url if self.broker else args.mqtt_url
+        self.env = self._env()
+        os.environ.update({k: self.env[k] for k in ("DATABASE_URL", "REDIS_URL", "MQTT_URL")})
+        os.environ["DJANGO_SETTINGS_MODULE"] = "iotgw.settings"
+        ensure_database(args.database_url, args.database_url.rsplit("/", 1)[1])
+        migrate(self.env)
+        import django
+
+        django.setup()
+        from bench.procs import Monitor
+
+        self.monitor = Monitor()
+        self.monitor.add_named("redis", "redis-server")
+        self.monitor.add_named("postgres (all)", "postgres")
+        if self.broker:
+            self.monitor.add("mosquitto", [self.broker.popen.pid])
+        else:
+            self.monitor.add_named("mosquitto", "mosquitto")
+        self.token = self._seed()
+        self.results: dict = {"run_id": self.run_id, "machine": machine(), "config": self._config(),
+                              "scenarios": {}}
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
+        env.update(
+            DJANGO_SETTINGS_MODULE="iotgw.settings", DJANGO_DEBUG="0", DATABASE_URL=self.args.database_url,
+            REDIS_URL=self.args.redis_url, MQTT_URL=self.mqtt_url, MQTT_CLIENT_ID=f"bench-{self.run_id}",
+            MQTT_SHARE_GROUP=f"bench{self.run_id}", MQTT_SESSION_EXPIRY="120", IOTGW_LOG_LEVEL="WARNING",
+            IOTGW_HEARTBEAT_SECONDS="0.5", PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _config(self) -> dict:
+        a = self.args
+        return {"mode": "quick" if a.quick else "full", "rates": a.rates, "max_rate": a.max_rate,
+                "warmup_s": a.warmup, "window_s": a.window, "devices": a.devices, "dashboards": a.dashboards,
+                "publishers": a.publishers, "dashboard_procs": a.dashboard_procs, "naive_rates": a.naive_rates,
+                "broker": a.broker,
+                "broker_limits": self.broker.limits if self.broker else "as configured",
+                "mqtt_url": self.mqtt_url, "redis_url": a.redis_url,
+                "database": a.database_url.rsplit("/", 1)[1], "qos": 1, "sample_bytes": sample_size(),
+                "bridge_env": a.bridge_env}
+
+    def _seed(self) -> str:
+        from django.contrib.auth import get_user_model
+        from django.db import connection
+
+        from devices.models import ApiToken, BridgeHeartbeat, Device
+        from devices.services import token_create
+
+        with connection.cursor() as cur:
+            cur.execute("TRUNCATE devices_telemetry")
+        Device.objects.all().delete()
+        BridgeHeartbeat.objects.all().delete()
+        ApiToken.objects.all().delete()
+        devices = [Device(id=f"bench-{kind}-{i:05d}", name=f"bench {kind} {i}", secret_hash="-", enabled=True)
+                   for kind in ("g", "n", "s") for i in range(self.args.devices)]
+        Device.objects.bulk_create(devices, batch_size=2000)
+        user, _ = get_user_model().objects.get_or_create(username="bench-staff", defaults={"is_staff": True})
+        return token_create(user=user, name="bench")
+
+    def devices(self, kind: str) -> tuple[str, ...]:
+        return tuple(f"bench-{kind}-{i:05d}" for i in range(self.args.devices))
+
+    # --- scenarios ------------------------------------------------------------------------
+
+    def scenario(self, name: str, *, webs: int, bridges: int, naive: bool, rates: list[float]) -> dict:
+        """Start the processes, the dashboards, run each phase, and collect what the dashboards saw."""
+        from bench.dashboards import Dashboards
+
+        print(f"\n== {name}: {webs} web, {'naive bridge' if naive else f'{bridges} bridge(s)'}, "
+              f"{self.args.dashboards} dashboards, {self.args.devices} devices", flush=True)
+        stack = BenchStack(self.env, self.logdir, name)
+        kind = {"gateway": "g", "naive": "n", "scaleout": "s"}[name]
+        out: dict = {"webs": webs, "bridges": 0 if naive else bridges, "naive": naive, "phases": []}
+        try:
+            for i in range(webs):
+                self.monitor.add(f"web{i + 1}", [stack.start_web().popen.pid])
+            if naive:
+                self.monitor.add("naive bridge", [stack.start_naive().popen.pid])
+            else:
+                bridge_env = dict(kv.split("=", 1) for kv in self.args.bridge_env)
+                stack.env = dict(stack.env, **bridge_env)
+                for i in range(bridges):
+                    proc = stack.start_bridge(f"bench-{self.run_id}-{name}-{i + 1}")
+                    self.monitor.add(f"bridge{i + 1}", [proc.popen.pid])
+            dashes = Dashboards(stack.ws_urls, self.token, list(self.devices(kind)), self.args.dashboards,
+                                self.args.dashboard_procs)
+            dashes.wait_ready()
+            self.monitor.add("dashboards (load)", dashes.pids)
+            for rate in rates:
+                out["phases"].append(self.phase(kind, rate))
+            seen = dashes.stop()
+            for phase in out["phases"]:
+                self.dashboard_view(phase, seen)
+            out["stored_total"], out["stored_distinct"] = self.totals(kind)
+            out["published_total"] = sum(p["acked"] for p in out["phases"])
+            print(f"   rows {out['stored_total']} = distinct (device, ts) {out['stored_distinct']}; "
+                  f"published {out['published_total']}", flush=True)
+        finally:
+            stack.stop()
+            for role in [r for r in list(self.monitor._roles) if r.startswith(("web", "bridge", "naive", "dash"))]:
+                self.monitor.remove(role)
+        return out
+
+    def phase(self, kind: str, rate: float) -> dict:
+        """Offer `rate` msg/s for warmup + window seconds; measure over the window; wait for the drain."""
+        from bench.load import LoadPlan, run_load
+
+        a = self.args
+        host, port = self.mqtt_url.split("://", 1)[1].rsplit(":", 1)
+        # The load runs a second past the window, so that no publisher exits inside it.
+        plan = LoadPlan(host=host, port=int(port), devices=self.devices(kind), rate=rate,
+                        duration=a.warmup + a.window + 1.0, workers=a.publishers)
+        holder: dict = {}
+        lead = 1.5
+        started = time.time()
+        thread = threading.Thread(target=lambda: holder.update(run_load(
+            plan, lead=lead, on_started=lambda pids: self.monitor.add("publishers (load)", pids))))
+        thread.start()
+        time.sleep(max(0.0, started + lead + a.warmup - time.time()))
+        self.monitor.start()
+        w0 = time.time()
+        time.sleep(a.window)
+        w1 = time.time()
+        usage = self.monitor.end()
+        thread.join()
+        self.monitor.remove("publishers (load)")
+        load = holder
+        stored, drained_s = self.drain(kind, load)
+        committed = self.count(kind, received=(w0, w1))
+        phase = {
+            "offered_rate": rate, "sent": load["sent"], "acked": load["acked"],
+            "sent_rate": round(load["sent"] / plan.duration, 1), "window": [w0, w1], "range_ms": [
+                load["first_ms"], load["last_ms"]],
+            "stored": stored, "lost_stored": load["acked"] - stored, "drain_s": round(drained_s, 2),
+            "stored_rate_window": round(committed / (w1 - w0), 1), "usage": usage,
+            "publish_to_commit_ms": self.ingest_lag(kind, w0, w1),
+        }
+        bridge_cpu = sum(u["cpu_pct"] for r, u in usage.items() if r.startswith(("bridge", "naive")))
+        phase["bridge_cpu_ms_per_1k"] = round(10 * bridge_cpu / max(phase["stored_rate_window"], 1) * 1000, 1)
+        print(f"   {rate:>7.0f} msg/s offered: sent {load['sent']} acked {load['acked']} stored {stored} "
+              f"(committed {phase['stored_rate_window']:.0f}/s in window, drained in {drained_s:.1f}s); "
+              f"publish→receive {phase['publish_to_commit_ms']}; bridge {phase['bridge_cpu_ms_per_1k']} CPU-ms/1k",
+              flush=True)
+        return phase
+
+    def drain(self, kind: str, load: dict, timeout: float = 20.0) -> tuple[int, float]:
+        """Wait until everything acked is stored, or the count stops moving for 3 s."""
+        t0 = time.monotonic()
+        last, since = -1, time.monotonic()
+        while True:
+            n = self.count(kind, ts=(load["first_ms"], load["last_ms"]))
+            if n >= load["acked"]:
+                return n, time.monotonic() - t0
+            if n != last:
+                last, since = n, time.monotonic()
+            if time.monotonic() - since > 3 or time.monotonic() - t0 > timeout:
+                return n, time.monotonic() - t0
+            time.sleep(0.25)
+
+    def count(self, kind: str, *, ts: tuple[int, int] | None = None, received: tuple[float, float] | None = None):
+        from django.db import connection
+
+        sql = "SELECT count(*) FROM devices_telemetry WHERE device_id LIKE %s"
+        params: list = [f"bench-{kind}-%"]
+        if ts:
+            sql += " AND ts BETWEEN to_timestamp(%s) AND to_timestamp(%s)"
+            params += [ts[0] / 1000, ts[1] / 1000]
+        if received:
+            sql += " AND received_at >= to_timestamp(%s) AND received_at < to_timestamp(%s)"
+            params += list(received)
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()[0]
+
+    def ingest_lag(self, kind: str, w0: float, w1: float) -> dict:
+        """From publish (`t`) to the bridge's receive time (`received_at`), for samples published in the window."""
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY lag), percentile_disc(0.99) WITHIN GROUP "
+                "(ORDER BY lag), max(lag) FROM (SELECT extract(epoch FROM received_at) * 1000 - (data->>'t')::float "
+                "AS lag FROM devices_telemetry WHERE device_id LIKE %s AND ts >= to_timestamp(%s) "
+                "AND ts < to_timestamp(%s)) s", [f"bench-{kind}-%", w0, w1])
+            p50, p99, top = cur.fetchone()
+        return {"p50": _r(p50), "p99": _r(p99), "max": _r(top)}
+
+    def totals(self, kind: str) -> tuple[int, int]:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*), count(DISTINCT (device_id, ts)) FROM devices_telemetry "
+                        "WHERE device_id LIKE %s", [f"bench-{kind}-%"])
+            return cur.fetchone()
+
+    def dashboard_view(self, phase: dict, seen: list) -> None:
+        """Per dashboard: samples of this phase received, delivered rate in the window; latency over the window."""
+        lo, hi = phase["range_ms"][0] - 1, phase["range_ms"][1] + 1
+        w0, w1 = (w * 1000 for w in phase["window"])
+        received, delivered, window_lat = [], [], []
+        for sent, lat in seen:
+            received.append(sum(1 for t in sent if lo <= t <= hi))
+            delivered.append(sum(1 for t, d in zip(sent, lat, strict=True) if w0 <= t + d < w1))
+            window_lat.extend(d for t, d in zip(sent, lat, strict=True) if w0 <= t < w1)
+        phase["dashboards"] = {
+            "received_min": min(received, default=0), "received_max": max(received, default=0),
+            "lost_min_dashboard": phase["acked"] - min(received, default=0),
+            "delivered_rate_window_min": round(min(delivered, default=0) / (phase["window"][1] - phase["window"][0]),
+                                               1),
+        }
+        phase["latency_ms"] = {k: (round(v, 1) if isinstance(v, float) else v)
+                               for k, v in latency_summary(window_lat).items()}
+        lat = phase["latency_ms"]
+        print(f"   {phase['offered_rate']:>7.0f} msg/s: dashboards received {phase['dashboards']['received_min']}"
+              f"..{phase['dashboards']['received_max']} of {phase['acked']}; latency p50 {lat['p50']} p99 "
+              f"{lat['p99']} max {lat['max']} ms", flush=True)
+
+    def commands(self) -> dict:
+        try:
+            from bench import command_rtt
+        except ImportError:
+            return {"measured": False, "note": "commands not measured (bench/command_rtt.py absent)"}
+        try:
+            import asyncio
+            import inspect
+
+            kwargs = {"env": self.env, "token": self.token, "logdir": self.logdir}
+            params = inspect.signature(command_rtt.measure).parameters
+            result = asyncio.run(command_rtt.measure(**{k: v for k, v in kwargs.items() if k in params}))
+            return {"measured": True, **(result if isinstance(result, dict) else {"result": result})}
+        except Exception as exc:  # another engineer's module: report, don't fail the run
+            return {"measured": False, "note": f"commands not measured: {exc!r}"[:300]}
+
+    def run(self) -> dict:
+        a = self.args
+        rates = list(a.rates) + ([a.max_rate] if a.max_rate else [])
+        if "gateway" in a.only:
+            self.results["scenarios"]["gateway"] = self.scenario("gateway", webs=1, bridges=1, naive=False,
+                                                                 rates=rates)
+        if "naive" in a.only and a.naive_rates:
+            self.results["scenarios"]["naive"] = self.scenario("naive", webs=1, bridges=0, naive=True,
+                                                               rates=a.naive_rates)
+        if "scaleout" in a.only and a.scaleout:
+            srates = [max(a.rates)] + ([a.max_rate] if a.max_rate else [])
+            self.results["scenarios"]["scaleout"] = self.scenario("scaleout", webs=2, bridges=2, naive=False,
+                                                                  rates=srates)
+        self.results["commands"] = self.commands()
+        self.results["ratios"] = ratios(self.results["scenarios"])
+        return self.results
+
+    def close(self) -> None:
+        self.monitor.close()
+        if self.broker:
+            self.broker.stop()
+
+
+def sample_size() -> int:
+    from bench.load import sample
+
+    return len(sample(int(time.time() * 1000), 123456))
+
+
+def ratios(scenarios: dict) -> dict:
+    """Gateway vs naive at each rate both ran: throughput up, latency down."""
+    g, n = scenarios.get("gateway"), scenarios.get("naive")
+    if not g or not n:
+        return {}
+    out = {}
+    by_rate = {p["offered_rate"]: p for p in g["phases"]}
+    for p in n["phases"]:
+        q = by_rate.get(p["offered_rate"])
+        if not q:
+            continue
+        out[f"{p['offered_rate']:.0f}"] = {
+            "stored_rate_x": _r(ratio(q["stored_rate_window"], p["stored_rate_window"])),
+            "delivered_rate_x": _r(ratio(q["dashboards"]["delivered_rate_window_min"],
+                                         p["dashboards"]["delivered_rate_window_min"])),
+            "p50_latency_x": _r(ratio(p["latency_ms"]["p50"], q["latency_ms"]["p50"])),
+            "p99_latency_x": _r(ratio(p["latency_ms"]["p99"], q["latency_ms"]["p99"])),
+        }
+    return out
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+def machine() -> dict:
+    import psutil
+
+    model = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+
+    def version(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "?"
+
+    return {"cpus": os.cpu_count(), "cpu_model": model, "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "mosquitto": version(["mosquitto", "-h"]), "redis": version(["redis-server", "--version"]),
+            "postgres": version(["psql", "--version"]), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.report import print_table, write_outputs
+
+    args = parse_args(argv)
+    t0 = time.monotonic()
+    bench = Bench(args)
+    try:
+        results = bench.run()
+    finally:
+        bench.close()
+    results["elapsed_s"] = round(time.monotonic() - t0, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    write_outputs(results, out.parent)
+    print_table(results)
+    print(f"\nresults: {out}  plot: {out.parent / 'latency.png'}  ({results['elapsed_s']} s)")
+    return 0

@@ -1,0 +1,131 @@
+"""The system under test: its database, an optional private broker, and the web/bridge processes."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support import (
+    Process,
+    drop_bridge_sessions,
+    free_port,
+    http_get,
+    wait_bridge_connected,
+    wait_until,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def ensure_database(server_url: str, name: str) -> None:
+    """Create the bench database on the PostgreSQL server if it is not there yet."""
+    import psycopg
+
+    with psycopg.connect(server_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+
+
+def deployed_broker_limits() -> list[str]:
+    """The queue and in-flight limits the project deploys Mosquitto with (compose/mosquitto.conf)."""
+    conf = ROOT / "compose" / "mosquitto.conf"
+    if not conf.exists():
+        return []
+    return [line.strip() for line in conf.read_text().splitlines() if line.startswith(("max_queued", "max_inflight"))]
+
+
+class PrivateBroker:
+    """The system's Mosquitto binary on a free port with the deployed limits: isolated from other users."""
+
+    def __init__(self, logdir: Path) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.port = free_port()
+        conf = logdir / "mosquitto.conf"
+        self.limits = deployed_broker_limits()
+        conf.write_text("\n".join([f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
+                                   *self.limits]) + "\n")
+        self.log = open(logdir / "mosquitto.log", "ab")
+        self.popen = subprocess.Popen([binary, "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(lambda: _port_open(self.port), timeout=10, what="private mosquitto")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        self.popen.wait(10)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class BenchStack:
+    """Starts and stops gateway processes for one scenario; logs in bench/results/logs/."""
+
+    def __init__(self, env: dict[str, str], logdir: Path, label: str) -> None:
+        self.env = env
+        self.logdir = logdir
+        self.label = label
+        self.procs: list[Process] = []
+        self.web_ports: list[int] = []
+        self.bridge_envs: list[dict[str, str]] = []
+
+    def _start(self, name: str, args: list[str], env: dict[str, str]) -> Process:
+        proc = Process(name, args, env, self.logdir / f"{self.label}-{name}-{len(self.procs)}.log").start()
+        self.procs.append(proc)
+        return proc
+
+    def start_web(self) -> Process:
+        port = free_port()
+        daphne = str(Path(sys.executable).with_name("daphne"))
+        proc = self._start("web", [daphne, "-b", "127.0.0.1", "-p", str(port), "iotgw.asgi:application"], self.env)
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200 or not proc.alive(), timeout=30,
+                   what="daphne")
+        assert proc.alive(), proc.output()
+        self.web_ports.append(port)
+        return proc
+
+    def start_bridge(self, client_id: str) -> Process:
+        env = dict(self.env, MQTT_CLIENT_ID=client_id)
+        proc = self._start("bridge", [sys.executable, "manage.py", "runworker", "mqtt-bridge"], env)
+        self.bridge_envs.append(env)
+        wait_bridge_connected(client_id, proc)
+        return proc
+
+    def start_naive(self) -> Process:
+        env = dict(self.env, MQTT_CLIENT_ID=f"{self.env['MQTT_CLIENT_ID']}-naive")
+        proc = self._start("naive", [sys.executable, "-m", "bench.naive"], env)
+        wait_until(lambda: "naive bridge ready" in proc.output() or not proc.alive(), timeout=30, what="naive bridge")
+        assert proc.alive(), proc.output()
+        return proc
+
+    @property
+    def ws_urls(self) -> list[str]:
+        return [f"ws://127.0.0.1:{p}/ws/dashboard/" for p in self.web_ports]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.alive():
+                proc.kill(signal.SIGTERM)
+        time.sleep(0.2)
+        for proc in self.procs:
+            proc.kill()
+        for env in self.bridge_envs:
+            drop_bridge_sessions(env["MQTT_URL"], env)
