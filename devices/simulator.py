@@ -124,6 +124,10 @@ class Stats:
         with self.lock:
             setattr(self, name, getattr(self, name) + n)
 
+    def average(self) -> float:
+        """Samples per second since the start."""
+        return self.sent / max(time.monotonic() - self.started, 1e-9)
+
     def rate(self, window: float = 5.0) -> float:
         """Samples per second over about the last `window` seconds."""
         now = time.monotonic()
@@ -145,6 +149,7 @@ class SimulatedDevice:
         self.sensor.resume(latest or {})
         self.last_step = time.monotonic()
         self.connected = False
+        self.refused = False
         self.inflight: deque[mqtt.MQTTMessageInfo] = deque()  # telemetry awaiting its PUBACK
         config = sim.broker
         v5 = config.protocol == 5
@@ -195,7 +200,9 @@ class SimulatedDevice:
     def _on_connect(self, client, _userdata, _flags, reason_code, _props) -> None:
         if reason_code.is_failure:
             self.sim.stats.add("refused")
-            logger.warning("%s: the broker refused the connection: %s", self.id, reason_code)
+            if not self.refused:  # paho retries with backoff; say it once, count the rest
+                logger.warning("%s: the broker refused the connection (%s); retrying", self.id, reason_code)
+            self.refused = True
             return
         self.connected = True
         self.sim.stats.add("connected")
@@ -314,9 +321,10 @@ class Simulator:
                 logger.exception("a simulated device failed to answer a command")
 
 
-def progress_line(stats: Stats) -> str:
+def progress_line(stats: Stats, *, final: bool = False) -> str:
     """`sent 120  acked 118  10.0/s  commands 2 (0 failed)  devices 3 connected` for the terminal."""
-    line = (f"sent {stats.sent}  acked {stats.acked}  {stats.rate():.1f}/s  "
+    rate = stats.average() if final else stats.rate()
+    line = (f"sent {stats.sent}  acked {stats.acked}  {rate:.1f}/s{' on average' if final else ''}  "
             f"commands {stats.commands} ({stats.command_errors} failed)  devices {stats.connected} connected")
     if stats.refused:
         line += f"  refused {stats.refused}"

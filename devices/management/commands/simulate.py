@@ -101,7 +101,7 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             sim.stop()
             stats = sim.stats
-        self.stdout.write(("\n" if sys.stdout.isatty() else "") + "done: " + progress_line(stats))
+        self.stdout.write(("\n" if sys.stdout.isatty() else "") + "done: " + progress_line(stats, final=True))
 
     def _progress(self, stats: Stats) -> None:
         # In place on a terminal; into a log or a pipe, one line every ten seconds instead.
