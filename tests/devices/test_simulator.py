@@ -106,3 +106,57 @@ def test_progress_line_shows_the_counters():
     stats = Stats(sent=120, acked=118, commands=2, command_errors=1, connected=3)
     line = progress_line(stats)
     assert "sent 120" in line and "acked 118" in line and "commands 2 (1 failed)" in line and "3 connected" in line
+
+
+# --- on the wire: one simulated device against the real broker (Mosquitto, MQTT v5) --------------
+
+
+@pytest.mark.services
+def test_a_simulated_device_says_online_publishes_answers_commands_and_says_offline(mqtt_url):
+    import json
+    import threading
+    import uuid
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from bridge.client import BrokerConfig
+    from devices.simulator import Simulator
+    from tests.support import wait_until
+
+    device_id = f"simtest-{uuid.uuid4().hex[:6]}"
+    config = BrokerConfig.from_url(mqtt_url)
+    seen: list[tuple[str, bytes, object]] = []
+    observer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"obs-{device_id}", protocol=mqtt.MQTTv5)
+    observer.on_message = lambda _c, _u, m: seen.append((m.topic, m.payload, m.properties))
+    observer.on_connect = lambda c, *_: c.subscribe(f"devices/{device_id}/#", qos=1)
+    observer.connect(config.host, config.port)
+    observer.loop_start()
+    sim = Simulator(broker=config, devices={device_id: None}, rate=5.0, latency=0.05, seed=1)
+    runner = threading.Thread(target=sim.run, daemon=True)
+    try:
+        runner.start()
+        status = f"devices/{device_id}/status"
+        wait_until(lambda: (status, b"online") in [(t, p) for t, p, _ in seen], what="online")
+        wait_until(lambda: sum(t.endswith("/telemetry") for t, _, _ in seen) >= 3, what="telemetry")
+        sample = json.loads(next(p for t, p, _ in seen if t.endswith("/telemetry")))
+        assert isinstance(sample["ts"], int) and "temperature" in sample
+
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = f"devices/{device_id}/commands/response"
+        props.CorrelationData = b"corr-1"
+        command = {"id": "c-1", "name": "ping", "params": {}, "expires_at": "2099-01-01T00:00:00+00:00"}
+        observer.publish(f"devices/{device_id}/commands", json.dumps(command), qos=1, properties=props)
+        answer = wait_until(lambda: next((m for m in seen if m[0].endswith("/commands/response")), None),
+                            what="the command response")
+        assert json.loads(answer[1])["status"] == "ok" and json.loads(answer[1])["id"] == "c-1"
+        assert answer[2].CorrelationData == b"corr-1"
+    finally:
+        sim.stop()
+        runner.join(10)
+        wait_until(lambda: (status, b"offline") in [(t, p) for t, p, _ in seen], what="offline")
+        observer.publish(status, b"", qos=1, retain=True).wait_for_publish(5)  # leave no retained message behind
+        observer.loop_stop()
+        observer.disconnect()
+    assert sim.stats.acked == sim.stats.sent >= 3
