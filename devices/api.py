@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from ninja import NinjaAPI
 from ninja.errors import HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
@@ -98,6 +99,13 @@ def internal_error(request: HttpRequest, exc: Exception):
     """Anything unexpected: logged with its traceback, answered without it."""
     logger.exception("API error on %s %s", request.method, request.path)
     return api.create_response(request, error_body("internal_error", "internal error"), status=500)
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 404 handler: the API's error shape under /api/, the usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", f"no API endpoint {request.path}"), status=404)
+    return defaults.page_not_found(request, exception)
 
 
 # Routers are added below, one per concept (devices, commands, ingest, broker auth).

@@ -21,3 +21,6 @@ urlpatterns = [
     path("mqtt/acl", broker_auth.mqtt_acl),
     path("mqtt/superuser", broker_auth.mqtt_superuser),
 ]
+
+# With DEBUG off, an unknown /api/ path answers in the API's error shape.
+handler404 = "devices.api.page_not_found"

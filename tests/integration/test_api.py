@@ -184,3 +184,12 @@ def test_health_readiness_and_metrics(stack, people):
     assert metric(stack.web, "iotgw_commands", status="queued") is not None
     assert metric(stack.web, "iotgw_websockets_open") == 0
     device.close()
+
+
+def test_unknown_api_path_is_404_in_the_error_shape(stack, people):
+    _, tokens, _ = people
+    stack.env.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY="test-" + "k" * 60)
+    stack.start_web()
+    reply = call("GET", stack.web + "/api/no/such/endpoint", token=tokens["alice"])
+    assert (reply.status, reply.error_code) == (404, "not_found")
+    assert call("GET", stack.web + "/api/devices", token=tokens["alice"]).status == 200
