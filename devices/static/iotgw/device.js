@@ -93,6 +93,8 @@ function ingest(items, batch) {
       const y = numeric(raw);
       if (y === null) { state.texts[metric] = raw; dirty.add("#others"); continue; }
       const s = metricSeries(metric);
+      s.last = raw;
+      if (typeof raw === "boolean" && !s.bool) { s.bool = true; s.chart?.destroy(); s.chart = null; }
       if (batch) {
         if (!batches.has(s)) batches.set(s, [[], []]);
         const [bx, by] = batches.get(s);
@@ -115,18 +117,23 @@ function clockLabels(u, splits) {
 function makeChart(s, metric) {
   const width = Math.max(200, s.plot.clientWidth);
   const unit = unitOf(metric);
+  // A boolean is drawn as steps between false (0) and true (1).
+  const yLabels = s.bool
+    ? (u, vals) => vals.map((v) => (v === 0 ? "false" : v === 1 ? "true" : ""))
+    : (u, vals) => vals.map((v) => formatValue(v) + (unit ? " " + unit : ""));
   return new uPlot({
     width, height: 180,
     legend: { show: false },
     cursor: { y: false, points: { size: 6 } },
-    scales: { x: { time: true } },
+    scales: { x: { time: true }, ...(s.bool ? { y: { range: [-0.15, 1.15] } } : {}) },
     axes: [
       { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, values: clockLabels,
         incrs: TIME_STEPS, space: 70 },
       { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, size: 72,
-        values: (u, vals) => vals.map((v) => formatValue(v) + (unit ? " " + unit : "")) },
+        values: yLabels, ...(s.bool ? { splits: () => [0, 1] } : {}) },
     ],
-    series: [{}, { label: metric, stroke: s.color, width: 2, fill: s.color + "14", points: { show: false } }],
+    series: [{}, { label: metric, stroke: s.color, width: 2, fill: s.color + "14", points: { show: false },
+      ...(s.bool ? { paths: uPlot.paths.stepped({ align: 1 }) } : {}) }],
   }, [s.xs, s.ys], s.plot);
 }
 
@@ -136,7 +143,7 @@ const schedule = frameScheduler(() => {
     const s = series.get(key);
     if (!s) continue;
     trim(s);
-    s.value.textContent = s.ys.length ? formatValue(s.ys[s.ys.length - 1]) : "—";
+    s.value.textContent = formatValue(s.last);
     if (!s.chart) s.chart = makeChart(s, key);
     else s.chart.setData([s.xs, s.ys]);
   }

@@ -9,6 +9,7 @@ const filter = document.getElementById("filter");
 const devices = new Map(); // id -> {state, row, cells}
 const dirty = new Set();
 let needSort = false;
+const collator = new Intl.Collator(undefined, { numeric: true });
 
 function device(id, state) {
   let d = devices.get(id);
@@ -97,7 +98,8 @@ function onFrame(f) {
 }
 
 function sortDevices() {
-  const sorted = [...devices.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  // Natural order: sim-2 before sim-10.
+  const sorted = [...devices.entries()].sort(([a], [b]) => collator.compare(a, b));
   devices.clear();
   sorted.forEach(([id, d]) => devices.set(id, d));
   needSort = false;
