@@ -58,6 +58,7 @@ class CommandCollector:
         return []
 
     def collect(self):
+        from django.db import DatabaseError
         from django.db.models import Count
 
         from devices import models
@@ -65,7 +66,10 @@ class CommandCollector:
         family = GaugeMetricFamily("iotgw_commands", "Commands by status", labels=["status"])
         command = getattr(models, "Command", None)
         if command is not None:
-            counts = dict(command.objects.values_list("status").annotate(n=Count("pk")).order_by())
+            try:
+                counts = dict(command.objects.values_list("status").annotate(n=Count("pk")).order_by())
+            except DatabaseError:  # /metrics still answers while the database is away
+                return
             for status, _label in getattr(command, "STATUSES", [(s, s) for s in counts]):
                 family.add_metric([status], counts.get(status, 0))
         yield family

@@ -16,9 +16,10 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.utils import timezone
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from devices.models import Command, Device, Telemetry
+from devices.models import ApiToken, Command, Device, Telemetry
 from devices.services import device_set_enabled
 from tests.integration.apiclient import basic, call
 from tests.support import ROOT, Dashboard
@@ -304,3 +305,17 @@ async def test_flooding_socket_is_throttled_then_closed(stack, world):
     assert "pong" in kinds and kinds.count("pong") < 20
     assert await alive(bystander)
     await bystander.close()
+
+
+async def test_revocation_whose_close_message_was_lost_still_ends_the_socket(stack, world):
+    stack.env.update(IOTGW_WS_RECHECK_SECONDS="0.5")
+    await sync_to_async(stack.start_web)()
+    tokens = world["tokens"]
+    dash = await open_socket(stack.ws, token=tokens["alice"])
+    bob = await open_socket(stack.ws, token=tokens["bob"])
+    assert await alive(dash)
+    # Revoked behind the gateway's back (no message on the channel layer): the periodic re-check notices.
+    await sync_to_async(ApiToken.objects.filter(user=world["users"]["alice"]).update)(revoked_at=timezone.now())
+    assert await closed_with(dash) == 4401
+    assert await alive(bob)
+    await bob.close()

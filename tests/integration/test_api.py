@@ -193,3 +193,12 @@ def test_unknown_api_path_is_404_in_the_error_shape(stack, people):
     reply = call("GET", stack.web + "/api/no/such/endpoint", token=tokens["alice"])
     assert (reply.status, reply.error_code) == (404, "not_found")
     assert call("GET", stack.web + "/api/devices", token=tokens["alice"]).status == 200
+
+
+async def test_open_websockets_gauge_follows_sockets(stack, people):
+    _, tokens, _ = people
+    await sync_to_async(stack.start_web)()
+    dash = await Dashboard.open(stack.ws, tokens["alice"])
+    await sync_to_async(wait_until)(lambda: metric(stack.web, "iotgw_websockets_open") == 1, what="gauge at 1")
+    await dash.close()
+    await sync_to_async(wait_until)(lambda: metric(stack.web, "iotgw_websockets_open") == 0, what="gauge at 0")
