@@ -160,3 +160,21 @@ def test_a_simulated_device_says_online_publishes_answers_commands_and_says_offl
         observer.loop_stop()
         observer.disconnect()
     assert sim.stats.acked == sim.stats.sent >= 3
+
+
+@pytest.mark.services
+def test_simulate_registers_missing_devices_for_their_owner_and_reports(mqtt_url, registry):
+    import io
+
+    from django.core.management import call_command
+
+    from devices.models import Device
+
+    owner = registry.user("owner")
+    out = io.StringIO()
+    call_command("simulate", devices=2, rate=20, duration=1.5, prefix=f"cmd{registry.tag}", owner=owner.username,
+                 mqtt_url=mqtt_url, stdout=out)
+    devices = Device.objects.filter(pk__startswith=f"cmd{registry.tag}-")
+    assert sorted(d.id for d in devices) == [f"cmd{registry.tag}-1", f"cmd{registry.tag}-2"]
+    assert all(d.owner_id == owner.id for d in devices)
+    assert "done: sent" in out.getvalue()

@@ -22,20 +22,32 @@ from devices.simulator import Simulator, Stats, progress_line
 SECRETS_FILE = settings.BASE_DIR / "var" / "simulator-secrets.json"
 
 
-def load_secrets() -> dict[str, str]:
-    """Secrets of devices this machine's simulator registered earlier."""
+def _database() -> str:
+    # Kept per database: the same id in another database (a test run) is another device.
+    return str(settings.DATABASES["default"]["NAME"])
+
+
+def _secrets_file() -> dict[str, dict[str, str]]:
     try:
-        return json.loads(SECRETS_FILE.read_text())
+        data = json.loads(SECRETS_FILE.read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_secrets() -> dict[str, str]:
+    """Secrets of devices this machine's simulator registered earlier in this database."""
+    return dict(_secrets_file().get(_database(), {}))
 
 
 def save_secrets(secrets: dict[str, str]) -> None:
     """Keep the secrets, readable by this user only."""
+    data = _secrets_file()
+    data[_database()] = secrets
     SECRETS_FILE.parent.mkdir(exist_ok=True)
     fd = os.open(SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(secrets, f, indent=1)
+        json.dump(data, f, indent=1)
 
 
 def devices_latest(device_ids: list[str]) -> dict[str, dict]:
@@ -94,13 +106,15 @@ class Command(BaseCommand):
         self.stdout.write(f"simulating {ids[0]} … {ids[-1]} at {rate:g} samples/s in total → "
                           f"{broker.host}:{broker.port}  (Ctrl-C to stop)")
         self._last_line = time.monotonic()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: sim.stop())
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda *_: sim.stop()) if main else None
         try:
             stats = sim.run(duration=duration, progress=self._progress)
         except KeyboardInterrupt:
-            sim.stop()
             stats = sim.stats
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
         self.stdout.write(("\n" if sys.stdout.isatty() else "") + "done: " + progress_line(stats, final=True))
 
     def _progress(self, stats: Stats) -> None:
