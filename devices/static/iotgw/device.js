@@ -104,6 +104,8 @@ function ingest(items, batch) {
     }
   }
   for (const [s, [bx, by]] of batches) mergeBatch(s, bx, by);
+  // Renders wait for a visible tab; memory should not.
+  for (const s of series.values()) if (s.xs.length > MAX_POINTS * 1.25) trim(s);
   schedule();
 }
 
@@ -114,18 +116,30 @@ function clockLabels(u, splits) {
   return splits.map((v) => new Date(v * 1000).toLocaleTimeString([], opts));
 }
 
+// A little room around the data; a flat line gets ±1 rather than uPlot's 0…150 % guess.
+function yRange(u, min, max) {
+  if (min === null || max === null) return [0, 1];
+  if (min === max) return [min - 1, max + 1];
+  return uPlot.rangeNum(min, max, 0.1, true);
+}
+
 function makeChart(s, metric) {
   const width = Math.max(200, s.plot.clientWidth);
   const unit = unitOf(metric);
   // A boolean is drawn as steps between false (0) and true (1).
   const yLabels = s.bool
     ? (u, vals) => vals.map((v) => (v === 0 ? "false" : v === 1 ? "true" : ""))
-    : (u, vals) => vals.map((v) => formatValue(v) + (unit ? " " + unit : ""));
+    : (u, vals) => {
+      // As many decimals as the tick step needs, so neighbouring labels never read the same.
+      const step = vals.length > 1 ? Math.abs(vals[1] - vals[0]) : 1;
+      const decimals = Math.min(6, Math.max(0, -Math.floor(Math.log10(step || 1))));
+      return vals.map((v) => v.toFixed(decimals) + (unit ? " " + unit : ""));
+    };
   return new uPlot({
     width, height: 180,
     legend: { show: false },
     cursor: { y: false, points: { size: 6 } },
-    scales: { x: { time: true }, ...(s.bool ? { y: { range: [-0.15, 1.15] } } : {}) },
+    scales: { x: { time: true }, y: { range: s.bool ? [-0.15, 1.15] : yRange } },
     axes: [
       { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, values: clockLabels,
         incrs: TIME_STEPS, space: 70 },
