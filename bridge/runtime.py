@@ -101,10 +101,13 @@ class Bridge:
         """Publish and wait until the broker acknowledged it (PUBACK for QoS 1)."""
         assert self._loop is not None
         future = self._loop.create_future()
+        # Not under self._lock: paho calls on_publish holding its own message lock, and
+        # publish() takes that lock too, so holding ours around it deadlocks both threads.
+        # A PUBACK that beats the registration below is parked in _early by _on_publish.
+        info = self.client.publish(topic, payload, qos=qos, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
         with self._lock:
-            info = self.client.publish(topic, payload, qos=qos, properties=properties)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
-                raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
             if info.mid in self._early:
                 self._early.discard(info.mid)
                 future.set_result(None)
