@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
@@ -24,6 +25,10 @@ logger = logging.getLogger("iotgw.bridge")
 
 # QoS 0 has no flow control from the broker; past this many waiting, drop and count.
 QOS0_BACKLOG = 50_000
+# Pushes to dashboards: at most one every PUSH_INTERVAL seconds (IOTGW_PUSH_INTERVAL), merged;
+# ingest waits for the pusher when more than PUSH_BACKLOG items are waiting to go out.
+PUSH_INTERVAL = 0.05
+PUSH_BACKLOG = 50_000
 
 
 @dataclass(slots=True)
@@ -77,6 +82,8 @@ class Ingestor:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push_task: asyncio.Task | None = None
+        self._next_push: PushBatch | None = None
+        self._push_interval = float(getattr(settings, "IOTGW_PUSH_INTERVAL", PUSH_INTERVAL))
         self._commit = sync_to_async(_ingest_in_db_thread, thread_sensitive=True)
 
     def offer(self, raw: Raw) -> None:
@@ -99,13 +106,34 @@ class Ingestor:
             self._wake.clear()
             with self._lock:
                 self._scheduled = False
-            while self._inbox:
+            # A two-stage pipeline: batch N+1 is decoded on this loop while batch N commits in the
+            # database thread. Commits, acks and pushes still happen one batch after the other.
+            committing: tuple[asyncio.Task, list[Raw]] | None = None
+            while self._inbox or committing:
+                if not self._inbox:
+                    await self._settle(*committing)
+                    committing = None
+                    continue
                 batch = [self._inbox.popleft() for _ in range(min(len(self._inbox), self._max_batch))]
                 try:
-                    await self.process(batch)
+                    decoded = self._decode(batch)
                 except Exception:
-                    logger.exception("batch of %d failed; retrying message by message", len(batch))
+                    logger.exception("decoding a batch of %d failed; retrying message by message", len(batch))
+                    decoded = None
+                if committing:
+                    await self._settle(*committing)
+                    committing = None
+                if decoded is None:
                     await self._isolate(batch)
+                    continue
+                committing = (asyncio.ensure_future(self._finish(batch, *decoded)), batch)
+
+    async def _settle(self, task: asyncio.Task, batch: list[Raw]) -> None:
+        try:
+            await task
+        except Exception:
+            logger.exception("batch of %d failed; retrying message by message", len(batch))
+            await self._isolate(batch)
 
     async def _isolate(self, batch: list[Raw]) -> None:
         """After an unexpected failure, find the one message that breaks and reject only it."""
@@ -118,6 +146,10 @@ class Ingestor:
 
     async def process(self, batch: list[Raw]) -> None:
         """Decode, store in one transaction, ack, then push; a bad message only rejects itself."""
+        await self._finish(batch, *self._decode(batch))
+
+    def _decode(self, batch: list[Raw]) -> tuple[datetime, list[Inbound], list[tuple[str, bytes]]]:
+        """Parse topics and payloads; a message that breaks the rules is rejected and counted here."""
         received_at = timezone.now()
         items: list[Inbound] = []
         responses: list[tuple[str, bytes]] = []
@@ -137,6 +169,11 @@ class Ingestor:
                 self._stats.reject(source=raw.topic.split("/")[1] if "/" in raw.topic else raw.topic,
                                    reason=exc.reason, message=str(exc))
         self._stats.counts["received"] += len(batch)
+        return received_at, items, responses
+
+    async def _finish(self, batch: list[Raw], received_at: datetime, items: list[Inbound],
+                      responses: list[tuple[str, bytes]]) -> None:
+        """Store, ack after the commit, then push."""
         push = PushBatch()
         outcome = await self._store(items, received_at) if items else IngestOutcome()
         if items:
@@ -183,12 +220,32 @@ class Ingestor:
             self.on_online(came_online)
 
     async def _push(self, push: PushBatch) -> None:
-        """Send after the previous push finished, so frames keep their order; overlap with the next batch."""
+        """Hand a batch's pushes to the pusher; while it is busy they merge into the next push.
+
+        One push is a group_send per bucket, and every dashboard's consumer pays a
+        Redis round trip per message it receives: at most one push per PUSH_INTERVAL
+        keeps that cost flat however small the batches get. Ingest waits only when
+        the merged push grows past PUSH_BACKLOG (the layer is too slow to keep up).
+        """
         if not push:
             return
-        if self._push_task is not None:
-            await self._push_task
-        self._push_task = asyncio.ensure_future(self._send(push))
+        if self._next_push is None:
+            self._next_push = push
+        else:
+            self._next_push.merge(push)
+        if self._push_task is None or self._push_task.done():
+            self._push_task = asyncio.ensure_future(self._pusher())
+        elif self._next_push.size > PUSH_BACKLOG:
+            await asyncio.shield(self._push_task)
+
+    async def _pusher(self) -> None:
+        """Send pushes one after the other (frames keep their order), at most one per interval."""
+        loop = asyncio.get_running_loop()
+        while self._next_push is not None:
+            push, self._next_push = self._next_push, None
+            started = loop.time()
+            await self._send(push)
+            await asyncio.sleep(max(0.0, self._push_interval - (loop.time() - started)))
 
     async def _send(self, push: PushBatch) -> None:
         try:

@@ -4,20 +4,55 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.conf import settings
 
-from protocols.wire import status_frame, telemetry_fragment
+from protocols.wire import format_ts, status_frame, telemetry_frame
 
 GROUP_PREFIX = "iotgw.devices."
 PUSH_TYPE = "gateway.push"
 
 
+_buckets: dict[str, tuple[int, int]] = {}
+
+
 def bucket_of(device_id: str) -> int:
     """The stable bucket of a device, the same in every process."""
-    return zlib.crc32(device_id.encode()) % settings.IOTGW_PUSH_BUCKETS
+    count = settings.IOTGW_PUSH_BUCKETS
+    hit = _buckets.get(device_id)
+    if hit is not None and hit[0] == count:
+        return hit[1]
+    if len(_buckets) > 100_000:
+        _buckets.clear()
+    bucket = zlib.crc32(device_id.encode()) % count
+    _buckets[device_id] = (count, bucket)
+    return bucket
+
+
+def fragment(device_id: str, ts: datetime, data: dict[str, Any]) -> str:
+    """`wire.telemetry_fragment`, without strftime on the hot path (same fixed-width UTC text)."""
+    text = ts.isoformat(timespec="microseconds") if ts.tzinfo is UTC and ts.year >= 1000 else format_ts(ts)
+    return orjson.dumps({"device": device_id, "ts": text, "data": data}).decode()
+
+
+def telemetry_frames(fragments: list[str], max_bytes: int) -> list[str]:
+    """`telemetry` frames of at most `max_bytes` each (Daphne closes a socket sent a larger one)."""
+    frames: list[str] = []
+    chunk: list[str] = []
+    size = 32  # the frame's envelope
+    for f in fragments:
+        n = (len(f) if f.isascii() else len(f.encode())) + 1
+        if chunk and size + n > max_bytes:
+            frames.append(telemetry_frame(chunk))
+            chunk, size = [], 32
+        chunk.append(f)
+        size += n
+    if chunk:
+        frames.append(telemetry_frame(chunk))
+    return frames
 
 
 def bucket_group(bucket: int) -> str:
@@ -30,6 +65,7 @@ class PushBatch:
 
     def __init__(self) -> None:
         self._buckets: dict[int, dict[str, Any]] = {}
+        self.size = 0  # samples, status changes and frames added
 
     def _bucket(self, device_id: str) -> dict[str, Any]:
         b = bucket_of(device_id)
@@ -39,15 +75,30 @@ class PushBatch:
 
     def telemetry(self, device_id: str, ts: datetime, data: dict[str, Any]) -> None:
         """Add a sample as a pre-encoded item."""
-        self._bucket(device_id)["telemetry"][device_id].append(telemetry_fragment(device_id, ts, data))
+        self._bucket(device_id)["telemetry"][device_id].append(fragment(device_id, ts, data))
+        self.size += 1
 
     def status(self, device_id: str, online: bool, ts: datetime) -> None:
         """Add a status change as a pre-encoded frame."""
         self._bucket(device_id)["status"][device_id] = status_frame(device_id, online, ts)
+        self.size += 1
 
     def frame(self, device_id: str, text: str) -> None:
         """Add any other pre-encoded frame about a device (e.g. a command update)."""
         self._bucket(device_id)["frames"].setdefault(device_id, []).append(text)
+        self.size += 1
+
+    def merge(self, other: PushBatch) -> None:
+        """Append a later batch's pushes (per device in order; a later status replaces an earlier one)."""
+        for bucket, msg in other._buckets.items():
+            mine = self._buckets.setdefault(
+                bucket, {"type": PUSH_TYPE, "telemetry": defaultdict(list), "status": {}, "frames": {}})
+            for device_id, items in msg["telemetry"].items():
+                mine["telemetry"][device_id].extend(items)
+            mine["status"].update(msg["status"])
+            for device_id, texts in msg["frames"].items():
+                mine["frames"].setdefault(device_id, []).extend(texts)
+        self.size += other.size
 
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
         """(group, message) pairs ready for group_send."""
