@@ -11,7 +11,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from bridge.commands import command_announce
-from bridge.push import bucket_group, bucket_of
+from bridge.push import bucket_group, bucket_of, telemetry_frames
 from devices import metrics
 from devices.exceptions import GatewayError
 from devices.models import Device
@@ -19,7 +19,7 @@ from devices.selectors import command_state, device_ids_visible_to, device_snaps
 from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
 from protocols.ratelimit import TokenBucket
-from protocols.wire import command_frame, command_request, decode_client_frame, dumps, error_frame, telemetry_frame
+from protocols.wire import command_frame, command_request, decode_client_frame, dumps, error_frame
 
 logger = logging.getLogger("iotgw.ws")
 
@@ -182,8 +182,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def gateway_push(self, message: dict) -> None:
         """A coalesced batch from the bridge: forward this socket's share, already encoded."""
         fragments = [f for device_id, items in message["telemetry"].items() if self._sees(device_id) for f in items]
-        if fragments:
-            await self.send(telemetry_frame(fragments))
+        for frame in telemetry_frames(fragments, settings.IOTGW_WS_MAX_FRAME):
+            await self.send(frame)
         for device_id, text in message["status"].items():
             if self._sees(device_id):
                 await self.send(text)
