@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -10,6 +12,7 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
 from bridge.commands import command_announce
+from devices.exceptions import CommandUnknown, DeviceUnknown, NotAuthorized
 from devices.models import Command
 from devices.selectors import command_get, command_state
 from devices.services import command_cancel, command_issue
@@ -57,10 +60,20 @@ def _announce(command: Command) -> None:
     async_to_sync(command_announce)(get_channel_layer(), command)
 
 
+@contextmanager
+def _hidden_as(missing: type[DeviceUnknown], what: str) -> Iterator[None]:
+    """Like the rest of the API, answer 404 for what the caller may not see: existence is not leaked."""
+    try:
+        yield
+    except NotAuthorized:
+        raise missing(f"no such {what}") from None
+
+
 @router.post("/devices/{device_id}/commands", response={202: CommandOut})
 def issue(request: HttpRequest, device_id: str, body: CommandIn):
     """Issue a command: stored `queued`, then published as soon as the device is online."""
-    command = command_issue(user=request.user, device_id=device_id, **body.dict())
+    with _hidden_as(DeviceUnknown, f"device: {device_id}"):
+        command = command_issue(user=request.user, device_id=device_id, **body.dict())
     _announce(command)
     return 202, command_state(command)
 
@@ -68,12 +81,14 @@ def issue(request: HttpRequest, device_id: str, body: CommandIn):
 @router.get("/commands/{command_id}", response=CommandOut)
 def read(request: HttpRequest, command_id: str):
     """One command and its lifecycle, every transition with its time."""
-    return command_state(command_get(user=request.user, command_id=command_id))
+    with _hidden_as(CommandUnknown, f"command: {command_id[:80]}"):
+        return command_state(command_get(user=request.user, command_id=command_id))
 
 
 @router.post("/commands/{command_id}/cancel", response=CommandOut)
 def cancel(request: HttpRequest, command_id: str):
     """Cancel a command still `queued`; 409 once it is on its way or finished."""
-    command = command_cancel(user=request.user, command_id=command_id)
+    with _hidden_as(CommandUnknown, f"command: {command_id[:80]}"):
+        command = command_cancel(user=request.user, command_id=command_id)
     _announce(command)
     return command_state(command)

@@ -278,11 +278,11 @@ def command_issue(
 
     fields = command_fields(name=name, params=params, timeout=timeout, expires_in=expires_in, oneway=oneway,
                             idempotency_key=idempotency_key, ref=ref)
-    device = Device.objects.filter(pk=device_id).only("id", "enabled").first()
+    device = devices_visible_to(user).filter(pk=device_id).only("id", "enabled").first()
     if device is None:
+        if Device.objects.filter(pk=device_id).exists():
+            raise NotAuthorized(f"not yours to command: {device_id}")
         raise DeviceUnknown(f"no such device: {device_id}")
-    if not devices_visible_to(user).filter(pk=device_id).exists():
-        raise NotAuthorized(f"not yours to command: {device_id}")
     if not device.enabled:
         raise DeviceDisabled(f"device {device_id} is disabled")
     key = fields["idempotency_key"]

@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import BridgeHeartbeat, Command
+from devices.services import command_issue
 from tests.commands_support import Responder, command_status, http
 from tests.support import Dashboard, wait_until
 
@@ -216,9 +217,14 @@ async def test_commands_need_a_visible_device_and_valid_fields(running, registry
     assert (await issue(dash, theirs, timeout=-1))["code"] == "bad_request"
     status, body = await sync_to_async(http)("POST", f"{running.web}/api/devices/{theirs}/commands", token,
                                              {"name": "reboot"})
-    assert status == 403 and body["error"]["code"] == "forbidden"
+    assert status == 404 and body["error"]["code"] == "unknown_device"  # the API does not leak existence
     status, body = await sync_to_async(http)("GET", f"{running.web}/api/commands/not-a-uuid", token)
     assert status == 404 and body["error"]["code"] == "unknown_command"
+    theirs_command = await sync_to_async(command_issue)(user=stranger, device_id=theirs, name="reboot")
+    status, body = await sync_to_async(http)("GET", f"{running.web}/api/commands/{theirs_command.id}", token)
+    assert status == 404 and body["error"]["code"] == "unknown_command"
+    status, body = await sync_to_async(http)("POST", f"{running.web}/api/commands/{theirs_command.id}/cancel", token)
+    assert status == 404 and await sync_to_async(command_status)(str(theirs_command.id)) == "queued"
     await dash.close()
 
 
@@ -260,3 +266,20 @@ def command_ready(device_id: str) -> bool:
 def rejected(stack, reason: str) -> int:
     beat = BridgeHeartbeat.objects.filter(client_id=stack.env["MQTT_CLIENT_ID"]).first()
     return beat.counters.get("rejected", {}).get(reason, 0) if beat else 0
+
+
+async def test_a_burst_of_stored_commands_all_complete(running, registry, owner):
+    """Hundreds found by one sweep go out at once: publishes and PUBACKs overlap heavily."""
+    user, token = owner
+    device_id, _ = await sync_to_async(registry.device)("burst", owner=user)
+    device = await sync_to_async(Responder)(running.mqtt_url, device_id, answer="ok")
+    await await_db(lambda: command_ready(device_id), what="device online")
+
+    def store(n: int) -> list[str]:
+        return [str(command_issue(user=user, device_id=device_id, name="step", params={"n": i}).id) for i in range(n)]
+
+    ids = await sync_to_async(store)(300)  # no nudge: the bridge's sweep finds them
+    await await_db(lambda: Command.objects.filter(device_id=device_id, status="succeeded").count() == len(ids),
+                   timeout=60, what="every command succeeded")
+    assert sorted(c["id"] for c in device.received) == sorted(ids)
+    device.close()
