@@ -10,8 +10,9 @@ from devices.api import api
 urlpatterns = [
     path("", pages.fleet, name="fleet"),
     re_path(r"^devices/(?P<device_id>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})/$", pages.device, name="device"),
-    path("login/", auth_views.LoginView.as_view(template_name="devices/login.html"), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", auth_views.LoginView.as_view(template_name="devices/login.html", redirect_authenticated_user=True),
+         name="login"),
+    path("logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("healthz", health.healthz),

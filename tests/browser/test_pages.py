@@ -51,3 +51,10 @@ def test_the_pages_load_only_local_scripts(client, alice):
     for url in ("/", "/devices/mine/"):
         body = client.get(url).content.decode()
         assert "http://" not in body.replace("http://testserver", "") and "https://" not in body
+
+
+def test_logging_out_lands_on_the_login_page(client, alice):
+    assert client.get("/login/")["Location"] == "/", "a logged-in user skips the login page"
+    response = client.post("/logout/")
+    assert response.status_code == 302 and response["Location"] == "/login/"
+    assert client.get("/")["Location"].startswith("/login/")
