@@ -184,9 +184,22 @@ def _rate_ok(device_id: str) -> bool:
     return _ingest_buckets.take(device_id)
 
 
-@router.post("/ingest/{device_id}/telemetry", auth=None, tags=["ingest"],
+_SAMPLE_SCHEMA = {
+    "type": "object",
+    "description": "optional `ts` (ISO-8601 with offset, or epoch ms) and one or more metrics",
+    "additionalProperties": {"type": ["number", "boolean", "string", "null"]},
+}
+_INGEST_OPENAPI = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "oneOf": [_SAMPLE_SCHEMA, {"type": "array", "minItems": 1, "items": _SAMPLE_SCHEMA}]}}}},
+    "description": "Device credentials, not an API token: `Authorization: Basic base64(id:secret)` or "
+                   "`Authorization: Bearer <secret>`. Same payload and rules as MQTT telemetry (SPEC §4).",
+}
+
+
+@router.post("/ingest/{device_id}/telemetry", auth=None, tags=["ingest"], openapi_extra=_INGEST_OPENAPI,
              response={200: Ingested, 400: Error, 401: Error, 403: Error, 413: Error, 429: Error},
-             summary="Telemetry over HTTP, with the device's own credentials; same payload rules as MQTT")
+             summary="Telemetry over HTTP, with the device's own credentials (Basic id:secret, or Bearer secret)")
 def ingest_telemetry(request: HttpRequest, device_id: str):
     try:
         return _ingest(request, device_id)
