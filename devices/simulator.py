@@ -150,7 +150,8 @@ class SimulatedDevice:
         self.last_step = time.monotonic()
         self.connected = False
         self.refused = False
-        self.inflight: deque[mqtt.MQTTMessageInfo] = deque()  # telemetry awaiting its PUBACK
+        # Telemetry awaiting its PUBACK; bounded, as a message lost with a connection is never acked.
+        self.inflight: deque[mqtt.MQTTMessageInfo] = deque(maxlen=10_000)
         config = sim.broker
         v5 = config.protocol == 5
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{device_id}-{uuid.uuid4().hex[:6]}",
@@ -182,6 +183,7 @@ class SimulatedDevice:
 
     def publish_sample(self) -> None:
         """Advance the sensor and publish one telemetry sample (QoS 1, with its ts)."""
+        self.count_acks()
         now = time.monotonic()
         sample = self.sensor.step(now - self.last_step)
         self.last_step = now

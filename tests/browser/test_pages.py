@@ -58,3 +58,14 @@ def test_logging_out_lands_on_the_login_page(client, alice):
     response = client.post("/logout/")
     assert response.status_code == 302 and response["Location"] == "/login/"
     assert client.get("/")["Location"].startswith("/login/")
+
+
+def test_collectstatic_gathers_the_dashboard_and_its_vendored_chart_library(tmp_path, settings):
+    from django.core.management import call_command
+
+    settings.STATIC_ROOT = tmp_path
+    call_command("collectstatic", interactive=False, verbosity=0)
+    for name in ("app.css", "fleet.js", "device.js", "commands.js", "live.js", "format.js",
+                 "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css", "vendor/uPlot.LICENSE"):
+        assert (tmp_path / "iotgw" / name).is_file(), name
+        assert name.endswith("LICENSE") or (tmp_path / "iotgw" / f"{name}.gz").is_file(), f"{name} is compressed"
