@@ -13,6 +13,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -174,10 +175,14 @@ class SimulatedDevice:
         self.client.connect_async(self.sim.broker.host, self.sim.broker.port, keepalive=30)
         self.client.loop_start()
 
+    def say_offline(self) -> mqtt.MQTTMessageInfo | None:
+        """Publish `offline` on purpose: a clean disconnect does not fire the Will."""
+        if not self.connected:
+            return None
+        return self.client.publish(self.topic("status"), b"offline", qos=1, retain=True)
+
     def stop(self) -> None:
-        """Say `offline` on purpose (a clean disconnect does not fire the Will) and disconnect."""
-        if self.connected:
-            self.client.publish(self.topic("status"), b"offline", qos=1, retain=True).wait_for_publish(2)
+        """Disconnect and stop the network thread."""
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -187,7 +192,8 @@ class SimulatedDevice:
         now = time.monotonic()
         sample = self.sensor.step(now - self.last_step)
         self.last_step = now
-        sample["ts"] = int(time.time() * 1000)
+        # Microseconds: at a high per-device rate, millisecond stamps would collide and be stored once.
+        sample["ts"] = datetime.now(UTC).isoformat()
         info = self.client.publish(self.topic("telemetry"), json.dumps(sample).encode(), qos=1)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self.sim.stats.add("sent")
@@ -304,12 +310,20 @@ class Simulator:
                            next_progress if progress else now + 0.1)
                 self._stop.wait(max(0.0, min(wake - time.monotonic(), 0.1)))
         finally:
-            for device in self.devices:
-                device.count_acks()
-                device.stop()
+            self._shutdown()
             if progress is not None:
                 progress(self.stats)
         return self.stats
+
+    def _shutdown(self, timeout: float = 5.0) -> None:
+        """Every device says `offline` (waiting for the acks together, not one by one), then disconnects."""
+        infos = [info for info in (d.say_offline() for d in self.devices) if info is not None]
+        deadline = time.monotonic() + timeout
+        while any(not i.is_published() for i in infos) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for device in self.devices:
+            device.count_acks()
+            device.stop()
 
     def _run_timers(self, now: float) -> None:
         while True:
