@@ -1,0 +1,142 @@
+"""Command services: the lifecycle's rules, in the database, without processes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, NotAuthorized, PayloadInvalid
+from devices.models import Command, Device
+from devices.services import (
+    command_cancel,
+    command_claim,
+    command_expire_due,
+    command_issue,
+    command_mark_sent,
+    command_resolve,
+    command_time_out_due,
+    device_register,
+    device_set_enabled,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def owner():
+    return get_user_model().objects.create_user("owner")
+
+
+@pytest.fixture
+def device(owner):
+    device, _ = device_register(device_id="d1", owner=owner)
+    Device.objects.filter(pk="d1").update(online=True)
+    return device
+
+
+def statuses(command: Command) -> list[str]:
+    command.refresh_from_db()
+    return [h["status"] for h in command.history]
+
+
+def test_issue_checks_the_device_and_the_user(owner, device):
+    stranger = get_user_model().objects.create_user("stranger")
+    with pytest.raises(NotAuthorized):
+        command_issue(user=stranger, device_id="d1", name="reboot")
+    with pytest.raises(DeviceUnknown):
+        command_issue(user=owner, device_id="nope", name="reboot")
+    with pytest.raises(PayloadInvalid):
+        command_issue(user=owner, device_id="d1", name="reboot", timeout=0)
+    device_set_enabled(device_id="d1", enabled=False)
+    with pytest.raises(DeviceDisabled):
+        command_issue(user=owner, device_id="d1", name="reboot")
+    assert not Command.objects.exists()
+
+
+def test_idempotency_key_is_per_device(owner, device):
+    device_register(device_id="d2", owner=owner)
+    first = command_issue(user=owner, device_id="d1", name="reboot", idempotency_key="k")
+    assert command_issue(user=owner, device_id="d1", name="other", idempotency_key="k").id == first.id
+    assert command_issue(user=owner, device_id="d2", name="reboot", idempotency_key="k").id != first.id
+
+
+def test_claim_leases_once_and_skips_offline_devices(owner, device):
+    device_register(device_id="off", owner=owner)
+    online = command_issue(user=owner, device_id="d1", name="a")
+    command_issue(user=owner, device_id="off", name="b")
+    assert [c.id for c in command_claim(owner="bridge-1")] == [online.id]
+    assert command_claim(owner="bridge-2") == []  # bridge-1's lease holds
+    # bridge-1 restarted: it takes its own stale leases back, except publishes still in flight.
+    assert command_claim(owner="bridge-1", exclude=[online.id]) == []
+    assert [c.id for c in command_claim(owner="bridge-1")] == [online.id]
+
+
+def test_sent_then_response_ends_the_command(owner, device):
+    command = command_issue(user=owner, device_id="d1", name="reboot")
+    command_claim(owner="b")
+    assert command_mark_sent(command_id=command.id).status == "sent"
+    done, reason = command_resolve(device_id="d1", command_id=command.id, ok=False, error="busy")
+    assert reason is None and done.status == "failed" and done.error == "busy"
+    assert statuses(command) == ["queued", "sent", "failed"]
+    assert command_resolve(device_id="d1", command_id=command.id, ok=True) == (None, "response_finished")
+
+
+def test_response_before_the_puback_is_recorded_counts_as_sent(owner, device):
+    command = command_issue(user=owner, device_id="d1", name="reboot")
+    command_claim(owner="b")
+    done, reason = command_resolve(device_id="d1", command_id=command.id, ok=True, result=[1])
+    assert reason is None and done.status == "succeeded"
+    assert command_mark_sent(command_id=command.id) is None
+    assert statuses(command) == ["queued", "sent", "succeeded"]
+
+
+def test_stray_responses_change_nothing(owner, device):
+    device_register(device_id="d2", owner=owner)
+    command = command_issue(user=owner, device_id="d1", name="reboot")
+    assert command_resolve(device_id="d1", command_id=command.id, ok=True) == (None, "response_unknown")  # unsent
+    command_claim(owner="b")
+    command_mark_sent(command_id=command.id)
+    assert command_resolve(device_id="d2", command_id=command.id, ok=True) == (None, "response_wrong_device")
+    assert command_resolve(device_id="d1", command_id=uuid.uuid4(), ok=True) == (None, "response_unknown")
+    assert statuses(command) == ["queued", "sent"]
+
+
+def test_oneway_ends_at_sent_and_never_times_out(owner, device):
+    command = command_issue(user=owner, device_id="d1", name="blink", oneway=True, timeout=0.001)
+    command_claim(owner="b")
+    sent = command_mark_sent(command_id=command.id)
+    assert sent.finished_at is not None and sent.deadline is None
+    assert command_time_out_due() == []
+    assert command_resolve(device_id="d1", command_id=command.id, ok=True) == (None, "response_finished")
+
+
+def test_due_commands_time_out_and_expire(owner, device):
+    device_register(device_id="off", owner=owner)
+    waiting = command_issue(user=owner, device_id="off", name="a", expires_in=60)
+    sent = command_issue(user=owner, device_id="d1", name="b", timeout=60)
+    command_claim(owner="b")
+    command_mark_sent(command_id=sent.id)
+    assert command_time_out_due() == [] and command_expire_due() == []
+    past = timezone.now() - timedelta(seconds=1)
+    Command.objects.filter(pk=sent.id).update(deadline=past)
+    Command.objects.filter(pk=waiting.id).update(expires_at=past)
+    assert [c.id for c in command_time_out_due()] == [sent.id]
+    assert [c.id for c in command_expire_due()] == [waiting.id]
+    assert statuses(sent) == ["queued", "sent", "timed_out"]
+    assert statuses(waiting) == ["queued", "expired"]
+
+
+def test_cancel_only_a_queued_command_not_being_published(owner, device):
+    device_register(device_id="off", owner=owner)
+    waiting = command_issue(user=owner, device_id="off", name="a")
+    assert command_cancel(user=owner, command_id=waiting.id).status == "cancelled"
+    with pytest.raises(Conflict):
+        command_cancel(user=owner, command_id=waiting.id)
+    leased = command_issue(user=owner, device_id="d1", name="b")
+    command_claim(owner="b")
+    with pytest.raises(Conflict):
+        command_cancel(user=owner, command_id=leased.id)
