@@ -1,7 +1,7 @@
 // The device view: live charts with recent history, the device's state, and a command panel
 // whose rows follow each command through its lifecycle. Public WebSocket and HTTP APIs only.
 import { Live, showConnection } from "./live.js";
-import { ago, el, epoch, formatValue, frameScheduler, unitOf } from "./format.js";
+import { ago, el, epoch, formatValue, frameScheduler, newer, unitOf } from "./format.js";
 import { CommandPanel } from "./commands.js";
 
 const root = document.getElementById("device");
@@ -211,7 +211,7 @@ function onFrame(f) {
   } else if (f.type === "telemetry") {
     const mine = f.items.filter((it) => it.device === deviceId);
     if (!mine.length) return;
-    for (const it of mine) if (!state.last_seen || it.ts > state.last_seen) state.last_seen = it.ts;
+    for (const it of mine) if (newer(it.ts, state.last_seen)) state.last_seen = it.ts;
     state.online = true;
     ingest(mine, false);
   } else if (f.type === "status" && f.device === deviceId) {

@@ -1,6 +1,6 @@
 // The fleet view: every visible device, its state and latest values, live over the WebSocket API.
 import { Live, showConnection } from "./live.js";
-import { ago, el, formatValue, frameScheduler, unitOf } from "./format.js";
+import { ago, el, formatValue, frameScheduler, newer, unitOf } from "./format.js";
 
 const body = document.querySelector("#fleet tbody");
 const empty = document.getElementById("empty");
@@ -41,8 +41,11 @@ function renderRow(d) {
   cells.state.replaceChildren(el("span", `badge ${state.online ? "online" : "offline"}`, state.online ? "online" : "offline"));
   cells.seen.textContent = ago(state.last_seen);
   cells.seen.title = state.last_seen ? new Date(state.last_seen).toLocaleString() : "";
+  const shown = d.shown || (d.shown = {});
   const chips = Object.entries(state.latest || {}).sort(([a], [b]) => (a < b ? -1 : 1)).map(([metric, value]) => {
-    const chip = el("span", "chip");
+    // A value that just changed flashes once: the row visibly breathes with its device.
+    const chip = el("span", metric in shown && shown[metric] !== value ? "chip changed" : "chip");
+    shown[metric] = value;
     chip.dataset.metric = metric;
     chip.append(el("span", "k", metric), el("span", "v", formatValue(value)), el("span", "u", unitOf(metric)));
     return chip;
@@ -84,7 +87,7 @@ function onFrame(f) {
     for (const it of f.items) {
       const d = devices.get(it.device) || device(it.device, { id: it.device, latest: {} });
       Object.assign(d.state.latest, it.data);
-      if (!d.state.last_seen || it.ts > d.state.last_seen) d.state.last_seen = it.ts;
+      if (newer(it.ts, d.state.last_seen)) d.state.last_seen = it.ts;
       d.state.online = true;
       dirty.add(it.device);
     }

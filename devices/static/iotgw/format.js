@@ -36,6 +36,11 @@ export function epoch(ts) {
   return Date.parse(ts) / 1000;
 }
 
+/** True when ISO time `a` is later than `b` (or `b` is unset); compared as times, not text. */
+export function newer(a, b) {
+  return !b || Date.parse(a) > Date.parse(b);
+}
+
 /** "just now", "12 s ago", "3 min ago", or a date. */
 export function ago(ts, now = Date.now()) {
   if (!ts) return "never";
