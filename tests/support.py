@@ -93,6 +93,16 @@ class Process:
             os.killpg(self.popen.pid, sig)
             self.popen.wait(10)
 
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
@@ -112,8 +122,7 @@ class ProcessGroup:
 
     def stop_all(self) -> None:
         for proc in reversed(self.items):
-            proc.kill(signal.SIGTERM) if proc.alive() else None
-            proc.kill()
+            proc.stop()
 
 
 def stack_env(*, database_url: str, redis_url: str | None, mqtt_url: str | None, run_id: str) -> dict[str, str]:
