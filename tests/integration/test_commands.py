@@ -283,3 +283,32 @@ async def test_a_burst_of_stored_commands_all_complete(running, registry, owner)
                    timeout=60, what="every command succeeded")
     assert sorted(c["id"] for c in device.received) == sorted(ids)
     device.close()
+
+
+async def test_two_bridges_publish_each_command_once(running, registry, owner):
+    """Both bridges sweep the same queue: row locks and leases give every command to one of them."""
+    from tests.support import drop_bridge_sessions
+
+    user, _ = owner
+    second = dict(MQTT_CLIENT_ID=running.env["MQTT_CLIENT_ID"] + "-b")
+    await sync_to_async(running.start_bridge)(**second)
+    device_id, _ = await sync_to_async(registry.device)("shared", owner=user)
+    device = await sync_to_async(Responder)(running.mqtt_url, device_id, answer="ok")
+    await await_db(lambda: command_ready(device_id), what="device online")
+    try:
+        ids = await sync_to_async(lambda: [
+            str(command_issue(user=user, device_id=device_id, name="step", params={"n": i}).id) for i in range(200)
+        ])()
+        await await_db(lambda: Command.objects.filter(device_id=device_id, status="succeeded").count() == len(ids),
+                       timeout=60, what="every command succeeded")
+        assert sorted(c["id"] for c in device.received) == sorted(ids)  # each published exactly once
+        clients = [running.env["MQTT_CLIENT_ID"], second["MQTT_CLIENT_ID"]]
+
+        def sent_by_each() -> list[int]:
+            return [b.counters.get("commands_sent", 0) for b in BridgeHeartbeat.objects.filter(client_id__in=clients)]
+
+        await await_db(lambda: sum(sent_by_each()) == len(ids), what="heartbeats count every publish once")
+    finally:
+        device.close()
+        running.bridges[-1].kill()
+        await sync_to_async(drop_bridge_sessions)(running.mqtt_url, dict(running.env, **second))
