@@ -89,6 +89,8 @@ MAX_EXPIRES_IN = 30 * 86_400.0
 MAX_PARAMS_BYTES = 16 * 1024
 MAX_KEY = 128
 MAX_ERROR_TEXT = 1000
+# Under the 64 KiB WebSocket frame cap (IOTGW_WS_MAX_FRAME) with room to spare.
+MAX_COMMAND_FRAME = 48 * 1024
 COMMAND_FRAME_KEYS = ("id", "device", "name", "status", "result", "error", "ref", "updated_at")
 
 
@@ -152,9 +154,18 @@ def command_request(frame: dict[str, Any]) -> dict[str, Any]:
     return {"device_id": device, **command_fields(name=frame.get("name"), oneway=frame.get("oneway", False), **fields)}
 
 
-def command_frame(state: dict[str, Any]) -> str:
-    """A `command` frame from a command's state (see devices.selectors.command_state)."""
-    return dumps({"type": "command", **{k: state.get(k) for k in COMMAND_FRAME_KEYS}})
+def command_frame(state: dict[str, Any], *, max_bytes: int = MAX_COMMAND_FRAME) -> str:
+    """A `command` frame from a command's state (see devices.selectors.command_state).
+
+    A device's result can be as large as its payload limit; a frame that would pass
+    `max_bytes` carries `"result": null, "result_truncated": true` instead (the HTTP
+    API has the whole result), since Daphne drops a socket sent an oversized frame.
+    """
+    frame = {"type": "command", **{k: state.get(k) for k in COMMAND_FRAME_KEYS}}
+    text = dumps(frame)
+    if len(text) > max_bytes:
+        text = dumps({**frame, "result": None, "result_truncated": True})
+    return text
 
 
 def command_payload(*, command_id: str, name: str, params: dict[str, Any], expires_at: datetime) -> bytes:

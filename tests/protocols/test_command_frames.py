@@ -106,3 +106,10 @@ def test_bad_response_is_rejected_with_a_reason(payload, reason):
     with pytest.raises(PayloadInvalid) as exc:
         parse_command_response(payload, max_bytes=1000)
     assert exc.value.reason == reason
+
+
+def test_command_frame_drops_a_result_too_large_for_a_websocket_frame():
+    state = {"id": "i", "device": "d", "name": "n", "status": "succeeded", "result": "x" * 70_000}
+    frame = orjson.loads(command_frame(state))
+    assert frame["result"] is None and frame["result_truncated"] is True and frame["status"] == "succeeded"
+    assert orjson.loads(command_frame(dict(state, result="small")))["result"] == "small"
