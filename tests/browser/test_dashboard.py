@@ -162,9 +162,7 @@ def test_device_page_charts_history_and_live_values(gateway, page):
     shot(page, "device")
 
 
-@pytest.mark.xfail(strict=False, reason="commands (SPEC §6–7) are being built on another branch of work; "
-                                        "this passes once the WebSocket `command` frame is served")
-def test_a_command_from_the_device_page_reaches_its_final_state(gateway, page):
+def test_commands_from_the_device_page_reach_their_final_state(gateway, page):
     page.goto(gateway.url + "/devices/demo-1/")
     page.wait_for_selector("#conn.up")
     page.wait_for_selector('.chart[data-metric="temperature"]')  # the device is connected and publishing
@@ -176,6 +174,13 @@ def test_a_command_from_the_device_page_reaches_its_final_state(gateway, page):
     assert page.get_attribute(row, "data-id"), "the row learns the command's id"
     assert "pong" in page.inner_text(f"{row} .outcome")
     assert "sent" in page.inner_text(f"{row} .trail")
+
+    page.fill("input[name=name]", "self_destruct")  # the simulator answers unknown names with an error
+    page.click("#command-form button[type=submit]")
+    failed = f'{row}[data-status="failed"]'
+    page.wait_for_selector(failed, timeout=20_000)
+    assert "unknown command" in page.inner_text(f"{failed} .outcome")
+    assert page.get_attribute(f"{row}:first-child", "data-status") == "failed", "the newest command is on top"
     shot(page, "command")
 
 

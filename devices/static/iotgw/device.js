@@ -123,6 +123,12 @@ function yRange(u, min, max) {
   return uPlot.rangeNum(min, max, 0.1, true);
 }
 
+// Wide enough for the longest tick label (uPlot clips, e.g. the minus of "-63.5 dBm").
+function axisWidth(u, values) {
+  const longest = Math.max(4, ...(values || []).map((v) => String(v).length));
+  return 16 + Math.ceil(longest * 7.2);
+}
+
 function makeChart(s, metric) {
   const width = Math.max(200, s.plot.clientWidth);
   const unit = unitOf(metric);
@@ -143,7 +149,7 @@ function makeChart(s, metric) {
     axes: [
       { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, values: clockLabels,
         incrs: TIME_STEPS, space: 70 },
-      { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, size: 72,
+      { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, size: axisWidth,
         values: yLabels, ...(s.bool ? { splits: () => [0, 1] } : {}) },
     ],
     series: [{}, { label: metric, stroke: s.color, width: 2, fill: s.color + "14", points: { show: false },
