@@ -47,7 +47,10 @@ function renderRow(d) {
     const chip = el("span", metric in shown && shown[metric] !== value ? "chip changed" : "chip");
     shown[metric] = value;
     chip.dataset.metric = metric;
-    chip.append(el("span", "k", metric), el("span", "v", formatValue(value)), el("span", "u", unitOf(metric)));
+    const text = formatValue(value);
+    const v = el("span", "v", text);
+    if (text.length > 24) v.title = text; // long strings are cut short in the chip; the whole of it on hover
+    chip.append(el("span", "k", metric), v, el("span", "u", unitOf(metric)));
     return chip;
   });
   cells.latest.replaceChildren(...chips);
