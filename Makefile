@@ -23,7 +23,7 @@ demo: migrate
 
 run: demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py gateway --host $(HOST) --port $(PORT)
+	$(BIN)/python manage.py gateway --host $(HOST) --port $(PORT) --simulate 3
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
