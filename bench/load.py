@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from bench.stats import latency_summary
+
 TICK = 0.005  # pacing granularity: publish what is due every 5 ms
 
 
@@ -44,11 +46,22 @@ def _worker(plan: LoadPlan, index: int, start_at: float, out: mp.Queue) -> None:
     client.max_queued_messages_set(0)
     acked = 0
     lock = threading.Lock()
+    # Publish time by message id. No lock around publish(): paho calls on_publish under its own
+    # lock, and a PUBACK may come back before publish() returns (then it waits in `early`).
+    started: dict[int, float] = {}
+    early: dict[int, float] = {}
+    puback_ms: list[float] = []
 
-    def on_publish(_c, _u, _mid, _rc, _p) -> None:
+    def on_publish(_c, _u, mid, _rc, _p) -> None:
         nonlocal acked
+        now = time.monotonic()
         with lock:
             acked += 1
+        t = started.pop(mid, None)
+        if t is None:
+            early[mid] = now
+        else:
+            puback_ms.append((now - t) * 1000)
 
     client.on_publish = on_publish
     client.connect(plan.host, plan.port, keepalive=60)
@@ -73,7 +86,12 @@ def _worker(plan: LoadPlan, index: int, start_at: float, out: mp.Queue) -> None:
             now_ms = int(time.time() * 1000)
             ts = max(now_ms, last_ts[device] + 1)  # unique per device: stored once per (device, ts)
             last_ts[device] = ts
-            client.publish(topics[device], sample(ts, sent), qos=plan.qos)
+            t_pub = time.monotonic()
+            mid = client.publish(topics[device], sample(ts, sent), qos=plan.qos).mid
+            started[mid] = t_pub
+            back = early.pop(mid, None)
+            if back is not None and started.pop(mid, None) is not None:
+                puback_ms.append((back - t_pub) * 1000)
             sent += 1
         time.sleep(TICK)
     last_ms = max(last_ts.values()) if sent else first_ms
@@ -86,7 +104,7 @@ def _worker(plan: LoadPlan, index: int, start_at: float, out: mp.Queue) -> None:
     client.disconnect()
     client.loop_stop()
     out.put({"worker": index, "sent": sent, "acked": acked, "first_ms": first_ms, "last_ms": last_ms,
-             "offered_elapsed": time.monotonic() - t0})
+             "offered_elapsed": time.monotonic() - t0, "puback_ms": puback_ms})
 
 
 def run_load(plan: LoadPlan, *, lead: float = 1.0, on_started=None) -> dict:
@@ -108,5 +126,6 @@ def run_load(plan: LoadPlan, *, lead: float = 1.0, on_started=None) -> dict:
         "first_ms": min(r["first_ms"] for r in results),
         "last_ms": max(r["last_ms"] for r in results),
         "start_ms": start_at * 1000,
+        "puback_ms": latency_summary([x for r in results for x in r["puback_ms"]]),
         "pids": [p.pid for p in procs],
     }

@@ -15,8 +15,9 @@ def _f(v, digits: int = 0) -> str:
 
 def tables(results: dict) -> str:
     """Markdown: throughput/loss/latency per phase, ratios, scale-out duplicates, CPU/RSS per process."""
-    lines = ["| scenario | offered msg/s | sent | acked | stored | lost (acked−stored) | committed/s (window) "
-             "| delivered/s (slowest dashboard) | lost at slowest dashboard | p50 ms | p99 ms | max ms |",
+    lines = ["| scenario | offered msg/s | sent | acked | stored | not stored (acked−stored) "
+             "| committed/s (window) "
+             "| delivered/s (slowest dashboard) | not received (slowest dashboard) | p50 ms | p99 ms | max ms |",
              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for name, sc in results["scenarios"].items():
         for p in sc["phases"]:
@@ -45,7 +46,7 @@ def tables(results: dict) -> str:
                              f"{_f(u['rss_peak_mib'], 1)} |")
     out.append("CPU and memory over each measured window (load generators and shared services included):\n\n"
                + "\n".join(usage))
-    cmd = results.get("commands", {})
+    cmd = results.get("commands") or {"note": "commands not run"}
     out.append("Commands: " + (", ".join(f"{k} {v}" for k, v in cmd.items() if k != "measured")
                                if cmd.get("measured") else cmd.get("note", "commands not measured")))
     return "\n\n".join(out) + "\n"

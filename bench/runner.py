@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dashboard-procs", type=int, default=2, help="processes the dashboards run in")
     p.add_argument("--naive-rates", help="comma-separated offered rates for the naive bridge; empty skips it")
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
-    p.add_argument("--only", help="run only these scenarios (comma-separated: gateway,naive,scaleout)")
+    p.add_argument("--only", help="run only these scenarios (comma-separated: gateway,naive,scaleout,commands)")
     p.add_argument("--broker", choices=["system", "private"], default="private",
                    help="private (default): start Mosquitto on a free port with compose/mosquitto.conf's limits; "
                         "system: the running broker at --mqtt-url, as configured")
@@ -45,8 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
                                                             "postgres://postgres@127.0.0.1:5432/iotgw_bench"))
     p.add_argument("--out", default=str(RESULTS / "latest.json"))
-    p.add_argument("--bridge-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra environment for the gateway's bridge processes (e.g. IOTGW_MAX_BATCH=500)")
+    p.add_argument("--env", dest="gateway_env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment for the gateway's web and bridge processes (e.g. IOTGW_MAX_BATCH=1000)")
     args = p.parse_args(argv)
     d = DEFAULTS["quick" if args.quick else "full"]
     args.rates = [float(r) for r in args.rates.split(",")] if args.rates else d["rates"]
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, d[name])
     args.scaleout = d["scaleout"] and not args.no_scaleout
-    args.only = set(args.only.split(",")) if args.only else {"gateway", "naive", "scaleout"}
+    args.only = set(args.only.split(",")) if args.only else {"gateway", "naive", "scaleout", "commands"}
     return args
 
 
@@ -112,7 +112,7 @@ class Bench:
                 "broker_limits": self.broker.limits if self.broker else "as configured",
                 "mqtt_url": self.mqtt_url, "redis_url": a.redis_url,
                 "database": a.database_url.rsplit("/", 1)[1], "qos": 1, "sample_bytes": sample_size(),
-                "bridge_env": a.bridge_env}
+                "gateway_env": a.gateway_env}
 
     def _seed(self) -> str:
         from django.contrib.auth import get_user_model
@@ -143,17 +143,17 @@ class Bench:
 
         print(f"\n== {name}: {webs} web, {'naive bridge' if naive else f'{bridges} bridge(s)'}, "
               f"{self.args.dashboards} dashboards, {self.args.devices} devices", flush=True)
-        stack = BenchStack(self.env, self.logdir, name)
+        stack = BenchStack(dict(self.env, **dict(kv.split("=", 1) for kv in self.args.gateway_env)), self.logdir,
+                           name)
         kind = {"gateway": "g", "naive": "n", "scaleout": "s"}[name]
         out: dict = {"webs": webs, "bridges": 0 if naive else bridges, "naive": naive, "phases": []}
         try:
             for i in range(webs):
                 self.monitor.add(f"web{i + 1}", [stack.start_web().popen.pid])
             if naive:
-                self.monitor.add("naive bridge", [stack.start_naive().popen.pid])
+                naive_proc = stack.start_naive()
+                self.monitor.add("naive bridge", [naive_proc.popen.pid])
             else:
-                bridge_env = dict(kv.split("=", 1) for kv in self.args.bridge_env)
-                stack.env = dict(stack.env, **bridge_env)
                 for i in range(bridges):
                     proc = stack.start_bridge(f"bench-{self.run_id}-{name}-{i + 1}")
                     self.monitor.add(f"bridge{i + 1}", [proc.popen.pid])
@@ -161,7 +161,13 @@ class Bench:
                                 self.args.dashboard_procs)
             dashes.wait_ready()
             self.monitor.add("dashboards (load)", dashes.pids)
-            for rate in rates:
+            for i, rate in enumerate(rates):
+                if naive and i:
+                    # A fresh naive bridge (clean session) per phase: the last phase's backlog is dropped, not
+                    # counted in this one; what it never stored is already counted as missing there.
+                    naive_proc.kill()
+                    naive_proc = stack.start_naive()
+                    self.monitor.add("naive bridge", [naive_proc.popen.pid])
                 out["phases"].append(self.phase(kind, rate))
             seen = dashes.stop()
             for phase in out["phases"]:
@@ -197,6 +203,7 @@ class Bench:
         time.sleep(a.window)
         w1 = time.time()
         usage = self.monitor.end()
+        load_avg = round(os.getloadavg()[0], 2)
         thread.join()
         self.monitor.remove("publishers (load)")
         load = holder
@@ -209,12 +216,15 @@ class Bench:
             "stored": stored, "lost_stored": load["acked"] - stored, "drain_s": round(drained_s, 2),
             "stored_rate_window": round(committed / (w1 - w0), 1), "usage": usage,
             "publish_to_commit_ms": self.ingest_lag(kind, w0, w1),
+            "publish_to_puback_ms": {k: _r(v) if isinstance(v, float) else v for k, v in load["puback_ms"].items()},
+            "load_avg_1m": load_avg,
         }
         bridge_cpu = sum(u["cpu_pct"] for r, u in usage.items() if r.startswith(("bridge", "naive")))
         phase["bridge_cpu_ms_per_1k"] = round(10 * bridge_cpu / max(phase["stored_rate_window"], 1) * 1000, 1)
         print(f"   {rate:>7.0f} msg/s offered: sent {load['sent']} acked {load['acked']} stored {stored} "
               f"(committed {phase['stored_rate_window']:.0f}/s in window, drained in {drained_s:.1f}s); "
-              f"publish→receive {phase['publish_to_commit_ms']}; bridge {phase['bridge_cpu_ms_per_1k']} CPU-ms/1k",
+              f"publish→puback {phase['publish_to_puback_ms']}; publish→bridge {phase['publish_to_commit_ms']}; "
+              f"bridge {phase['bridge_cpu_ms_per_1k']} CPU-ms/1k; load avg {load_avg}",
               flush=True)
         return phase
 
@@ -299,7 +309,9 @@ class Bench:
             import asyncio
             import inspect
 
-            kwargs = {"env": self.env, "token": self.token, "logdir": self.logdir}
+            quick = self.args.quick
+            kwargs = {"env": self.env, "token": self.token, "logdir": self.logdir, "rate": 20.0,
+                      "duration": 4.0 if quick else 15.0, "warmup": 1.0 if quick else 2.0}
             params = inspect.signature(command_rtt.measure).parameters
             result = asyncio.run(command_rtt.measure(**{k: v for k, v in kwargs.items() if k in params}))
             return {"measured": True, **(result if isinstance(result, dict) else {"result": result})}
@@ -319,7 +331,10 @@ class Bench:
             srates = [max(a.rates)] + ([a.max_rate] if a.max_rate else [])
             self.results["scenarios"]["scaleout"] = self.scenario("scaleout", webs=2, bridges=2, naive=False,
                                                                   rates=srates)
-        self.results["commands"] = self.commands()
+        if "commands" in a.only:
+            print("\n== commands: round trip over WebSocket and MQTT (bench/command_rtt.py)", flush=True)
+            self.results["commands"] = self.commands()
+            print(f"   {self.results['commands']}", flush=True)
         self.results["ratios"] = ratios(self.results["scenarios"])
         return self.results
 

@@ -106,11 +106,13 @@ class Ingestor:
             self._wake.clear()
             with self._lock:
                 self._scheduled = False
-            # A two-stage pipeline: batch N+1 is decoded on this loop while batch N commits in the
-            # database thread. Commits, acks and pushes still happen one batch after the other.
+            # Under a backlog of a full batch or more, a two-stage pipeline: batch N+1 is decoded on
+            # this loop while batch N commits in the database thread. Otherwise a batch is what
+            # arrived during the previous commit (fewer, larger commits). Commits, acks and pushes
+            # happen one batch after the other either way.
             committing: tuple[asyncio.Task, list[Raw]] | None = None
             while self._inbox or committing:
-                if not self._inbox:
+                if committing and len(self._inbox) < self._max_batch:
                     await self._settle(*committing)
                     committing = None
                     continue
