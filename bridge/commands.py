@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("iotgw.bridge")
 
 NUDGE_TYPE = "command.nudge"
-BRIDGE_CHANNEL = "mqtt-bridge"
+BRIDGE_CHANNEL = "mqtt-bridge"  # bridge.worker's; not imported from there, which imports this module
 
 
 def _in_db_thread(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -382,6 +382,7 @@ def command_resolve(
     changed: Command | None = None
     with transaction.atomic():
         command = Command.objects.select_for_update().filter(pk=command_id).first()
+        # A queued command never leased was never published: the device cannot know its id.
         if command is None or (command.status == Command.QUEUED and command.lease_until is None):
             return None, "response_unknown"
         if command.device_id != device_id:
@@ -394,9 +395,11 @@ def command_resolve(
             _transition(command, Command.SUCCEEDED if ok else Command.FAILED, now)
             command.result, command.error = result, error
             changed = command
-        if changed is not None:
-            command.save()
-    return changed, None if changed is not None and command.status in COMMAND_FINAL else "response_finished"
+        if changed is None:
+            return None, "response_finished"
+        command.save()
+    # A one-way command answered before its PUBACK was recorded is now `sent`; the answer itself is ignored.
+    return command, (None if command.status in COMMAND_FINAL else "response_finished")
 
 
 def command_time_out_due(*, limit: int = 500) -> list[Command]:

@@ -140,3 +140,11 @@ def test_cancel_only_a_queued_command_not_being_published(owner, device):
     command_claim(owner="b")
     with pytest.raises(Conflict):
         command_cancel(user=owner, command_id=leased.id)
+
+
+def test_oneway_answered_before_its_puback_is_sent_and_the_answer_ignored(owner, device):
+    command = command_issue(user=owner, device_id="d1", name="blink", oneway=True)
+    command_claim(owner="b")
+    changed, reason = command_resolve(device_id="d1", command_id=command.id, ok=True)
+    assert changed.status == "sent" and reason == "response_finished"
+    assert statuses(command) == ["queued", "sent"]
