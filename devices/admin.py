@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from devices.models import ApiToken, BridgeHeartbeat, Device, Telemetry
+from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
 
 
 @admin.register(Device)
@@ -30,3 +30,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
 @admin.register(BridgeHeartbeat)
 class BridgeHeartbeatAdmin(admin.ModelAdmin):
     list_display = ("client_id", "beat_at", "connected")
+
+
+@admin.register(Command)
+class CommandAdmin(admin.ModelAdmin):
+    """Read-only: a command changes only through its lifecycle services."""
+
+    list_display = ("id", "device", "name", "status", "created_at", "updated_at")
+    list_filter = ("status", "name")
+    search_fields = ("id", "device__id", "name", "idempotency_key")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
