@@ -25,8 +25,19 @@ def tables(results: dict) -> str:
             lines.append(f"| {name} | {_f(p['offered_rate'])} | {_f(p['sent'])} | {_f(p['acked'])} | {_f(p['stored'])}"
                          f" | {_f(p['lost_stored'])} | {_f(p['stored_rate_window'])} | "
                          f"{_f(d['delivered_rate_window_min'])} | {_f(d['lost_min_dashboard'])} | {_f(lat['p50'], 1)}"
-                         f" | {_f(lat['p99'], 1)} | {_f(lat['max'], 1)} |")
-    out = ["\n".join(lines)]
+                         f" | {_f(lat['p99'], 1)} | {_f(lat['max'], 1)}{'*' if lat.get('scope') == 'phase' else ''} |")
+    out = ["\n".join(lines) + "\n\nLatency is MQTT publish → WebSocket frame at the dashboards, over samples "
+           "published in the measured window (* none of those arrived: over every sample of the phase that did)."]
+    diag = ["| scenario | offered msg/s | publish→PUBACK p50/p99 ms | publish→bridge p50/p99 ms "
+            "| bridge CPU ms per 1k samples | load avg (1 min) |", "|---|--:|--:|--:|--:|--:|"]
+    for name, sc in results["scenarios"].items():
+        for p in sc["phases"]:
+            pa, pb = p.get("publish_to_puback_ms", {}), p.get("publish_to_commit_ms", {})
+            diag.append(f"| {name} | {_f(p['offered_rate'])} | {_f(pa.get('p50'), 1)} / {_f(pa.get('p99'), 1)} | "
+                        f"{_f(pb.get('p50'), 1)} / {_f(pb.get('p99'), 1)} | {_f(p.get('bridge_cpu_ms_per_1k'), 0)} | "
+                        f"{_f(p.get('load_avg_1m'), 2)} |")
+    out.append("Where the time goes (PUBACK: broker accepted; bridge: the bridge's receive time, stored as "
+               "`received_at`):\n\n" + "\n".join(diag))
     if results.get("ratios"):
         rows = ["| offered msg/s | committed/s × | delivered/s × | p50 latency ÷ | p99 latency ÷ |",
                 "|--:|--:|--:|--:|--:|"]
