@@ -92,6 +92,9 @@ class Ingestor:
             self._stats.counts["dropped_qos0"] += 1
             return
         self._inbox.append(raw)
+        if self._scheduled:
+            # A wake-up is pending: the loop clears the flag before it drains, so it sees this message.
+            return
         with self._lock:
             if self._scheduled or self._loop is None:
                 return
