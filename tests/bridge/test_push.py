@@ -1,0 +1,74 @@
+"""Pushes to dashboards: hot-path encoders match protocols.wire, frames stay under the cap, batches merge in order."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+
+from bridge.push import fragment, telemetry_frames
+from protocols.wire import telemetry_fragment
+
+
+def test_fragment_matches_wire_encoding():
+    for ts in (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC),
+               datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))):
+        assert fragment("d1", ts, {"t": 1.5, "ok": True}) == telemetry_fragment("d1", ts, {"t": 1.5, "ok": True})
+
+
+def test_telemetry_frames_split_under_the_cap_and_keep_every_item():
+    fragments = [telemetry_fragment(f"d{i}", datetime(2026, 1, 1, tzinfo=UTC), {"v": "é" * 50}) for i in range(500)]
+    frames = telemetry_frames(fragments, 4096)
+    assert len(frames) > 1
+    assert all(len(f.encode()) <= 4096 for f in frames)
+    items = [item for f in frames for item in orjson.loads(f)["items"]]
+    assert [i["device"] for i in items] == [f"d{i}" for i in range(500)]
+
+
+def test_no_fragments_no_frames():
+    assert telemetry_frames([], 65536) == []
+
+
+def _batch(device_id: str, *values: int):
+    from bridge.push import PushBatch
+
+    push = PushBatch()
+    for v in values:
+        push.telemetry(device_id, datetime(2026, 1, 1, 0, 0, v, tzinfo=UTC), {"v": v})
+    return push
+
+
+def _values(message: dict, device_id: str) -> list[int]:
+    return [orjson.loads(f)["data"]["v"] for f in message["telemetry"].get(device_id, [])]
+
+
+def test_merged_batches_keep_each_device_in_order_and_the_latest_status():
+    first, later = _batch("d1", 1, 2), _batch("d1", 3)
+    first.status("d1", True, datetime(2026, 1, 1, tzinfo=UTC))
+    later.status("d1", False, datetime(2026, 1, 1, 0, 1, tzinfo=UTC))
+    first.merge(later)
+    [(_, message)] = first.messages()
+    assert _values(message, "d1") == [1, 2, 3]
+    assert orjson.loads(message["status"]["d1"])["online"] is False
+    assert first.size == 5
+
+
+async def test_pushes_that_arrive_while_one_is_sent_go_out_merged_and_in_order():
+    import asyncio
+
+    from bridge.ingest import Ingestor
+    from bridge.stats import BridgeStats
+
+    sent: list[dict] = []
+
+    class Layer:
+        async def group_send(self, group: str, message: dict) -> None:
+            sent.append(message)
+
+    ingestor = Ingestor(layer=Layer(), stats=BridgeStats(), ack=lambda raws: None, max_batch=10, max_payload=1000)
+    await ingestor._push(_batch("d1", 1))
+    await asyncio.sleep(0)  # the pusher takes the first batch
+    await ingestor._push(_batch("d1", 2))
+    await ingestor._push(_batch("d1", 3, 4))
+    async with asyncio.timeout(5):
+        while ingestor._push_task is not None and not ingestor._push_task.done():
+            await asyncio.sleep(0.01)
+    assert [_values(m, "d1") for m in sent] == [[1], [2, 3, 4]]
