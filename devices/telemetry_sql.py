@@ -46,9 +46,10 @@ def devices_lock(ids: Sequence[str]) -> dict[str, DeviceRow]:
             .only("id", "enabled", "online", "latest", "last_seen").order_by("pk")
         }
     with connection.cursor() as cur:
-        cur.execute(f"SELECT id, enabled, online, latest::text, last_seen FROM {DEVICE} "
+        # last_seen is not read back: ingest only ever overwrites it.
+        cur.execute(f"SELECT id, enabled, online, latest::text FROM {DEVICE} "
                     "WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [list(ids)])
-        return {r[0]: DeviceRow(r[0], r[1], r[2], orjson.loads(r[3]), r[4]) for r in cur.fetchall()}
+        return {r[0]: DeviceRow(r[0], r[1], r[2], orjson.loads(r[3]), None) for r in cur.fetchall()}
 
 
 def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], received_at: datetime) -> None:
