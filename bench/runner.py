@@ -17,7 +17,7 @@ from bench.stats import latency_summary, ratio
 
 DEFAULTS = {
     "full": {"rates": [1000, 5000], "max_rate": 10000, "warmup": 4.0, "window": 15.0, "devices": 1000,
-             "dashboards": 4, "naive_rates": [1000, 5000], "scaleout": True},
+             "dashboards": 2, "naive_rates": [1000, 5000], "scaleout": True},
     "quick": {"rates": [1000, 5000], "max_rate": 0, "warmup": 2.0, "window": 4.0, "devices": 200,
               "dashboards": 2, "naive_rates": [1000], "scaleout": False},
 }
