@@ -104,6 +104,8 @@ class Ingestor:
     async def run(self) -> None:
         """Process batches until cancelled."""
         self._loop = asyncio.get_running_loop()
+        if self._inbox:  # arrived before the loop was known: offer() could not wake it
+            self._wake.set()
         while True:
             await self._wake.wait()
             self._wake.clear()
