@@ -57,6 +57,11 @@ def tables(results: dict) -> str:
                              f"{_f(u['rss_peak_mib'], 1)} |")
     out.append("CPU and memory over each measured window (load generators and shared services included):\n\n"
                + "\n".join(usage))
+    probe = results.get("broker_probe")
+    if probe:
+        out.append(f"Broker probe: a v5 subscriber with Receive Maximum {probe['receive_maximum']} and manual acks, "
+                   f"sent {probe['published']} without acking any, got {probe['in_flight_unacked']} "
+                   f"({'honoured' if probe['honoured'] else 'NOT honoured'}).")
     cmd = results.get("commands") or {"note": "commands not run"}
     out.append("Commands: " + (", ".join(f"{k} {v}" for k, v in cmd.items() if k != "measured")
                                if cmd.get("measured") else cmd.get("note", "commands not measured")))

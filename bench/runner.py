@@ -91,7 +91,16 @@ class Bench:
             self.monitor.add_named("mosquitto", "mosquitto")
         self.token = self._seed()
         self.results: dict = {"run_id": self.run_id, "machine": machine(), "config": self._config(),
-                              "scenarios": {}}
+                              "broker_probe": self._probe(), "scenarios": {}}
+
+    def _probe(self) -> dict:
+        from bench.probe import receive_maximum_probe
+
+        host, port = self.mqtt_url.split("://", 1)[1].rsplit("@", 1)[-1].rsplit(":", 1)
+        result = receive_maximum_probe(host, int(port))
+        print(f"broker probe: Receive Maximum {result['receive_maximum']} → {result['in_flight_unacked']} messages "
+              f"in flight unacked ({'honoured' if result['honoured'] else 'NOT honoured'})", flush=True)
+        return result
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
