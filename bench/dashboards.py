@@ -43,10 +43,10 @@ async def _dashboard(url: str, token: str, devices: list[str], sent: array, lat:
                         lat.append(now - t)
 
 
-async def _serve(urls: list[str], token: str, devices: list[str], count: int, conn: Connection) -> None:
+async def _serve(urls: list[str], token: str, devices: list[str], count: int, first: int, conn: Connection) -> None:
     data = [(array("d"), array("d")) for _ in range(count)]
     readies = [asyncio.Event() for _ in range(count)]
-    tasks = [asyncio.ensure_future(_dashboard(urls[i % len(urls)], token, devices, *data[i], readies[i]))
+    tasks = [asyncio.ensure_future(_dashboard(urls[(first + i) % len(urls)], token, devices, *data[i], readies[i]))
              for i in range(count)]
     waiting = asyncio.ensure_future(asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30))
     await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -59,8 +59,8 @@ async def _serve(urls: list[str], token: str, devices: list[str], count: int, co
     conn.send([(s.tobytes(), lat.tobytes()) for s, lat in data])
 
 
-def _main(urls: list[str], token: str, devices: list[str], count: int, conn: Connection) -> None:
-    asyncio.run(_serve(urls, token, devices, count, conn))
+def _main(urls: list[str], token: str, devices: list[str], count: int, first: int, conn: Connection) -> None:
+    asyncio.run(_serve(urls, token, devices, count, first, conn))
 
 
 class Dashboards:
@@ -71,11 +71,13 @@ class Dashboards:
         self.pipes: list[Connection] = []
         self.procs = []
         per = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+        first = 0  # dashboards are numbered across processes, and spread over the web processes by that number
         for n in per:
             if not n:
                 continue
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_main, args=(urls, token, devices, n, theirs), daemon=True)
+            proc = ctx.Process(target=_main, args=(urls, token, devices, n, first, theirs), daemon=True)
+            first += n
             proc.start()
             self.pipes.append(mine)
             self.procs.append(proc)
