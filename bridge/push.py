@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from protocols.wire import format_ts, status_frame, telemetry_frame
+from protocols.wire import format_ts, status_frame
 
 GROUP_PREFIX = "iotgw.devices."
 PUSH_TYPE = "gateway.push"
@@ -37,23 +37,6 @@ def fragment(device_id: str, ts: datetime, data: dict[str, Any]) -> str:
     """`wire.telemetry_fragment`, without strftime on the hot path (same fixed-width UTC text)."""
     text = ts.isoformat(timespec="microseconds") if ts.tzinfo is UTC and ts.year >= 1000 else format_ts(ts)
     return orjson.dumps({"device": device_id, "ts": text, "data": data}).decode()
-
-
-def telemetry_frames(fragments: list[str], max_bytes: int) -> list[str]:
-    """`telemetry` frames of at most `max_bytes` each (Daphne closes a socket sent a larger one)."""
-    frames: list[str] = []
-    chunk: list[str] = []
-    size = 32  # the frame's envelope
-    for f in fragments:
-        n = (len(f) if f.isascii() else len(f.encode())) + 1
-        if chunk and size + n > max_bytes:
-            frames.append(telemetry_frame(chunk))
-            chunk, size = [], 32
-        chunk.append(f)
-        size += n
-    if chunk:
-        frames.append(telemetry_frame(chunk))
-    return frames
 
 
 def bucket_group(bucket: int) -> str:

@@ -11,7 +11,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from bridge.commands import command_announce
-from bridge.push import bucket_group, bucket_of, telemetry_frames
+from bridge.push import bucket_group, bucket_of
 from devices import metrics
 from devices.exceptions import GatewayError
 from devices.models import Device
@@ -19,7 +19,14 @@ from devices.selectors import command_state, device_ids_visible_to, device_snaps
 from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
 from protocols.ratelimit import TokenBucket
-from protocols.wire import command_frame, command_request, decode_client_frame, dumps, error_frame
+from protocols.wire import (
+    command_frame,
+    command_request,
+    decode_client_frame,
+    error_frame,
+    snapshot_frames,
+    telemetry_frames,
+)
 
 logger = logging.getLogger("iotgw.ws")
 
@@ -145,7 +152,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.devices |= visible
         await self._join(range(self._bucket_count()) if self.everything else {bucket_of(d) for d in self.devices})
         snapshot = await database_sync_to_async(device_snapshots)(visible)
-        await self.send(dumps({"type": "snapshot", "devices": snapshot}))
+        for frame in snapshot_frames(snapshot, settings.IOTGW_WS_MAX_FRAME):
+            await self.send(frame)
 
     async def on_unsubscribe(self, frame: dict) -> None:
         if frame["devices"] == "*":

@@ -74,6 +74,37 @@ def telemetry_frame(fragments: list[str]) -> str:
     return '{"type":"telemetry","items":[' + ",".join(fragments) + "]}"
 
 
+def _packed(fragments: list[str], max_bytes: int, envelope: int) -> list[list[str]]:
+    """Greedy runs of pre-encoded items whose frame, with its envelope, stays within `max_bytes`."""
+    runs: list[list[str]] = []
+    run: list[str] = []
+    size = envelope
+    for f in fragments:
+        n = (len(f) if f.isascii() else len(f.encode())) + 1
+        if run and size + n > max_bytes:
+            runs.append(run)
+            run, size = [], envelope
+        run.append(f)
+        size += n
+    if run:
+        runs.append(run)
+    return runs
+
+
+def telemetry_frames(fragments: list[str], max_bytes: int) -> list[str]:
+    """`telemetry` frames of at most `max_bytes` each (Daphne refuses to send a larger one)."""
+    return [telemetry_frame(run) for run in _packed(fragments, max_bytes, 32)]
+
+
+def snapshot_frames(devices: list[dict[str, Any]], max_bytes: int) -> list[str]:
+    """A snapshot in frames of at most `max_bytes`; all but the last carry `"more": true`."""
+    runs = _packed([orjson.dumps(d).decode() for d in devices], max_bytes, 48) or [[]]
+    return [
+        '{"type":"snapshot","devices":[' + ",".join(run) + ("]}" if i == len(runs) - 1 else '],"more":true}')
+        for i, run in enumerate(runs)
+    ]
+
+
 def status_frame(device_id: str, online: bool, ts: datetime) -> str:
     """A `status` frame."""
     return dumps({"type": "status", "device": device_id, "online": online, "ts": format_ts(ts)})

@@ -315,8 +315,14 @@ class Dashboard:
                     return frame
 
     async def subscribe(self, devices: list[str] | str) -> dict:
+        """Subscribe and return the snapshot, its parts (frames with `more`) joined."""
         await self.send({"type": "subscribe", "devices": devices})
-        return await self.next(lambda f: f["type"] == "snapshot")
+        snapshot = await self.next(lambda f: f["type"] == "snapshot")
+        while snapshot.pop("more", False):
+            part = await self.next(lambda f: f["type"] == "snapshot")
+            snapshot["devices"] += part["devices"]
+            snapshot["more"] = part.get("more", False)
+        return snapshot
 
     async def telemetry_until(self, count: int, device: str, timeout: float = 15.0) -> list[dict]:
         """Collect telemetry items of a device until `count` have arrived."""

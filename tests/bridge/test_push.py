@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
-from bridge.push import fragment, telemetry_frames
-from protocols.wire import telemetry_fragment
+from bridge.push import fragment
+from protocols.wire import telemetry_fragment, telemetry_frames
 
 
 def test_fragment_matches_wire_encoding():

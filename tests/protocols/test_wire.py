@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from devices.exceptions import PayloadInvalid
-from protocols.wire import decode_client_frame, format_ts, telemetry_fragment, telemetry_frame
+from protocols.wire import decode_client_frame, format_ts, snapshot_frames, telemetry_fragment, telemetry_frame
 
 
 def test_subscribe_frame_accepts_list_or_star():
@@ -35,3 +35,16 @@ def test_pre_encoded_fragments_join_into_a_valid_frame():
     frame = orjson.loads(telemetry_frame(fragments))
     assert frame["type"] == "telemetry"
     assert [i["device"] for i in frame["items"]] == ["a", "b"]
+
+
+def test_a_large_snapshot_is_split_into_frames_under_the_cap():
+    devices = [{"id": f"d{i:04d}", "name": "x" * 100, "latest": {"t": i}} for i in range(500)]
+    frames = snapshot_frames(devices, 4096)
+    assert len(frames) > 1 and all(len(f.encode()) <= 4096 for f in frames)
+    parsed = [orjson.loads(f) for f in frames]
+    assert [p.get("more", False) for p in parsed] == [True] * (len(frames) - 1) + [False]
+    assert [d["id"] for p in parsed for d in p["devices"]] == [d["id"] for d in devices]
+
+
+def test_an_empty_snapshot_is_one_frame():
+    assert [orjson.loads(f) for f in snapshot_frames([], 4096)] == [{"type": "snapshot", "devices": []}]

@@ -206,6 +206,7 @@ const commands = new CommandPanel({ deviceId, send: (frame) => live.send(frame) 
 function onFrame(f) {
   if (f.type === "snapshot") {
     const d = f.devices.find((x) => x.id === deviceId);
+    if (!d && f.more) return; // this device is in a later part of the snapshot
     document.getElementById("gone").hidden = Boolean(d);
     if (!d) return;
     Object.assign(state, { online: d.online, last_seen: d.last_seen });

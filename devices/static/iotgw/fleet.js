@@ -81,11 +81,16 @@ function applyFilter() {
   }
 }
 
+let snapshotIds = new Set();
+
 function onFrame(f) {
   if (f.type === "snapshot") {
-    const ids = new Set(f.devices.map((s) => s.id));
-    for (const id of [...devices.keys()]) if (!ids.has(id)) devices.delete(id);
-    f.devices.forEach((s) => device(s.id, { ...s, latest: { ...s.latest } }));
+    // A large fleet's snapshot comes in parts (`more: true` on all but the last); prune after the last.
+    f.devices.forEach((s) => { snapshotIds.add(s.id); device(s.id, { ...s, latest: { ...s.latest } }); });
+    if (!f.more) {
+      for (const id of [...devices.keys()]) if (!snapshotIds.has(id)) devices.delete(id);
+      snapshotIds = new Set();
+    }
   } else if (f.type === "telemetry") {
     for (const it of f.items) {
       const d = devices.get(it.device) || device(it.device, { id: it.device, latest: {} });
