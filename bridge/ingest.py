@@ -25,9 +25,7 @@ logger = logging.getLogger("iotgw.bridge")
 
 # QoS 0 has no flow control from the broker; past this many waiting, drop and count.
 QOS0_BACKLOG = 50_000
-# Pushes to dashboards: at most one every PUSH_INTERVAL seconds (IOTGW_PUSH_INTERVAL), merged;
-# ingest waits for the pusher when more than PUSH_BACKLOG items are waiting to go out.
-PUSH_INTERVAL = 0.05
+# Ingest waits for the pusher when more than this many items are waiting to go out.
 PUSH_BACKLOG = 50_000
 
 
@@ -83,7 +81,7 @@ class Ingestor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push_task: asyncio.Task | None = None
         self._next_push: PushBatch | None = None
-        self._push_interval = float(getattr(settings, "IOTGW_PUSH_INTERVAL", PUSH_INTERVAL))
+        self._push_interval = settings.IOTGW_PUSH_INTERVAL
         self._commit = sync_to_async(_ingest_in_db_thread, thread_sensitive=True)
 
     def offer(self, raw: Raw) -> None:
@@ -230,7 +228,7 @@ class Ingestor:
         """Hand a batch's pushes to the pusher; while it is busy they merge into the next push.
 
         One push is a group_send per bucket, and every dashboard's consumer pays a
-        Redis round trip per message it receives: at most one push per PUSH_INTERVAL
+        Redis round trip per message it receives: at most one push per IOTGW_PUSH_INTERVAL
         keeps that cost flat however small the batches get. Ingest waits only when
         the merged push grows past PUSH_BACKLOG (the layer is too slow to keep up).
         """

@@ -130,8 +130,12 @@ MQTT_RECEIVE_MAXIMUM = int(env.number("MQTT_RECEIVE_MAXIMUM", 2000))
 
 IOTGW_MAX_PAYLOAD = int(env.number("IOTGW_MAX_PAYLOAD", 64 * 1024))
 IOTGW_MAX_BATCH = int(env.number("IOTGW_MAX_BATCH", 2000))
-# Dashboard fan-out groups: a batch becomes at most this many group_send calls.
-IOTGW_PUSH_BUCKETS = int(env.number("IOTGW_PUSH_BUCKETS", 16))
+# Dashboard fan-out groups: a push becomes at most this many group_send calls. Fewer, larger
+# messages cost dashboards fewer Redis round trips (bench: 5k msg/s p99 577 ms at 16, 135 ms at 4);
+# more buckets spare a dashboard that watches a few devices from filtering the rest.
+IOTGW_PUSH_BUCKETS = int(env.number("IOTGW_PUSH_BUCKETS", 4))
+# At most one push to dashboards per this many seconds; what arrives meanwhile is merged.
+IOTGW_PUSH_INTERVAL = env.number("IOTGW_PUSH_INTERVAL", 0.05)
 IOTGW_HEARTBEAT_SECONDS = env.number("IOTGW_HEARTBEAT_SECONDS", 2.0)
 IOTGW_WS_MAX_FRAME = 64 * 1024
 # Dashboard frames per second per socket (token bucket); past the burst a socket gets
