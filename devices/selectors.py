@@ -38,6 +38,16 @@ def device_ids_visible_to(user: AbstractBaseUser, wanted: Iterable[str] | None =
     return set(qs.values_list("pk", flat=True))
 
 
+def device_subscription(user: AbstractBaseUser, wanted: list[str] | str) -> tuple[set[str], bool, list[str], list[str]]:
+    """For a subscribe request: (visible ids, everything?, unknown ids, ids that exist but are not the user's)."""
+    if wanted == "*":
+        return device_ids_visible_to(user), bool(user.is_staff), [], []
+    visible = device_ids_visible_to(user, wanted)
+    hidden = [d for d in wanted if d not in visible]
+    existing = set(Device.objects.filter(pk__in=hidden).values_list("pk", flat=True)) if hidden else set()
+    return visible, False, [d for d in hidden if d not in existing], [d for d in hidden if d in existing]
+
+
 def device_snapshots(device_ids: Iterable[str]) -> list[dict[str, Any]]:
     """Current state of devices as the snapshot frame shows them."""
     rows = Device.objects.filter(pk__in=list(device_ids)).order_by("pk")

@@ -14,8 +14,7 @@ from bridge.commands import command_announce
 from bridge.push import bucket_group, bucket_of
 from devices import metrics
 from devices.exceptions import GatewayError
-from devices.models import Device
-from devices.selectors import command_state, device_ids_visible_to, device_snapshots, socket_credentials_valid
+from devices.selectors import command_state, device_snapshots, device_subscription, socket_credentials_valid
 from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
 from protocols.ratelimit import TokenBucket
@@ -33,16 +32,6 @@ logger = logging.getLogger("iotgw.ws")
 # Close codes (4000-4999 are the application's): credentials gone, and flooding.
 CLOSE_REVOKED = 4401
 CLOSE_FLOODING = 4429
-
-
-def _subscription(user: Any, wanted: list[str] | str) -> tuple[set[str], bool, list[str], list[str]]:
-    """(visible ids, everything?, missing ids, forbidden ids) for a subscribe request."""
-    if wanted == "*":
-        return device_ids_visible_to(user), bool(user.is_staff), [], []
-    visible = device_ids_visible_to(user, wanted)
-    hidden = [d for d in wanted if d not in visible]
-    existing = set(Device.objects.filter(pk__in=hidden).values_list("pk", flat=True)) if hidden else set()
-    return visible, False, [d for d in hidden if d not in existing], [d for d in hidden if d in existing]
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
@@ -140,7 +129,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.send('{"type":"pong"}')
 
     async def on_subscribe(self, frame: dict) -> None:
-        visible, everything, missing, forbidden = await database_sync_to_async(_subscription)(
+        visible, everything, missing, forbidden = await database_sync_to_async(device_subscription)(
             self.scope["user"], frame["devices"]
         )
         ref = frame.get("ref")
