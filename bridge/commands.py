@@ -17,12 +17,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bridge.db import in_db_thread
 from bridge.push import PushBatch, push_send
 from devices.exceptions import PayloadInvalid
 from devices.models import Command
@@ -44,19 +44,6 @@ logger = logging.getLogger("iotgw.bridge")
 
 NUDGE_TYPE = "command.nudge"
 BRIDGE_CHANNEL = "mqtt-bridge"  # bridge.worker's; not imported from there, which imports this module
-
-
-def _in_db_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn` on the bridge's one database thread; a broken connection is closed so a retry reconnects."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (OperationalError, InterfaceError):
-            connection.close()
-            raise
-
-    return sync_to_async(call, thread_sensitive=True)
 
 
 def _resolve_all(responses: list[tuple[str, CommandResponse]]) -> list[tuple[Command | None, str | None]]:
@@ -93,12 +80,12 @@ class CommandDispatcher:
         self._nudged: set[str] = set()
         self._inflight: set[uuid.UUID] = set()
         self._tasks: set[asyncio.Task] = set()
-        self._claim = _in_db_thread(command_claim)
-        self._mark_sent = _in_db_thread(command_mark_sent)
-        self._renew = _in_db_thread(command_lease_renew)
-        self._resolve = _in_db_thread(_resolve_all)
-        self._time_out = _in_db_thread(command_time_out_due)
-        self._expire = _in_db_thread(command_expire_due)
+        self._claim = in_db_thread(command_claim)
+        self._mark_sent = in_db_thread(command_mark_sent)
+        self._renew = in_db_thread(command_lease_renew)
+        self._resolve = in_db_thread(_resolve_all)
+        self._time_out = in_db_thread(command_time_out_due)
+        self._expire = in_db_thread(command_expire_due)
 
     def nudge(self, device_ids: Iterable[str] | None = None) -> None:
         """Look for queued commands now: of these devices, or (None) of every device."""

@@ -6,15 +6,15 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
+from bridge.db import in_db_thread
 from bridge.push import PushBatch, push_send
 from bridge.stats import BridgeStats
 from devices.exceptions import PayloadInvalid
@@ -42,15 +42,6 @@ class Raw:
 
 # (device id, payload, received_at, push) -> None; the commands issue plugs in here.
 ResponseHandler = Callable[[list[tuple[str, bytes]], PushBatch], Awaitable[None]]
-
-
-def _ingest_in_db_thread(items: Sequence[Inbound], received_at: datetime) -> IngestOutcome:
-    try:
-        return telemetry_ingest(items=items, received_at=received_at)
-    except (OperationalError, InterfaceError):
-        # A broken connection is not reused: the retry opens a fresh one.
-        connection.close()
-        raise
 
 
 class Ingestor:
@@ -82,7 +73,7 @@ class Ingestor:
         self._push_task: asyncio.Task | None = None
         self._next_push: PushBatch | None = None
         self._push_interval = settings.IOTGW_PUSH_INTERVAL
-        self._commit = sync_to_async(_ingest_in_db_thread, thread_sensitive=True)
+        self._commit = in_db_thread(telemetry_ingest)
 
     def offer(self, raw: Raw) -> None:
         """Queue a message; called from paho's network thread."""
@@ -194,7 +185,7 @@ class Ingestor:
         delay = 0.2
         while True:
             try:
-                return await self._commit(items, received_at)
+                return await self._commit(items=items, received_at=received_at)
             except (OperationalError, InterfaceError) as exc:
                 self._stats.counts["db_errors"] += 1
                 logger.warning("database unavailable (%s); retrying in %.1fs", str(exc).strip()[:200], delay)

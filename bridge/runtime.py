@@ -8,12 +8,12 @@ import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 
 from bridge.client import BrokerConfig, build_client, connect_properties, subscriptions
 from bridge.commands import CommandDispatcher
+from bridge.db import in_db_thread
 from bridge.ingest import Ingestor, Raw
 from bridge.stats import BridgeStats
 from devices.services import bridge_heartbeat
@@ -150,10 +150,10 @@ class Bridge:
                 self.client.ack(raw.mid, raw.qos)
 
     async def _heartbeat(self) -> None:
-        beat = sync_to_async(_beat_in_db_thread, thread_sensitive=True)
+        beat = in_db_thread(bridge_heartbeat)
         while True:
             try:
-                await beat(self.client_id, self.connected.is_set(), self.stats.snapshot())
+                await beat(client_id=self.client_id, connected=self.connected.is_set(), counters=self.stats.snapshot())
             except DatabaseError as exc:
                 logger.warning("heartbeat not written: %s", str(exc).strip()[:200])
             await asyncio.sleep(settings.IOTGW_HEARTBEAT_SECONDS)
@@ -162,11 +162,3 @@ class Bridge:
 def _resolve(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _beat_in_db_thread(client_id: str, connected: bool, counters: dict) -> None:
-    try:
-        bridge_heartbeat(client_id=client_id, connected=connected, counters=counters)
-    except DatabaseError:
-        connection.close()
-        raise
