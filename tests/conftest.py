@@ -9,6 +9,7 @@ import uuid
 import pytest
 from asgiref.sync import SyncToAsync
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import connections
 
 from tests import support
@@ -86,3 +87,21 @@ def stack(live_db, redis_url, mqtt_url, processes, run_id):
 def registry(live_db):
     """Creates users, tokens and devices with unique ids in the committed test database."""
     return support.Registry()
+
+
+@pytest.fixture
+def people(registry):
+    """Alice owns `a1` and shares group lab with Bob's `blab`; Bob owns `bown`; ops is staff.
+
+    Returns ({name: (device id, secret)}, {name: token}, registry).
+    """
+    alice, bob, ops = registry.user("alice"), registry.user("bob"), registry.user("ops", staff=True)
+    lab = f"lab-{registry.tag}"
+    alice.groups.add(Group.objects.get_or_create(name=lab)[0])
+    devices = {
+        "a1": registry.device("a1", owner=alice),
+        "blab": registry.device("blab", owner=bob, groups=[lab]),
+        "bown": registry.device("bown", owner=bob),
+    }
+    tokens = {name: registry.token(u) for name, u in (("alice", alice), ("bob", bob), ("ops", ops))}
+    return devices, tokens, registry

@@ -6,28 +6,12 @@ import re
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.contrib.auth.models import Group
 
 from devices.models import Telemetry
 from tests.integration.apiclient import basic, call
 from tests.support import Dashboard, MqttDevice, http_get, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def people(registry):
-    """Alice owns `a1` and shares group lab with Bob's `blab`; Bob owns `bown`; ops is staff."""
-    alice, bob, ops = registry.user("alice"), registry.user("bob"), registry.user("ops", staff=True)
-    lab = f"lab-{registry.tag}"
-    alice.groups.add(Group.objects.get_or_create(name=lab)[0])
-    devices = {
-        "a1": registry.device("a1", owner=alice),
-        "blab": registry.device("blab", owner=bob, groups=[lab]),
-        "bown": registry.device("bown", owner=bob),
-    }
-    tokens = {name: registry.token(u) for name, u in (("alice", alice), ("bob", bob), ("ops", ops))}
-    return devices, tokens, registry
 
 
 @pytest.fixture

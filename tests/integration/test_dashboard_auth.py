@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
 from django.test import Client
 from websockets.exceptions import InvalidStatus
 
@@ -15,22 +16,17 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def people(registry):
-    """Alice owns a1 and shares group `lab` with Bob's b-lab; Bob also owns b-own; staff sees all."""
-    alice, bob, staff = registry.user("alice"), registry.user("bob"), registry.user("ops", staff=True)
-    lab = f"lab-{registry.tag}"
-    from django.contrib.auth.models import Group
+def ids(people):
+    """The shared fleet's device ids by name (the `people` fixture of tests/conftest.py)."""
+    return {name: device_id for name, (device_id, _secret) in people[0].items()}
 
-    alice.groups.add(Group.objects.get_or_create(name=lab)[0])
-    devices = {
-        "a1": registry.device("a1", owner=alice)[0],
-        "b_lab": registry.device("blab", owner=bob, groups=[lab])[0],
-        "b_own": registry.device("bown", owner=bob)[0],
-    }
-    tokens = {u: registry.token(user) for u, user in (("alice", alice), ("bob", bob), ("staff", staff))}
+
+@pytest.fixture
+def alice_session(people) -> str:
+    """A session cookie value of a logged-in Alice."""
     client = Client()
-    client.force_login(alice)
-    return devices, tokens, client.cookies["sessionid"].value
+    client.force_login(get_user_model().objects.get(username=f"alice-{people[2].tag}"))
+    return client.cookies["sessionid"].value
 
 
 async def test_handshake_without_credentials_is_refused(stack, people):
@@ -46,28 +42,28 @@ async def test_wrong_token_is_refused(stack, people):
         await Dashboard.open(stack.ws, "iotgw_not-a-real-token")
 
 
-async def test_user_sees_only_owned_and_group_shared_devices(stack, people):
-    devices, tokens, _ = people
+async def test_user_sees_only_owned_and_group_shared_devices(stack, people, ids):
+    devices, tokens = ids, people[1]
     await sync_to_async(stack.start_web)()
     await sync_to_async(stack.start_bridge)()
     alice = await Dashboard.open(stack.ws, tokens["alice"])
     snapshot = await alice.subscribe("*")
-    assert sorted(d["id"] for d in snapshot["devices"]) == sorted([devices["a1"], devices["b_lab"]])
+    assert sorted(d["id"] for d in snapshot["devices"]) == sorted([devices["a1"], devices["blab"]])
 
-    await alice.send({"type": "subscribe", "devices": [devices["b_own"]], "ref": "peek"})
+    await alice.send({"type": "subscribe", "devices": [devices["bown"]], "ref": "peek"})
     error = await alice.next(lambda f: f["type"] == "error")
     assert error["code"] == "forbidden" and error["ref"] == "peek"
 
     # Bob's private device publishes first, then a shared one: Alice gets only the shared one.
-    hidden = await sync_to_async(MqttDevice)(stack.mqtt_url, devices["b_own"])
-    shared = await sync_to_async(MqttDevice)(stack.mqtt_url, devices["b_lab"])
+    hidden = await sync_to_async(MqttDevice)(stack.mqtt_url, devices["bown"])
+    shared = await sync_to_async(MqttDevice)(stack.mqtt_url, devices["blab"])
     await sync_to_async(hidden.telemetry)({"secret": 1})
     await sync_to_async(shared.telemetry)({"shared": 2})
-    items = await alice.telemetry_until(1, devices["b_lab"])
+    items = await alice.telemetry_until(1, devices["blab"])
     assert items[0]["data"] == {"shared": 2}
-    assert all(i["device"] != devices["b_own"] for f in alice.frames if f["type"] == "telemetry" for i in f["items"])
+    assert all(i["device"] != devices["bown"] for f in alice.frames if f["type"] == "telemetry" for i in f["items"])
 
-    staff = await Dashboard.open(stack.ws, tokens["staff"])
+    staff = await Dashboard.open(stack.ws, tokens["ops"])
     snapshot = await staff.subscribe("*")
     assert set(devices.values()) <= {d["id"] for d in snapshot["devices"]}
     hidden.close()
@@ -76,8 +72,8 @@ async def test_user_sees_only_owned_and_group_shared_devices(stack, people):
     await staff.close()
 
 
-async def test_session_cookie_needs_an_allowed_origin(stack, people):
-    _, _, session = people
+async def test_session_cookie_needs_an_allowed_origin(stack, alice_session):
+    session = alice_session
     await sync_to_async(stack.start_web)()
     cookie = {"Cookie": f"sessionid={session}"}
     with pytest.raises(InvalidStatus):
@@ -88,9 +84,9 @@ async def test_session_cookie_needs_an_allowed_origin(stack, people):
     await dash.close()
 
 
-async def test_idle_socket_survives_past_the_redis_read_timeout(stack, people):
+async def test_idle_socket_survives_past_the_redis_read_timeout(stack, people, ids):
     """redis-py 8's 5 s socket timeout once broke idle receivers (channels_redis#422)."""
-    devices, tokens, _ = people
+    devices, tokens = ids, people[1]
     await sync_to_async(stack.start_web)()
     await sync_to_async(stack.start_bridge)()
     dash = await Dashboard.open(stack.ws, tokens["alice"])
