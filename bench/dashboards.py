@@ -43,12 +43,13 @@ async def _dashboard(url: str, token: str, devices: list[str], sent: array, lat:
                         lat.append(now - t)
 
 
-async def _serve(urls: list[str], token: str, devices: list[str], count: int, first: int, conn: Connection) -> None:
+async def _serve(urls: list[str], token: str, views: list[list[str]], first: int, conn: Connection) -> None:
+    count = len(views)
     data = [(array("d"), array("d")) for _ in range(count)]
     readies = [asyncio.Event() for _ in range(count)]
-    tasks = [asyncio.ensure_future(_dashboard(urls[(first + i) % len(urls)], token, devices, *data[i], readies[i]))
+    tasks = [asyncio.ensure_future(_dashboard(urls[(first + i) % len(urls)], token, views[i], *data[i], readies[i]))
              for i in range(count)]
-    waiting = asyncio.ensure_future(asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30))
+    waiting = asyncio.ensure_future(asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60))
     await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
     failed = [t for t in tasks if t.done()]
     conn.send("ready" if not failed else f"failed: {failed[0].exception()!r}")
@@ -59,30 +60,39 @@ async def _serve(urls: list[str], token: str, devices: list[str], count: int, fi
     conn.send([(s.tobytes(), lat.tobytes()) for s, lat in data])
 
 
-def _main(urls: list[str], token: str, devices: list[str], count: int, first: int, conn: Connection) -> None:
-    asyncio.run(_serve(urls, token, devices, count, first, conn))
+def _main(urls: list[str], token: str, views: list[list[str]], first: int, conn: Connection) -> None:
+    asyncio.run(_serve(urls, token, views, first, conn))
+
+
+def slices(devices: list[str], count: int) -> list[list[str]]:
+    """`count` disjoint, near-equal slices of the fleet, one per slice dashboard."""
+    return [devices[i * len(devices) // count:(i + 1) * len(devices) // count] for i in range(count)]
 
 
 class Dashboards:
-    """M dashboards in P processes; `stop()` returns per dashboard (publish time ms, latency ms) arrays."""
+    """Dashboards in P processes, one per view (the devices it subscribes to).
 
-    def __init__(self, urls: list[str], token: str, devices: list[str], count: int, processes: int) -> None:
+    `stop()` returns, per dashboard in the order of `views`, (publish time ms, latency ms) arrays.
+    """
+
+    def __init__(self, urls: list[str], token: str, views: list[list[str]], processes: int) -> None:
         ctx = mp.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs = []
+        count = len(views)
         per = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
         first = 0  # dashboards are numbered across processes, and spread over the web processes by that number
         for n in per:
             if not n:
                 continue
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_main, args=(urls, token, devices, n, first, theirs), daemon=True)
+            proc = ctx.Process(target=_main, args=(urls, token, views[first:first + n], first, theirs), daemon=True)
             first += n
             proc.start()
             self.pipes.append(mine)
             self.procs.append(proc)
 
-    def wait_ready(self, timeout: float = 40) -> None:
+    def wait_ready(self, timeout: float = 70) -> None:
         for pipe in self.pipes:
             if not pipe.poll(timeout):
                 raise RuntimeError("dashboards did not subscribe in time")

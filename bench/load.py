@@ -1,8 +1,17 @@
-"""Simulated devices: paho publishers in separate processes, each pacing QoS 1 samples at a set rate."""
+"""Simulated devices: publisher processes, each pacing QoS 1 samples at a set rate.
+
+The default publisher (`lean`) is a minimal MQTT 3.1.1 client on a raw socket: it
+writes every packet due in one tick with one `sendall` and reads PUBACKs on a
+thread, at a few microseconds per message. paho (`--load-client paho`) costs
+about ten times that per message, and on a 2-core machine every core-second the
+load generator burns is taken from the gateway it measures.
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -22,93 +31,205 @@ class LoadPlan:
     host: str
     port: int
     devices: tuple[str, ...]
-    rate: float  # messages per second, all workers together
+    rate: float  # samples per second, all workers together
     duration: float
     workers: int
     qos: int = 1
+    batch: int = 1  # samples per message: 1 is a bare sample, more is a JSON array (SPEC §4)
+    client: str = "lean"  # "lean" or "paho"
 
 
-def sample(ts_ms: int, seq: int) -> bytes:
+def sample(ts_ms: int, seq: int, t: float | None = None) -> dict:
     """A ~100-byte sample; `t` is the publish time in epoch ms (float) for end-to-end latency."""
+    t = time.time() * 1000.0 if t is None else t
+    return {"ts": ts_ms, "t": round(t, 3), "seq": seq, "temp": 21.5 + seq % 7, "hum": 48.25, "volt": 3.301,
+            "ok": True}
+
+
+def message(ts_list: list[int], seq: int) -> bytes:
+    """One MQTT payload: a bare sample, or an array of samples with consecutive timestamps."""
     t = time.time() * 1000.0
-    return orjson.dumps({"ts": ts_ms, "t": round(t, 3), "seq": seq, "temp": 21.5 + seq % 7, "hum": 48.25,
-                         "volt": 3.301, "ok": True})
+    if len(ts_list) == 1:
+        return orjson.dumps(sample(ts_list[0], seq, t))
+    return orjson.dumps([sample(ts, seq + i, t) for i, ts in enumerate(ts_list)])
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class LeanPublisher:
+    """MQTT 3.1.1, clean session, QoS 1 publishes written in bulk; PUBACKs read on a thread."""
+
+    def __init__(self, host: str, port: int, client_id: str) -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cid = client_id.encode()
+        # CONNECT: protocol "MQTT" level 4, clean session, keepalive 0 (the phase is short).
+        body = b"\x00\x04MQTT\x04\x02\x00\x00" + struct.pack("!H", len(cid)) + cid
+        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        connack = self._read_exact(4)
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise ConnectionError(f"broker refused the publisher: CONNACK {connack.hex()}")
+        self.sock.settimeout(None)
+        self.acked = 0
+        self.started: dict[int, float] = {}
+        self.puback_ms: list[float] = []
+        self._next = 0
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read_acks, daemon=True)
+        self._reader.start()
+
+    def _read_exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("broker closed the connection")
+            data += chunk
+        return data
+
+    def _read_acks(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            now = time.monotonic()
+            buf += chunk
+            usable = len(buf) - len(buf) % 4
+            with self._lock:
+                for i in range(0, usable, 4):  # PUBACK: 0x40 0x02 mid
+                    if buf[i] != 0x40:
+                        raise ConnectionError(f"unexpected packet from the broker: {buf[i:i + 4].hex()}")
+                    t = self.started.pop(int.from_bytes(buf[i + 2:i + 4], "big"), None)
+                    if t is not None:
+                        self.puback_ms.append((now - t) * 1000)
+                    self.acked += 1
+            buf = buf[usable:]
+
+    def publish_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        """QoS 1 PUBLISH of each (topic, payload), in one write."""
+        out = []
+        now = time.monotonic()
+        with self._lock:
+            for topic, payload in items:
+                while True:
+                    self._next = self._next % 65535 + 1
+                    if self._next not in self.started:
+                        break
+                mid = self._next
+                self.started[mid] = now
+                body_len = 2 + len(topic) + 2 + len(payload)
+                out.append(b"\x32" + _varint(body_len) + struct.pack("!H", len(topic)) + topic
+                           + struct.pack("!H", mid) + payload)
+        self.sock.sendall(b"".join(out))
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(b"\xe0\x00")  # DISCONNECT
+        finally:
+            self.sock.close()
+
+
+class PahoPublisher:
+    """The same, through paho (for comparison: `--load-client paho`)."""
+
+    def __init__(self, host: str, port: int, client_id: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        self.client.max_inflight_messages_set(2000)
+        self.client.max_queued_messages_set(0)
+        self.acked = 0
+        self.puback_ms: list[float] = []
+        # No lock around publish(): paho calls on_publish under its own lock, and a PUBACK
+        # may come back before publish() returns (then it waits in `early`).
+        self.started: dict[int, float] = {}
+        self._early: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self.client.on_publish = self._on_publish
+        self.client.connect(host, port, keepalive=60)
+        self.client.loop_start()
+
+    def _on_publish(self, _c, _u, mid, _rc, _p) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.acked += 1
+        t = self.started.pop(mid, None)
+        if t is None:
+            self._early[mid] = now
+        else:
+            self.puback_ms.append((now - t) * 1000)
+
+    def publish_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        for topic, payload in items:
+            t_pub = time.monotonic()
+            mid = self.client.publish(topic.decode(), payload, qos=1).mid
+            self.started[mid] = t_pub
+            back = self._early.pop(mid, None)
+            if back is not None and self.started.pop(mid, None) is not None:
+                self.puback_ms.append((back - t_pub) * 1000)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def _worker(plan: LoadPlan, index: int, start_at: float, out: mp.Queue) -> None:
-    import paho.mqtt.client as mqtt
-
     devices = plan.devices[index::plan.workers]
-    rate = plan.rate / plan.workers
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{index}-{uuid.uuid4().hex[:6]}",
-                         protocol=mqtt.MQTTv311)
-    client.max_inflight_messages_set(2000)
-    client.max_queued_messages_set(0)
-    acked = 0
-    lock = threading.Lock()
-    # Publish time by message id. No lock around publish(): paho calls on_publish under its own
-    # lock, and a PUBACK may come back before publish() returns (then it waits in `early`).
-    started: dict[int, float] = {}
-    early: dict[int, float] = {}
-    puback_ms: list[float] = []
-
-    def on_publish(_c, _u, mid, _rc, _p) -> None:
-        nonlocal acked
-        now = time.monotonic()
-        with lock:
-            acked += 1
-        t = started.pop(mid, None)
-        if t is None:
-            early[mid] = now
-        else:
-            puback_ms.append((now - t) * 1000)
-
-    client.on_publish = on_publish
-    client.connect(plan.host, plan.port, keepalive=60)
-    client.loop_start()
+    per_message = plan.batch
+    msg_rate = plan.rate / plan.workers / per_message
+    cls = LeanPublisher if plan.client == "lean" else PahoPublisher
+    pub = cls(plan.host, plan.port, f"bench-pub-{index}-{uuid.uuid4().hex[:6]}")
     last_ts = dict.fromkeys(devices, 0)
-    topics = {d: f"devices/{d}/telemetry" for d in devices}
+    topics = {d: f"devices/{d}/telemetry".encode() for d in devices}
     while time.time() < start_at:
         time.sleep(0.001)
     t0 = time.monotonic()
-    sent = 0
+    sent = 0  # messages
     i = 0
     n = len(devices)
-    first_ms = int(time.time() * 1000)
+    first_ms = int(time.time() * 1000) - per_message  # the earliest ts a message of this phase can carry
     while True:
         elapsed = time.monotonic() - t0
         if elapsed >= plan.duration:
             break
-        due = int(rate * elapsed) - sent
+        due = int(msg_rate * elapsed) - sent
+        items = []
         for _ in range(due):
             device = devices[i % n]
             i += 1
             now_ms = int(time.time() * 1000)
-            ts = max(now_ms, last_ts[device] + 1)  # unique per device: stored once per (device, ts)
-            last_ts[device] = ts
-            t_pub = time.monotonic()
-            mid = client.publish(topics[device], sample(ts, sent), qos=plan.qos).mid
-            started[mid] = t_pub
-            back = early.pop(mid, None)
-            if back is not None and started.pop(mid, None) is not None:
-                puback_ms.append((back - t_pub) * 1000)
+            # Unique per device: each sample is stored once per (device, ts).
+            first = max(now_ms - per_message + 1, last_ts[device] + 1)
+            ts_list = list(range(first, first + per_message))
+            last_ts[device] = ts_list[-1]
+            items.append((topics[device], message(ts_list, sent * per_message)))
             sent += 1
+        if items:
+            pub.publish_many(items)
         time.sleep(TICK)
     last_ms = max(last_ts.values()) if sent else first_ms
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with lock:
-            if acked >= sent:
-                break
+    while time.monotonic() < deadline and pub.acked < sent:
         time.sleep(0.01)
-    client.disconnect()
-    client.loop_stop()
-    out.put({"worker": index, "sent": sent, "acked": acked, "first_ms": first_ms, "last_ms": last_ms,
-             "offered_elapsed": time.monotonic() - t0, "puback_ms": puback_ms})
+    pub.close()
+    out.put({"worker": index, "sent": sent * per_message, "acked": pub.acked * per_message, "messages": sent,
+             "first_ms": first_ms, "last_ms": last_ms, "offered_elapsed": time.monotonic() - t0,
+             "puback_ms": pub.puback_ms})
 
 
 def run_load(plan: LoadPlan, *, lead: float = 1.0, on_started=None) -> dict:
-    """Run the publishers (one process each) and return what they sent and what the broker acked."""
+    """Run the publishers (one process each) and return what they sent and what the broker acked, in samples."""
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     start_at = time.time() + lead
@@ -123,6 +244,7 @@ def run_load(plan: LoadPlan, *, lead: float = 1.0, on_started=None) -> dict:
     return {
         "sent": sum(r["sent"] for r in results),
         "acked": sum(r["acked"] for r in results),
+        "messages": sum(r["messages"] for r in results),
         "first_ms": min(r["first_ms"] for r in results),
         "last_ms": max(r["last_ms"] for r in results),
         "start_ms": start_at * 1000,

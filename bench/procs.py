@@ -43,14 +43,16 @@ class Monitor:
     def remove(self, role: str) -> None:
         self._roles.pop(role, None)
 
-    def _measure(self) -> dict[str, tuple[float, float]]:
+    def _measure(self) -> dict[str, tuple[dict[int, float], float]]:
+        """Per role: CPU seconds by pid (processes come and go: PostgreSQL backends), and total RSS."""
         out = {}
         for role, get in list(self._roles.items()):
-            cpu = rss = 0.0
+            cpu: dict[int, float] = {}
+            rss = 0.0
             for p in get():
                 try:
                     t = p.cpu_times()
-                    cpu += t.user + t.system
+                    cpu[p.pid] = t.user + t.system
                     rss += p.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
@@ -83,7 +85,10 @@ class Monitor:
             if role not in window["cpu"]:
                 continue
             peak = max(window["peak"].get(role, 0.0), rss)
-            out[role] = {"cpu_pct": round(100 * (cpu - window["cpu"][role]) / wall, 1),
+            # A process that started inside the window counts whole; one that ended inside it is missed.
+            before = window["cpu"][role]
+            used = sum(t - before.get(pid, 0.0) for pid, t in cpu.items())
+            out[role] = {"cpu_pct": round(100 * used / wall, 1),
                          "rss_peak_mib": round(peak / 2**20, 1)}
         return out
 
