@@ -75,6 +75,12 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         "timeout": 20,
     }
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test.sqlite3")}
+elif env.flag("IOTGW_DB_POOL", default=True):
+    # A pool per process (psycopg_pool): without it every database_sync_to_async call in the
+    # web process opened a new PostgreSQL connection (CONN_MAX_AGE must stay 0 with a pool).
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": int(env.number("IOTGW_DB_POOL_SIZE", 8)), "timeout": 10},
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
