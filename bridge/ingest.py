@@ -73,6 +73,7 @@ class Ingestor:
         self._push_task: asyncio.Task | None = None
         self._next_push: PushBatch | None = None
         self._push_interval = settings.IOTGW_PUSH_INTERVAL
+        self._push_now = asyncio.Event()  # set for an urgent push: the pusher stops waiting out the interval
         self._commit = in_db_thread(telemetry_ingest)
 
     def offer(self, raw: Raw) -> None:
@@ -233,15 +234,23 @@ class Ingestor:
             self._push_task = asyncio.ensure_future(self._pusher())
         elif self._next_push.size > PUSH_BACKLOG:
             await asyncio.shield(self._push_task)
+        elif push.urgent:
+            self._push_now.set()
 
     async def _pusher(self) -> None:
         """Send pushes one after the other (frames keep their order), at most one per interval."""
         loop = asyncio.get_running_loop()
         while self._next_push is not None:
             push, self._next_push = self._next_push, None
+            self._push_now.clear()
             started = loop.time()
             await self._send(push)
-            await asyncio.sleep(max(0.0, self._push_interval - (loop.time() - started)))
+            if self._next_push is not None and self._next_push.urgent:
+                continue
+            try:
+                await asyncio.wait_for(self._push_now.wait(), max(0.0, self._push_interval - (loop.time() - started)))
+            except TimeoutError:
+                pass
 
     async def _send(self, push: PushBatch) -> None:
         try:

@@ -50,6 +50,8 @@ class PushBatch:
     def __init__(self) -> None:
         self._buckets: dict[int, dict[str, Any]] = {}
         self.size = 0  # samples, status changes and frames added
+        # Holds a frame someone is waiting on (a command's answer): it goes out without waiting for the interval.
+        self.urgent = False
 
     def _bucket(self, device_id: str) -> dict[str, Any]:
         b = bucket_of(device_id)
@@ -71,6 +73,7 @@ class PushBatch:
         """Add any other pre-encoded frame about a device (e.g. a command update)."""
         self._bucket(device_id)["frames"].setdefault(device_id, []).append(text)
         self.size += 1
+        self.urgent = True
 
     def merge(self, other: PushBatch) -> None:
         """Append a later batch's pushes (per device in order; a later status replaces an earlier one)."""
@@ -83,6 +86,7 @@ class PushBatch:
             for device_id, texts in msg["frames"].items():
                 mine["frames"].setdefault(device_id, []).extend(texts)
         self.size += other.size
+        self.urgent = self.urgent or other.urgent
 
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
         """(group, message) pairs ready for group_send."""
