@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -51,6 +52,9 @@ class AnsweringDevice:
         self.client.will_set(f"devices/{device_id}/status", b"offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        # Like the bridge: without TCP_NODELAY the response waits behind the PUBACK it follows
+        # (Nagle, then the broker's delayed ACK) and the bench would time the device's stack.
+        self.client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.connect(config.host, config.port)
         self.client.loop_start()
 

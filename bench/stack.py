@@ -36,11 +36,12 @@ def migrate(env: dict[str, str]) -> None:
 
 
 def deployed_broker_limits() -> list[str]:
-    """The queue and in-flight limits the project deploys Mosquitto with (compose/mosquitto.conf)."""
+    """The queue, in-flight and TCP settings the project deploys Mosquitto with (compose/mosquitto.conf)."""
     conf = ROOT / "compose" / "mosquitto.conf"
     if not conf.exists():
         return []
-    return [line.strip() for line in conf.read_text().splitlines() if line.startswith(("max_queued", "max_inflight"))]
+    keys = ("max_queued", "max_inflight", "set_tcp_nodelay")
+    return [line.strip() for line in conf.read_text().splitlines() if line.startswith(keys)]
 
 
 class PrivateBroker:
