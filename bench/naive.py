@@ -49,8 +49,9 @@ def main() -> None:
             for sample in parse_samples(msg.payload, received_at=now, max_bytes=settings.IOTGW_MAX_PAYLOAD):
                 Telemetry.objects.create(device_id=device_id, ts=sample.ts, data=sample.data, received_at=now)
                 counts["stored"] += 1
-                async_to_sync(layer.group_send)(bucket_group(bucket_of(device_id)), {
-                    "type": PUSH_TYPE, "status": {}, "frames": {},
+                bucket = bucket_of(device_id)
+                async_to_sync(layer.group_send)(bucket_group(bucket), {
+                    "type": PUSH_TYPE, "bucket": bucket, "status": {}, "frames": {},
                     "telemetry": {device_id: [telemetry_fragment(device_id, sample.ts, sample.data)]},
                 })
         except (PayloadInvalid, IntegrityError):
