@@ -11,12 +11,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from bridge.commands import command_announce
-from bridge.push import bucket_group, bucket_of
+from bridge.push import bucket_of
 from devices import metrics
 from devices.exceptions import GatewayError
 from devices.selectors import command_state, device_snapshots, device_subscription, socket_credentials_valid
 from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
+from protocols.hub import Inbox, push_hub
 from protocols.ratelimit import TokenBucket
 from protocols.wire import (
     command_frame,
@@ -35,7 +36,18 @@ CLOSE_FLOODING = 4429
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
-    """One operator's live view: only devices they own or share a group with (all for staff)."""
+    """One operator's live view: only devices they own or share a group with (all for staff).
+
+    Pushes come from the process's push hub (protocols.hub) into this socket's
+    bounded inbox, drained in order by one task; `hold` keeps them queued while a
+    subscribe sends its snapshot, so live telemetry never precedes it.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # also when a handler raised and disconnect() never ran
+            await self._leave_hub()
 
     async def connect(self) -> None:
         """Refuse the handshake without credentials, or with a cookie from a foreign Origin."""
@@ -48,7 +60,6 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             return
         self.devices: set[str] = set()
         self.everything = False
-        self.buckets: set[int] = set()
         self.limiter = TokenBucket(rate=settings.IOTGW_WS_RATE, burst=settings.IOTGW_WS_BURST)
         self.over_limit = 0
         self.auth_groups = self._auth_groups(user)
@@ -57,6 +68,12 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.accept()
         metrics.websockets_open.inc()
         self.recheck = asyncio.ensure_future(self._recheck_credentials())
+        self.inbox = Inbox(settings.IOTGW_WS_INBOX)
+        self.hold = asyncio.Lock()
+        self.hub = push_hub(self.channel_layer, rejoin_every=settings.IOTGW_PUSH_REJOIN_SECONDS,
+                            on_drop=metrics.ws_push_dropped.inc)
+        await self.hub.attach(self.inbox)
+        self.pump = asyncio.ensure_future(self._pump())
 
     def _auth_groups(self, user: Any) -> list[str]:
         """The groups through which a revoked token, a logout or a disabled user closes this socket."""
@@ -74,10 +91,26 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             return  # refused at the handshake
         metrics.websockets_open.dec()
         self.recheck.cancel()
+        await self._leave_hub()
         for group in self.auth_groups:
             await self.channel_layer.group_discard(group, self.channel_name)
-        for bucket in getattr(self, "buckets", ()):
-            await self.channel_layer.group_discard(bucket_group(bucket), self.channel_name)
+
+    async def _leave_hub(self) -> None:
+        """Stop draining the inbox and unregister it from the hub (idempotent)."""
+        if getattr(self, "pump", None) is not None:
+            self.pump.cancel()
+            self.pump = None
+            await self.hub.detach(self.inbox)
+
+    async def _pump(self) -> None:
+        """Deliver the inbox in order; a failed send is logged and the next push still goes out."""
+        while True:
+            message = await self.inbox.get()
+            async with self.hold:
+                try:
+                    await self.gateway_push(message)
+                except Exception as exc:
+                    logger.warning("could not deliver a push to a dashboard: %s", exc)
 
     async def _recheck_credentials(self) -> None:
         """The layer may lose a revocation message: re-read the credentials now and then."""
@@ -137,12 +170,15 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             await self.send(error_frame("unknown_device", f"no such device: {', '.join(missing[:20])}", ref))
         if forbidden:
             await self.send(error_frame("forbidden", f"not yours to see: {', '.join(forbidden[:20])}", ref))
-        self.everything = self.everything or everything
-        self.devices |= visible
-        await self._join(range(self._bucket_count()) if self.everything else {bucket_of(d) for d in self.devices})
-        snapshot = await database_sync_to_async(device_snapshots)(visible)
-        for frame in snapshot_frames(snapshot, settings.IOTGW_WS_MAX_FRAME):
-            await self.send(frame)
+        # The hub is in the buckets' groups before the snapshot is read, and what it
+        # receives meanwhile waits in the inbox until the snapshot is out.
+        async with self.hold:
+            self.everything = self.everything or everything
+            self.devices |= visible
+            await self.hub.want(self.inbox, self._buckets())
+            snapshot = await database_sync_to_async(device_snapshots)(visible)
+            for frame in snapshot_frames(snapshot, settings.IOTGW_WS_MAX_FRAME):
+                await self.send(frame)
 
     async def on_unsubscribe(self, frame: dict) -> None:
         if frame["devices"] == "*":
@@ -150,10 +186,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             self.everything = False
         else:
             self.devices.difference_update(frame["devices"])
-        wanted = set(range(self._bucket_count())) if self.everything else {bucket_of(d) for d in self.devices}
-        for bucket in self.buckets - wanted:
-            await self.channel_layer.group_discard(bucket_group(bucket), self.channel_name)
-        self.buckets &= wanted
+        await self.hub.want(self.inbox, self._buckets())
 
     async def on_command(self, frame: dict) -> None:
         """Store the command, answer with its `command` frame (with the client's ref), then nudge the bridge."""
@@ -164,20 +197,17 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.send(command_frame(state))
         await command_announce(self.channel_layer, command)
 
-    async def _join(self, buckets) -> None:
-        for bucket in set(buckets) - self.buckets:
-            await self.channel_layer.group_add(bucket_group(bucket), self.channel_name)
-            self.buckets.add(bucket)
-
-    @staticmethod
-    def _bucket_count() -> int:
-        return settings.IOTGW_PUSH_BUCKETS
+    def _buckets(self) -> set[int]:
+        """The push buckets of the devices this socket sees."""
+        if self.everything:
+            return set(range(settings.IOTGW_PUSH_BUCKETS))
+        return {bucket_of(d) for d in self.devices}
 
     def _sees(self, device_id: str) -> bool:
         return self.everything or device_id in self.devices
 
     async def gateway_push(self, message: dict) -> None:
-        """A coalesced batch from the bridge: forward this socket's share, already encoded."""
+        """A coalesced batch from the bridge (via the hub, shared: never mutated): forward this socket's share."""
         fragments = [f for device_id, items in message["telemetry"].items() if self._sees(device_id) for f in items]
         for frame in telemetry_frames(fragments, settings.IOTGW_WS_MAX_FRAME):
             await self.send(frame)
