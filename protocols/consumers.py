@@ -7,7 +7,10 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from bridge.commands import command_announce
@@ -17,7 +20,7 @@ from devices.exceptions import GatewayError
 from devices.selectors import command_state, device_snapshots, device_subscription, socket_credentials_valid
 from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
-from protocols.hub import Inbox, push_hub
+from protocols.hub import BACKOFF_MAX, BACKOFF_MIN, Inbox, push_hub
 from protocols.ratelimit import TokenBucket
 from protocols.wire import (
     command_frame,
@@ -44,10 +47,29 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     """
 
     async def __call__(self, scope, receive, send) -> None:
+        """Channels' AsyncConsumer.__call__, but a channel-layer error (Redis away) does not end the socket."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = self._channel_receive
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            await await_many_dispatch([receive, self._channel_receive], self.dispatch)
+        except StopConsumer:
+            pass
         finally:  # also when a handler raised and disconnect() never ran
             await self._leave_hub()
+
+    async def _channel_receive(self) -> dict:
+        """The next message on this socket's own channel (revocations), retrying with back-off on a layer error."""
+        backoff = BACKOFF_MIN
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except Exception as exc:
+                logger.debug("socket channel receive failed (retrying in %.1fs): %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
 
     async def connect(self) -> None:
         """Refuse the handshake without credentials, or with a cookie from a foreign Origin."""
