@@ -20,7 +20,7 @@ from devices.exceptions import GatewayError
 from devices.selectors import command_state, device_snapshots, device_subscription, socket_credentials_valid
 from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
-from protocols.hub import BACKOFF_MAX, BACKOFF_MIN, Inbox, push_hub
+from protocols.hub import BACKOFF_MAX, BACKOFF_MIN, Inbox, Push, push_hub
 from protocols.ratelimit import TokenBucket
 from protocols.wire import (
     command_frame,
@@ -127,10 +127,10 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def _pump(self) -> None:
         """Deliver the inbox in order; a failed send is logged and the next push still goes out."""
         while True:
-            message = await self.inbox.get()
+            push = await self.inbox.get()
             async with self.hold:
                 try:
-                    await self.gateway_push(message)
+                    await self.deliver(push)
                 except Exception as exc:
                     logger.warning("could not deliver a push to a dashboard: %s", exc)
 
@@ -229,9 +229,21 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         return self.everything or device_id in self.devices
 
     async def gateway_push(self, message: dict) -> None:
-        """A coalesced batch from the bridge (via the hub, shared: never mutated): forward this socket's share."""
-        fragments = [f for device_id, items in message["telemetry"].items() if self._sees(device_id) for f in items]
-        for frame in telemetry_frames(fragments, settings.IOTGW_WS_MAX_FRAME):
+        """A push sent to this socket's own channel (the hub's route is `deliver`)."""
+        await self.deliver(Push(message))
+
+    async def deliver(self, push: Push) -> None:
+        """A coalesced batch from the bridge, shared with other sockets (never mutated): forward this one's share."""
+        message = push.message
+        telemetry = message["telemetry"]
+        if self.everything or telemetry.keys() <= self.devices:
+            # The common case: the same frames for every socket that sees the whole batch, encoded once.
+            frames = push.shared("telemetry", lambda: telemetry_frames(
+                [f for items in telemetry.values() for f in items], settings.IOTGW_WS_MAX_FRAME))
+        else:
+            fragments = [f for device_id, items in telemetry.items() if self._sees(device_id) for f in items]
+            frames = telemetry_frames(fragments, settings.IOTGW_WS_MAX_FRAME)
+        for frame in frames:
             await self.send(frame)
         for device_id, text in message["status"].items():
             if self._sees(device_id):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from bridge.push import PUSH_TYPE, bucket_group
@@ -82,27 +82,47 @@ class Routes:
         return len(self._wants)
 
 
+class Push:
+    """A received push message, shared read-only by every inbox it is routed to.
+
+    `shared()` memoises work that is the same for all of them (e.g. the frames of a
+    dashboard that sees every device in the message), so it is done once, not per socket.
+    """
+
+    __slots__ = ("message", "_memo")
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        self.message = message
+        self._memo: dict[str, Any] = {}
+
+    def shared(self, key: str, build: Callable[[], Any]) -> Any:
+        """`build()`'s result, computed by the first caller only."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+
 class Inbox:
-    """A bounded FIFO of push messages for one consumer: when full, the oldest is dropped, never the hub blocked."""
+    """A bounded FIFO of pushes for one consumer: when full, the oldest is dropped, never the hub blocked."""
 
     def __init__(self, capacity: int) -> None:
-        self._items: deque[dict[str, Any]] = deque()
+        self._items: deque[Push] = deque()
         self._capacity = max(1, capacity)
         self._ready = asyncio.Event()
         self.dropped = 0
 
-    def put(self, message: dict[str, Any]) -> bool:
-        """Queue a message; True when the oldest one had to be dropped to make room."""
+    def put(self, push: Push) -> bool:
+        """Queue a push; True when the oldest one had to be dropped to make room."""
         dropped = len(self._items) >= self._capacity
         if dropped:
             self._items.popleft()
             self.dropped += 1
-        self._items.append(message)
+        self._items.append(push)
         self._ready.set()
         return dropped
 
-    async def get(self) -> dict[str, Any]:
-        """The oldest message, waiting for one."""
+    async def get(self) -> Push:
+        """The oldest push, waiting for one."""
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
@@ -191,8 +211,9 @@ class PushHub:
         if message.get("type") != PUSH_TYPE:
             logger.warning("ignoring a %r message on the push hub's channel", message.get("type"))
             return
+        push = Push(message)
         for inbox in self.routes.targets(message.get("bucket")):
-            if inbox.put(message) and self.on_drop is not None:
+            if inbox.put(push) and self.on_drop is not None:
                 self.on_drop()
 
     async def _receive(self) -> None:

@@ -9,7 +9,7 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 
 from bridge.push import PUSH_TYPE, bucket_group
-from protocols.hub import Inbox, Routes, push_hub
+from protocols.hub import Inbox, Push, Routes, push_hub
 
 
 def push(bucket: int | None, n: int) -> dict:
@@ -21,7 +21,7 @@ def push(bucket: int | None, n: int) -> dict:
 
 async def received(inbox: Inbox, count: int, timeout: float = 5.0) -> list[dict]:
     async with asyncio.timeout(timeout):
-        return [await inbox.get() for _ in range(count)]
+        return [(await inbox.get()).message for _ in range(count)]
 
 
 def test_a_bucket_is_joined_by_its_first_subscriber_and_left_by_its_last():
@@ -48,7 +48,7 @@ def test_routes_name_the_subscribers_of_a_bucket_and_all_for_an_unnamed_one():
 
 async def test_a_full_inbox_drops_its_oldest_and_keeps_the_order():
     inbox = Inbox(3)
-    drops = [inbox.put(push(0, n)) for n in range(5)]
+    drops = [inbox.put(Push(push(0, n))) for n in range(5)]
     assert drops == [False, False, False, True, True] and inbox.dropped == 2
     assert [m["telemetry"]["d"] for m in await received(inbox, 3)] == [["2"], ["3"], ["4"]]
 
@@ -102,6 +102,7 @@ async def test_a_dashboard_that_never_drains_does_not_hold_up_the_others():
         await layer.group_send(bucket_group(0), push(0, n))
     assert [m["telemetry"]["d"] for m in await received(live, 50)] == [[str(n)] for n in range(50)]
     assert len(stuck) == 2 and len(drops) == 48
+    assert (await stuck.get()).message["telemetry"] == {"d": ["48"]}
     await hub.detach(stuck)
     await hub.detach(live)
 
@@ -137,3 +138,10 @@ async def test_hub_rejoins_its_groups_periodically_after_the_layer_forgot_them(r
     await redis_layer.group_send(bucket_group(2), push(2, 2))
     assert (await received(inbox, 1))[0]["telemetry"] == {"d": ["2"]}
     await hub.detach(inbox)
+
+
+def test_work_shared_by_the_dashboards_of_a_push_is_done_once():
+    shared, calls = Push(push(0, 1)), []
+    for _ in range(3):
+        assert shared.shared("frames", lambda: calls.append(1) or ["frame"]) == ["frame"]
+    assert calls == [1]
