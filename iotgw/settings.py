@@ -87,7 +87,11 @@ if REDIS_URL:
                 # redis-py 8 defaults socket_timeout to 5 s, the same as the
                 # layer's blocking-pop timeout: idle receivers then crash
                 # (django/channels_redis#422). Give reads room beyond it.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                # Its pool also stops at 100 connections and then fails ("Too many connections")
+                # rather than wait: 100 dashboards reconnecting at once (two or three group_adds
+                # each) went past that. Redis allows 10000 clients.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5,
+                           "max_connections": 1000}],
                 # Pushes are coalesced per batch, so a dashboard gets few, larger
                 # messages; this bounds how far a slow one may fall behind.
                 "capacity": 1000,
