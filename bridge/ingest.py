@@ -219,8 +219,8 @@ class Ingestor:
     async def _push(self, push: PushBatch) -> None:
         """Hand a batch's pushes to the pusher; while it is busy they merge into the next push.
 
-        One push is a group_send per bucket, and every dashboard's consumer pays a
-        Redis round trip per message it receives: at most one push per IOTGW_PUSH_INTERVAL
+        One push is a group_send per bucket, and every web process pays a Redis
+        round trip per message it receives: at most one push per IOTGW_PUSH_INTERVAL
         keeps that cost flat however small the batches get. Ingest waits only when
         the merged push grows past PUSH_BACKLOG (the layer is too slow to keep up).
         """

@@ -89,10 +89,11 @@ class PushBatch:
         self.urgent = self.urgent or other.urgent
 
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
-        """(group, message) pairs ready for group_send."""
+        """(group, message) pairs ready for group_send; `bucket` lets a web process route without decoding."""
         out = []
         for bucket, msg in self._buckets.items():
             msg["telemetry"] = dict(msg["telemetry"])
+            msg["bucket"] = bucket
             out.append((bucket_group(bucket), msg))
         return out
 

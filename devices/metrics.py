@@ -15,6 +15,8 @@ BRIDGE_STALE_AFTER = timedelta(seconds=60)
 websockets_open = Gauge("iotgw_websockets_open", "Dashboard WebSockets open in this web process")
 websockets_closed = Counter("iotgw_websockets_closed", "Dashboard WebSockets closed by the gateway, by reason",
                             ["reason"])
+ws_push_dropped = Counter("iotgw_ws_push_dropped", "Push messages dropped for dashboards that fell behind "
+                          "(their inbox in this web process was full)")
 http_samples_ingested = Counter("iotgw_http_samples_ingested", "Samples committed through HTTP ingest")
 http_rejected = Counter("iotgw_http_rejected", "HTTP ingest requests rejected, by reason", ["reason"])
 

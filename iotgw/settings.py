@@ -93,7 +93,11 @@ if REDIS_URL:
                 # redis-py 8 defaults socket_timeout to 5 s, the same as the
                 # layer's blocking-pop timeout: idle receivers then crash
                 # (django/channels_redis#422). Give reads room beyond it.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                # Its pool also stops at 100 connections and then fails ("Too many connections")
+                # rather than wait: 100 dashboards reconnecting at once (two or three group_adds
+                # each) went past that. Redis allows 10000 clients.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5,
+                           "max_connections": 1000}],
                 # Pushes are coalesced per batch, so a dashboard gets few, larger
                 # messages; this bounds how far a slow one may fall behind.
                 "capacity": 1000,
@@ -148,6 +152,12 @@ IOTGW_WS_MAX_FRAME = 64 * 1024
 # `rate_limited`, and one that keeps going past another burst's worth is closed (4429).
 IOTGW_WS_RATE = env.number("IOTGW_WS_RATE", 20.0)
 IOTGW_WS_BURST = env.number("IOTGW_WS_BURST", 40.0)
+# Pushes queued per dashboard socket in a web process; when a socket falls this far behind,
+# the oldest is dropped (iotgw_ws_push_dropped_total) rather than the process's fan-out stalled.
+IOTGW_WS_INBOX = int(env.number("IOTGW_WS_INBOX", 256))
+# How often a web process re-joins the push groups it needs: they vanish when Redis restarts
+# without persistence (a receive error also triggers a re-join, after a back-off).
+IOTGW_PUSH_REJOIN_SECONDS = env.number("IOTGW_PUSH_REJOIN_SECONDS", 30.0)
 # How often an open socket re-checks that its token, session and user are still valid.
 IOTGW_WS_RECHECK_SECONDS = env.number("IOTGW_WS_RECHECK_SECONDS", 30.0)
 # HTTP ingest requests per second per device (429 past the burst), in each web process.

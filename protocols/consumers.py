@@ -7,16 +7,20 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from bridge.commands import command_announce
-from bridge.push import bucket_group, bucket_of
+from bridge.push import bucket_of
 from devices import metrics
 from devices.exceptions import GatewayError
 from devices.selectors import command_state, device_snapshots, device_subscription, socket_credentials_valid
 from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
+from protocols.hub import BACKOFF_MAX, BACKOFF_MIN, Inbox, Push, push_hub
 from protocols.ratelimit import TokenBucket
 from protocols.wire import (
     command_frame,
@@ -35,7 +39,37 @@ CLOSE_FLOODING = 4429
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
-    """One operator's live view: only devices they own or share a group with (all for staff)."""
+    """One operator's live view: only devices they own or share a group with (all for staff).
+
+    Pushes come from the process's push hub (protocols.hub) into this socket's
+    bounded inbox, drained in order by one task; `hold` keeps them queued while a
+    subscribe sends its snapshot, so live telemetry never precedes it.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Channels' AsyncConsumer.__call__, but a channel-layer error (Redis away) does not end the socket."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = self._channel_receive
+        self.base_send = send
+        try:
+            await await_many_dispatch([receive, self._channel_receive], self.dispatch)
+        except StopConsumer:
+            pass
+        finally:  # also when a handler raised and disconnect() never ran
+            await self._leave_hub()
+
+    async def _channel_receive(self) -> dict:
+        """The next message on this socket's own channel (revocations), retrying with back-off on a layer error."""
+        backoff = BACKOFF_MIN
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except Exception as exc:
+                logger.debug("socket channel receive failed (retrying in %.1fs): %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
 
     async def connect(self) -> None:
         """Refuse the handshake without credentials, or with a cookie from a foreign Origin."""
@@ -48,7 +82,6 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             return
         self.devices: set[str] = set()
         self.everything = False
-        self.buckets: set[int] = set()
         self.limiter = TokenBucket(rate=settings.IOTGW_WS_RATE, burst=settings.IOTGW_WS_BURST)
         self.over_limit = 0
         self.auth_groups = self._auth_groups(user)
@@ -57,6 +90,12 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.accept()
         metrics.websockets_open.inc()
         self.recheck = asyncio.ensure_future(self._recheck_credentials())
+        self.inbox = Inbox(settings.IOTGW_WS_INBOX)
+        self.hold = asyncio.Lock()
+        self.hub = push_hub(self.channel_layer, rejoin_every=settings.IOTGW_PUSH_REJOIN_SECONDS,
+                            on_drop=metrics.ws_push_dropped.inc)
+        await self.hub.attach(self.inbox)
+        self.pump = asyncio.ensure_future(self._pump())
 
     def _auth_groups(self, user: Any) -> list[str]:
         """The groups through which a revoked token, a logout or a disabled user closes this socket."""
@@ -74,10 +113,26 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             return  # refused at the handshake
         metrics.websockets_open.dec()
         self.recheck.cancel()
+        await self._leave_hub()
         for group in self.auth_groups:
             await self.channel_layer.group_discard(group, self.channel_name)
-        for bucket in getattr(self, "buckets", ()):
-            await self.channel_layer.group_discard(bucket_group(bucket), self.channel_name)
+
+    async def _leave_hub(self) -> None:
+        """Stop draining the inbox and unregister it from the hub (idempotent)."""
+        if getattr(self, "pump", None) is not None:
+            self.pump.cancel()
+            self.pump = None
+            await self.hub.detach(self.inbox)
+
+    async def _pump(self) -> None:
+        """Deliver the inbox in order; a failed send is logged and the next push still goes out."""
+        while True:
+            push = await self.inbox.get()
+            async with self.hold:
+                try:
+                    await self.deliver(push)
+                except Exception as exc:
+                    logger.warning("could not deliver a push to a dashboard: %s", exc)
 
     async def _recheck_credentials(self) -> None:
         """The layer may lose a revocation message: re-read the credentials now and then."""
@@ -137,12 +192,15 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             await self.send(error_frame("unknown_device", f"no such device: {', '.join(missing[:20])}", ref))
         if forbidden:
             await self.send(error_frame("forbidden", f"not yours to see: {', '.join(forbidden[:20])}", ref))
-        self.everything = self.everything or everything
-        self.devices |= visible
-        await self._join(range(self._bucket_count()) if self.everything else {bucket_of(d) for d in self.devices})
-        snapshot = await database_sync_to_async(device_snapshots)(visible)
-        for frame in snapshot_frames(snapshot, settings.IOTGW_WS_MAX_FRAME):
-            await self.send(frame)
+        # The hub is in the buckets' groups before the snapshot is read, and what it
+        # receives meanwhile waits in the inbox until the snapshot is out.
+        async with self.hold:
+            self.everything = self.everything or everything
+            self.devices |= visible
+            await self.hub.want(self.inbox, self._buckets())
+            snapshot = await database_sync_to_async(device_snapshots)(visible)
+            for frame in snapshot_frames(snapshot, settings.IOTGW_WS_MAX_FRAME):
+                await self.send(frame)
 
     async def on_unsubscribe(self, frame: dict) -> None:
         if frame["devices"] == "*":
@@ -150,10 +208,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             self.everything = False
         else:
             self.devices.difference_update(frame["devices"])
-        wanted = set(range(self._bucket_count())) if self.everything else {bucket_of(d) for d in self.devices}
-        for bucket in self.buckets - wanted:
-            await self.channel_layer.group_discard(bucket_group(bucket), self.channel_name)
-        self.buckets &= wanted
+        await self.hub.want(self.inbox, self._buckets())
 
     async def on_command(self, frame: dict) -> None:
         """Store the command, answer with its `command` frame (with the client's ref), then nudge the bridge."""
@@ -164,22 +219,31 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.send(command_frame(state))
         await command_announce(self.channel_layer, command)
 
-    async def _join(self, buckets) -> None:
-        for bucket in set(buckets) - self.buckets:
-            await self.channel_layer.group_add(bucket_group(bucket), self.channel_name)
-            self.buckets.add(bucket)
-
-    @staticmethod
-    def _bucket_count() -> int:
-        return settings.IOTGW_PUSH_BUCKETS
+    def _buckets(self) -> set[int]:
+        """The push buckets of the devices this socket sees."""
+        if self.everything:
+            return set(range(settings.IOTGW_PUSH_BUCKETS))
+        return {bucket_of(d) for d in self.devices}
 
     def _sees(self, device_id: str) -> bool:
         return self.everything or device_id in self.devices
 
     async def gateway_push(self, message: dict) -> None:
-        """A coalesced batch from the bridge: forward this socket's share, already encoded."""
-        fragments = [f for device_id, items in message["telemetry"].items() if self._sees(device_id) for f in items]
-        for frame in telemetry_frames(fragments, settings.IOTGW_WS_MAX_FRAME):
+        """A push sent to this socket's own channel (the hub's route is `deliver`)."""
+        await self.deliver(Push(message))
+
+    async def deliver(self, push: Push) -> None:
+        """A coalesced batch from the bridge, shared with other sockets (never mutated): forward this one's share."""
+        message = push.message
+        telemetry = message["telemetry"]
+        if self.everything or telemetry.keys() <= self.devices:
+            # The common case: the same frames for every socket that sees the whole batch, encoded once.
+            frames = push.shared("telemetry", lambda: telemetry_frames(
+                [f for items in telemetry.values() for f in items], settings.IOTGW_WS_MAX_FRAME))
+        else:
+            fragments = [f for device_id, items in telemetry.items() if self._sees(device_id) for f in items]
+            frames = telemetry_frames(fragments, settings.IOTGW_WS_MAX_FRAME)
+        for frame in frames:
             await self.send(frame)
         for device_id, text in message["status"].items():
             if self._sees(device_id):

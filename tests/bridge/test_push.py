@@ -72,3 +72,13 @@ async def test_pushes_that_arrive_while_one_is_sent_go_out_merged_and_in_order()
         while ingestor._push_task is not None and not ingestor._push_task.done():
             await asyncio.sleep(0.01)
     assert [_values(m, "d1") for m in sent] == [[1], [2, 3, 4]]
+
+
+def test_each_message_names_its_bucket_so_web_processes_route_without_decoding():
+    from bridge.push import bucket_group, bucket_of
+
+    push = _batch("d1", 1)
+    push.status("d2", True, datetime(2026, 1, 1, tzinfo=UTC))
+    for group, message in push.messages():
+        assert group == bucket_group(message["bucket"])
+    assert {m["bucket"] for _, m in push.messages()} == {bucket_of("d1"), bucket_of("d2")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
 import psycopg
@@ -130,3 +131,46 @@ def test_database_outage_holds_acks_and_loses_nothing(stack, owned):
     wait_until(lambda: stored(device_id) == 21, timeout=30, what="samples held during the outage")
     assert bridge.alive()
     device.close()
+
+
+async def test_dashboards_that_stay_connected_through_a_redis_restart_get_live_data_again(
+        live_db, processes, run_id, mqtt_url, private, owned):
+    token, device_id = owned
+    redis = await sync_to_async(private)("redis")
+    stack = Stack(env=stack_env(database_url=live_db, redis_url=redis.url, mqtt_url=mqtt_url, run_id=run_id),
+                  processes=processes, mqtt_url=mqtt_url)
+    web = await sync_to_async(stack.start_web)()
+    bridge = await sync_to_async(stack.start_bridge)()
+    device = await sync_to_async(MqttDevice)(mqtt_url, device_id)
+    dashes = [await Dashboard.open(stack.ws, token) for _ in range(3)]
+    for dash in dashes:
+        await dash.subscribe([device_id])
+    await sync_to_async(device.telemetry)({"before": 1})
+    for dash in dashes:
+        assert (await dash.telemetry_until(1, device_id))[0]["data"] == {"before": 1}
+
+    # Redis keeps nothing on disk here: the web process's group memberships vanish with it.
+    await sync_to_async(redis.stop)()
+    await sync_to_async(redis.start)()
+
+    async def live_again(dash: Dashboard) -> None:
+        """Publish a numbered sample every half second until this dashboard gets one from after the restart."""
+        n = 0
+        async with asyncio.timeout(60):
+            while True:
+                n += 1
+                await sync_to_async(device.telemetry)({"after": n})
+                try:
+                    frame = await dash.next(lambda f: f["type"] == "telemetry", timeout=0.5)
+                except TimeoutError:
+                    continue
+                if any("after" in item["data"] for item in frame["items"]):
+                    return
+
+    for dash in dashes:
+        await live_again(dash)
+    assert web.alive() and bridge.alive()
+    device.close()
+    for dash in dashes:
+        await dash.close()
+    await sync_to_async(drop_sessions)(mqtt_url, stack.client_ids)
