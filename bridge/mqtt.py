@@ -108,6 +108,7 @@ class MqttClient:
         self._waiters: deque[asyncio.Future] = deque()
         self._next_mid = 0
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     @property
     def connected(self) -> bool:
@@ -116,22 +117,25 @@ class MqttClient:
 
     def start(self) -> None:
         """Connect in the background, and reconnect whenever the connection is lost."""
+        self._stopping = False
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
         """Send DISCONNECT (the session stays: its expiry was set at connect) and stop reconnecting."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
         conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.transport.write(DISCONNECT_PACKET)
-            conn.transport.close()  # after the buffered writes are flushed
+        if conn is None:
+            return
+        conn.transport.write(DISCONNECT_PACKET)
+        conn.transport.close()  # after the buffered writes are flushed
+        try:
+            async with asyncio.timeout(2):
+                await asyncio.shield(conn.closed)
+        except TimeoutError:
+            conn.transport.abort()
             self._connection_ended(conn, "client stopped")
-            try:
-                async with asyncio.timeout(2):
-                    await asyncio.shield(conn.closed)
-            except TimeoutError:
-                conn.transport.abort()
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
                       response_topic: str | None = None, correlation_data: bytes | None = None) -> None:
@@ -256,7 +260,7 @@ class MqttClient:
             del self._inflight[mid]
         self._subscribing.clear()
         self._release(all_waiters=True)
-        if self.on_disconnect is not None and why != "client stopped":
+        if self.on_disconnect is not None and not self._stopping:
             self.on_disconnect(why)
 
     def _control(self, conn: _Connection, packets: list[tuple[int, bytes]]) -> None:
