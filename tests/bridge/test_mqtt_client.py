@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
 import uuid
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from bridge.client import BrokerConfig
-from bridge.mqtt import MqttClient
+from bridge.mqtt import MqttClient, PublishRefused
 from bridge.mqtt_codec import Raw
 
 pytestmark = pytest.mark.services
@@ -245,5 +246,104 @@ async def test_missing_pingresp_from_a_frozen_broker_triggers_a_reconnect(broker
         finally:
             os.kill(broker.popen.pid, signal.SIGCONT)
         await probe.until(lambda: client.connected, timeout=15, what="the reconnect")
+    finally:
+        await client.stop()
+
+
+def _configured(broker, extra: str):
+    """Restart the private broker with `extra` appended to its configuration."""
+    broker.stop()
+    conf = broker.workdir / "mosquitto.conf"
+    conf.write_text(conf.read_text() + extra)
+    return broker.start()
+
+
+async def _logged(caplog, text: str, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not any(text in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.05)
+
+
+async def test_refused_connection_is_logged_with_its_reason(broker, caplog):
+    _configured(broker, "password_file /dev/null\n")  # no user may log in
+    caplog.set_level("ERROR", logger="iotgw.bridge")
+    probe = Probe()
+    client = make_client(broker.url.replace("mqtt://", "mqtt://nobody:pw@"), probe, client_id="refused")
+    try:
+        await _logged(caplog, "broker refused the connection")
+        assert any("0x86" in r.getMessage() or "0x87" in r.getMessage() for r in caplog.records), caplog.text
+        assert not client.connected and not probe.connects
+    finally:
+        await client.stop()
+
+
+async def test_publishes_in_flight_stay_within_the_brokers_receive_maximum(broker):
+    _configured(broker, "max_inflight_messages 3\n")  # Mosquitto advertises it as Receive Maximum
+    probe = Probe()
+    client = make_client(broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
+    peak = 0
+    allocate = client._allocate
+
+    def counting() -> int:
+        nonlocal peak
+        mid = allocate()
+        peak = max(peak, len(client._inflight) + 1)
+        return mid
+
+    client._allocate = counting
+    try:
+        await probe.until(lambda: probe.connects)
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(client.publish(f"t/{i}", b"x") for i in range(20)))
+        assert peak == 3 and len(probe.connects) == 1 and not probe.disconnects
+    finally:
+        await client.stop()
+
+
+@pytest.fixture
+def dynsec_broker(tmp_path):
+    """A private Mosquitto with dynamic security and a client `plain` (no role: may not subscribe or publish)."""
+    from tests.support import PrivateService
+
+    plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+    if not os.path.exists(plugin) or not shutil.which("mosquitto_ctrl"):
+        pytest.skip("mosquitto with the dynamic-security plugin is not installed")
+    state = tmp_path / "dynsec.json"
+    subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(state), "admin", "pw"], check=True, capture_output=True)
+    service = PrivateService("mosquitto", tmp_path / "mosquitto")
+    (service.workdir / "mosquitto.conf").write_text(
+        f"listener {service.port} 127.0.0.1\nallow_anonymous false\nplugin {plugin}\nplugin_opt_config_file {state}\n"
+        # Started as root, mosquitto would drop to its own user, which cannot read pytest's tmp_path.
+        + ("user root\n" if os.geteuid() == 0 else ""))
+    service.start()
+    subprocess.run(["mosquitto_ctrl", "-h", "127.0.0.1", "-p", str(service.port), "-u", "admin", "-P", "pw",
+                    "dynsec", "createClient", "plain", "-p", "pw"], check=True, capture_output=True, timeout=10)
+    yield service
+    service.stop()
+
+
+async def test_refused_subscription_is_logged_loudly(dynsec_broker, caplog):
+    caplog.set_level("INFO", logger="iotgw.bridge")
+    probe = Probe()
+    url = dynsec_broker.url.replace("mqtt://", "mqtt://plain:pw@")
+    client = make_client(url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
+    try:
+        await _logged(caplog, "REFUSED the subscription to t/#")
+        assert "0x87 not authorized" in caplog.text
+    finally:
+        await client.stop()
+
+
+async def test_publish_refused_by_a_v5_puback_raises(dynsec_broker):
+    probe = Probe()
+    url = dynsec_broker.url.replace("mqtt://", "mqtt://plain:pw@")
+    client = make_client(url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
+    try:
+        await probe.until(lambda: probe.connects)
+        with pytest.raises(PublishRefused) as refused:
+            async with asyncio.timeout(10):
+                await client.publish("t/x", b"x", qos=1)
+        assert refused.value.reason == 0x87 and isinstance(refused.value, ConnectionError)
+        assert client.connected
     finally:
         await client.stop()
