@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from bridge.db import in_db_thread
 from bridge.push import PushBatch, push_send
@@ -141,14 +139,14 @@ class CommandDispatcher:
         device_id = command.device_id
         payload = command_payload(command_id=str(command.id), name=command.name, params=command.params,
                                   expires_at=command.expires_at)
-        properties = None
-        if self._bridge.broker.protocol == 5:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.ResponseTopic = f"devices/{device_id}/commands/response"
-            properties.CorrelationData = str(command.id).encode()
         try:
-            # While the broker is away paho keeps the message and sends it after the reconnect.
-            await self._bridge.publish(f"devices/{device_id}/commands", payload, qos=1, properties=properties)
+            # No queue while the broker is away: publish raises ConnectionError at once (or when the
+            # connection drops before the PUBACK), the command stays queued under our lease, and the
+            # sweep after the reconnect publishes it again. Response Topic and Correlation Data go
+            # out on v5 only.
+            await self._bridge.publish(f"devices/{device_id}/commands", payload, qos=1,
+                                       response_topic=f"devices/{device_id}/commands/response",
+                                       correlation_data=str(command.id).encode())
             sent = await self._retry(self._mark_sent, command_id=command.id)
         except ConnectionError as exc:
             logger.warning("command %s not published (%s); the next sweep retries it", command.id, exc)

@@ -19,7 +19,10 @@ class BridgeConsumer(AsyncConsumer):
         payload = message["payload"]
         if isinstance(payload, str):
             payload = payload.encode()
-        await runtime.current().publish(message["topic"], payload, qos=int(message.get("qos", 1)))
+        try:
+            await runtime.current().publish(message["topic"], payload, qos=int(message.get("qos", 1)))
+        except ConnectionError as exc:  # the channel layer is best-effort too: nothing queues this
+            logger.warning("mqtt.publish to %s dropped: %s", message["topic"], exc)
 
     async def command_nudge(self, message: dict) -> None:
         """A web process stored a command: look for queued commands of that device now."""

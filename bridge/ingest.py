@@ -7,7 +7,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -15,6 +14,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from bridge.db import in_db_thread
+from bridge.mqtt_codec import Raw
 from bridge.push import PushBatch, push_send
 from bridge.stats import BridgeStats
 from devices.exceptions import PayloadInvalid
@@ -29,23 +29,12 @@ QOS0_BACKLOG = 50_000
 PUSH_BACKLOG = 50_000
 
 
-@dataclass(slots=True)
-class Raw:
-    """A message as paho handed it over, tagged with the connection it came on."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    mid: int
-    generation: int
-
-
 # (device id, payload, received_at, push) -> None; the commands issue plugs in here.
 ResponseHandler = Callable[[list[tuple[str, bytes]], PushBatch], Awaitable[None]]
 
 
 class Ingestor:
-    """Drains messages from paho's thread in batches on the bridge's event loop."""
+    """Drains the MQTT client's messages in batches on the bridge's event loop."""
 
     def __init__(
         self,
@@ -76,8 +65,17 @@ class Ingestor:
         self._push_now = asyncio.Event()  # set for an urgent push: the pusher stops waiting out the interval
         self._commit = in_db_thread(telemetry_ingest)
 
+    def offer_many(self, raws: list[Raw]) -> None:
+        """Queue what one socket read brought; called on the bridge's event loop."""
+        if len(self._inbox) > QOS0_BACKLOG:
+            kept = [raw for raw in raws if raw.qos]
+            self._stats.counts["dropped_qos0"] += len(raws) - len(kept)
+            raws = kept
+        self._inbox.extend(raws)
+        self._wake.set()
+
     def offer(self, raw: Raw) -> None:
-        """Queue a message; called from paho's network thread."""
+        """Queue one message; safe from any thread."""
         if raw.qos == 0 and len(self._inbox) > QOS0_BACKLOG:
             self._stats.counts["dropped_qos0"] += 1
             return

@@ -1,4 +1,4 @@
-"""The running bridge: one paho client, one event loop for all async work, a heartbeat."""
+"""The running bridge: our asyncio MQTT client, one event loop for all async work, a heartbeat."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import logging
 import threading
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from django.conf import settings
 from django.db import DatabaseError
 
-from bridge.client import BrokerConfig, build_client, connect_properties, subscriptions
+from bridge.client import BrokerConfig, subscriptions
 from bridge.commands import CommandDispatcher
 from bridge.db import in_db_thread
-from bridge.ingest import Ingestor, Raw
+from bridge.ingest import Ingestor
+from bridge.mqtt import MqttClient
+from bridge.mqtt_codec import Raw
 from bridge.stats import BridgeStats
 from devices.services import bridge_heartbeat
 
@@ -42,8 +43,7 @@ class Bridge:
         self.layer = layer
         self.client_id = client_id or settings.MQTT_CLIENT_ID
         self.stats = BridgeStats()
-        self.connected = threading.Event()
-        self.generation = 0
+        self.connected = threading.Event()  # read by the heartbeat and readiness
         self.ingestor = Ingestor(
             layer=layer,
             stats=self.stats,
@@ -54,30 +54,29 @@ class Bridge:
         self.commands = CommandDispatcher(bridge=self)
         self.ingestor.on_responses = self.commands.on_responses
         self.ingestor.on_online = self.commands.nudge
-        self._pending: dict[int, asyncio.Future] = {}
-        self._early: set[int] = set()
-        self._lock = threading.Lock()
         self._tasks: list[asyncio.Task] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.client = build_client(broker, client_id=self.client_id)
+        self.client = MqttClient(
+            broker,
+            client_id=self.client_id,
+            on_messages=self.ingestor.offer_many,
+            subscriptions=subscriptions(broker, settings.MQTT_SHARE_GROUP),
+            keepalive=30,
+            # v5: clean_start=0 and this expiry keep the session across restarts (v3.1.1: clean_session=0).
+            session_expiry=settings.MQTT_SESSION_EXPIRY,
+            receive_maximum=settings.MQTT_RECEIVE_MAXIMUM,
+        )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_publish = self._on_publish
+
+    @property
+    def generation(self) -> int:
+        """The current connection's number: +1 per connection to the broker."""
+        return self.client.generation
 
     async def start(self) -> None:
         """Connect (retrying in the background until the broker answers) and start the loops."""
         global _current
-        self._loop = asyncio.get_running_loop()
-        kwargs: dict[str, Any] = {"keepalive": 30}
-        if self.broker.protocol == 5:
-            # paho's default cleans the session on the first connect: every restart would lose it.
-            kwargs["clean_start"] = False
-            kwargs["properties"] = connect_properties(
-                session_expiry=settings.MQTT_SESSION_EXPIRY, receive_maximum=settings.MQTT_RECEIVE_MAXIMUM
-            )
-        self.client.connect_async(self.broker.host, self.broker.port, **kwargs)
-        self.client.loop_start()
+        self.client.start()
         self._tasks = [
             asyncio.ensure_future(self.ingestor.run()),
             asyncio.ensure_future(self._heartbeat()),
@@ -92,62 +91,31 @@ class Bridge:
         global _current
         for task in self._tasks:
             task.cancel()
-        self.client.disconnect()
-        self.client.loop_stop()
+        await self.client.stop()
+        self.connected.clear()
         if _current is self:
             _current = None
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, properties: Any = None) -> None:
-        """Publish and wait until the broker acknowledged it (PUBACK for QoS 1)."""
-        assert self._loop is not None
-        future = self._loop.create_future()
-        # Not under self._lock: paho calls on_publish holding its own message lock, and
-        # publish() takes that lock too, so holding ours around it deadlocks both threads.
-        # A PUBACK that beats the registration below is parked in _early by _on_publish.
-        info = self.client.publish(topic, payload, qos=qos, properties=properties)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
-            raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
-        with self._lock:
-            if info.mid in self._early:
-                self._early.discard(info.mid)
-                future.set_result(None)
-            else:
-                self._pending[info.mid] = future
-        await future
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, response_topic: str | None = None,
+                      correlation_data: bytes | None = None) -> None:
+        """Publish and wait until the broker acknowledged it (PUBACK for QoS 1); ConnectionError if it cannot."""
+        await self.client.publish(topic, payload, qos=qos, response_topic=response_topic,
+                                  correlation_data=correlation_data)
 
-    # --- paho callbacks (paho's network thread) ---------------------------------
+    # --- MQTT client callbacks (on the event loop) ------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason_code: Any, _props: Any) -> None:
-        if reason_code.is_failure:
-            logger.error("broker refused the connection: %s", reason_code)
-            return
-        self.generation += 1
-        client.subscribe(subscriptions(self.broker, settings.MQTT_SHARE_GROUP))
+    def _on_connect(self, session_present: bool) -> None:
         self.connected.set()
-        self._loop.call_soon_threadsafe(self.commands.nudge)  # what queued up while away goes out now
-        logger.info("bridge connected (session present: %s)", flags.session_present)
+        self.commands.nudge()  # what queued up while away goes out now
+        logger.info("bridge connected (session present: %s)", session_present)
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+    def _on_disconnect(self, why: str) -> None:
         self.connected.clear()
-        logger.warning("bridge disconnected from broker (%s); reconnecting with backoff", reason_code)
-
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.ingestor.offer(Raw(msg.topic, msg.payload, msg.qos, msg.mid, self.generation))
-
-    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _rc: Any, _props: Any) -> None:
-        with self._lock:
-            future = self._pending.pop(mid, None)
-            if future is None:
-                self._early.add(mid)
-                return
-        self._loop.call_soon_threadsafe(_resolve, future)
+        logger.warning("bridge disconnected from broker (%s); reconnecting with backoff", why)
 
     def _ack(self, raws: list[Raw]) -> None:
         """Ack after the commit; a message from an older connection is left for the broker to resend."""
-        generation = self.generation
-        for raw in raws:
-            if raw.qos and raw.generation == generation:
-                self.client.ack(raw.mid, raw.qos)
+        self.client.ack(raws)
 
     async def _heartbeat(self) -> None:
         beat = in_db_thread(bridge_heartbeat)
@@ -158,7 +126,3 @@ class Bridge:
                 logger.warning("heartbeat not written: %s", str(exc).strip()[:200])
             await asyncio.sleep(settings.IOTGW_HEARTBEAT_SECONDS)
 
-
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)

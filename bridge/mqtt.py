@@ -1,0 +1,410 @@
+"""The bridge's own asyncio MQTT client: one connection kept up forever, persistent session, manual acks.
+
+Everything runs on the bridge's event loop: no network thread, no per-message callback.
+A socket read is split into packets in one loop (bridge.mqtt_codec) and its PUBLISHes
+are handed on as one list. Inbound QoS 1 messages are acked only when `ack()` is told
+to, after the commit; a message that came on an earlier connection is never acked on
+a later one (its packet id may mean another message by then): the broker resends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable
+
+from bridge.client import BrokerConfig
+from bridge.mqtt_codec import (
+    CONNACK,
+    CORRELATION_DATA,
+    DISCONNECT,
+    DISCONNECT_PACKET,
+    PINGREQ_PACKET,
+    PINGRESP,
+    PUBACK,
+    PUBCOMP,
+    PUBREC,
+    PUBREL,
+    RECEIVE_MAXIMUM,
+    RESPONSE_TOPIC,
+    SERVER_KEEP_ALIVE,
+    SUBACK,
+    UNSUBACK,
+    V3_CONNACK,
+    PacketReader,
+    ProtocolError,
+    Raw,
+    decode_ack,
+    decode_connack,
+    decode_disconnect,
+    decode_suback,
+    encode_ack,
+    encode_connect,
+    encode_properties,
+    encode_pubacks,
+    encode_publish,
+    encode_subscribe,
+    reason_name,
+)
+
+logger = logging.getLogger("iotgw.bridge")
+
+NO_PROPERTIES = b"\x00"
+MAX_IN_FLIGHT = 65_000  # packet ids are 16 bits; a few stay free for SUBSCRIBE
+
+
+class PublishRefused(ConnectionError):
+    """The broker answered a publish with a v5 failure reason code (e.g. 0x87 not authorized)."""
+
+    def __init__(self, reason: int) -> None:
+        super().__init__(f"broker refused the publish: {reason_name(reason)}")
+        self.reason = reason
+
+
+class ConnectRefused(ConnectionError):
+    """The broker answered CONNECT with a failure."""
+
+
+class MqttClient:
+    """Connects, reconnects with backoff (1 s .. 30 s) forever, resubscribes; publishes await the broker's ack."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        client_id: str,
+        on_messages: Callable[[list[Raw]], None],
+        subscriptions: list[tuple[str, int]] = (),
+        keepalive: int = 30,
+        session_expiry: int = 0,
+        receive_maximum: int = 0,
+        connect_timeout: float = 10.0,
+        min_delay: float = 1.0,
+        max_delay: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.v5 = config.protocol == 5
+        self.on_messages = on_messages
+        # on_connect(session_present) after a successful CONNACK; on_disconnect(why) when it is lost.
+        self.on_connect: Callable[[bool], None] | None = None
+        self.on_disconnect: Callable[[str], None] | None = None
+        self.subscriptions = list(subscriptions)
+        self.keepalive = keepalive
+        self.session_expiry = session_expiry
+        self.receive_maximum = receive_maximum
+        self.connect_timeout = connect_timeout
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.generation = 0  # +1 per connection; Raws carry the one they came on
+        self._ssl = ssl.create_default_context() if config.tls else None  # CERT_REQUIRED, hostname checked
+        self._conn: _Connection | None = None  # the connection with a successful CONNACK, if any
+        self._inflight: dict[int, tuple[asyncio.Future, int]] = {}  # our publishes awaiting their ack
+        self._subscribing: dict[int, list[str]] = {}
+        self._quota = MAX_IN_FLIGHT
+        self._waiters: deque[asyncio.Future] = deque()
+        self._next_mid = 0
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up (CONNACK received, not lost since)."""
+        return self._conn is not None
+
+    def start(self) -> None:
+        """Connect in the background, and reconnect whenever the connection is lost."""
+        self._stopping = False
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        """Send DISCONNECT (the session stays: its expiry was set at connect) and stop reconnecting."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.transport.write(DISCONNECT_PACKET)
+        conn.transport.close()  # after the buffered writes are flushed
+        try:
+            async with asyncio.timeout(2):
+                await asyncio.shield(conn.closed)
+        except TimeoutError:
+            conn.transport.abort()
+            self._connection_ended(conn, "client stopped")
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                      response_topic: str | None = None, correlation_data: bytes | None = None) -> None:
+        """Publish and wait for the broker's PUBACK (QoS 1) or PUBCOMP (QoS 2).
+
+        No queue while the broker is away: ConnectionError at once, or when the connection
+        is lost before the ack (the message may or may not have reached the broker).
+        """
+        properties = NO_PROPERTIES
+        if self.v5 and (response_topic or correlation_data):
+            props = [(RESPONSE_TOPIC, response_topic)] if response_topic else []
+            props += [(CORRELATION_DATA, correlation_data)] if correlation_data else []
+            properties = encode_properties(props)
+        if self._conn is None:
+            raise ConnectionError("not connected to the broker")
+        if not qos:
+            self._conn.transport.write(encode_publish(topic, payload, qos=0, v5=self.v5, retain=retain,
+                                                      properties=properties))
+            return
+        while len(self._inflight) >= self._quota:  # the broker's Receive Maximum
+            await self._slot()
+        conn = self._conn
+        if conn is None:
+            raise ConnectionError("connection to the broker lost")
+        mid = self._allocate()
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[mid] = (future, qos)
+        try:
+            conn.transport.write(encode_publish(topic, payload, qos=qos, mid=mid, v5=self.v5, retain=retain,
+                                                properties=properties))
+            await future
+        finally:
+            if self._inflight.get(mid, (None,))[0] is future:
+                del self._inflight[mid]
+            self._release()
+
+    def ack(self, raws: list[Raw]) -> None:
+        """Acknowledge messages of the current connection: one write of PUBACKs (and PUBRECs for QoS 2)."""
+        conn = self._conn
+        if conn is None:
+            return
+        generation = conn.generation
+        mids = [raw.mid for raw in raws if raw.qos == 1 and raw.generation == generation]
+        if mids:
+            conn.transport.write(encode_pubacks(mids))
+        for raw in raws:
+            if raw.qos == 2 and raw.generation == generation:
+                conn.transport.write(encode_ack(PUBREC, raw.mid))
+
+    # --- connection lifecycle ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = self.min_delay
+        while True:
+            try:
+                conn = await self._open()
+            except ConnectRefused as exc:
+                logger.error("%s; retrying in %.0fs", exc, delay)
+            except (OSError, TimeoutError, ProtocolError) as exc:
+                logger.warning("cannot connect to the broker at %s:%s (%s); retrying in %.0fs",
+                               self.config.host, self.config.port, exc or type(exc).__name__, delay)
+            else:
+                delay = self.min_delay
+                await asyncio.shield(conn.closed)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_delay)
+
+    async def _open(self) -> _Connection:
+        """One connection: TCP (TLS), CONNECT, then wait for the CONNACK."""
+        self.generation += 1
+        conn = _Connection(self, self.generation)
+        loop = asyncio.get_running_loop()
+        transport = None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: conn, self.config.host, self.config.port, ssl=self._ssl,
+                    server_hostname=self.config.host if self._ssl else None)
+                transport.write(encode_connect(
+                    client_id=self.client_id, v5=self.v5, keepalive=self.keepalive, clean=False,
+                    username=self.config.username, password=self.config.password,
+                    session_expiry=self.session_expiry, receive_maximum=self.receive_maximum))
+                await conn.connack
+        except BaseException:
+            if transport is not None:
+                transport.abort()
+            raise
+        return conn
+
+    def _connack(self, conn: _Connection, body: bytes) -> None:
+        """CONNACK: on success the connection goes live before any PUBLISH read with it is handed on."""
+        session_present, code, props = decode_connack(body, v5=self.v5)
+        if code:
+            why = reason_name(code) if self.v5 else V3_CONNACK.get(code, f"return code {code}")
+            conn.fail_connect(ConnectRefused(f"broker refused the connection: {why}"))
+            return
+        self._quota = min(props.get(RECEIVE_MAXIMUM, MAX_IN_FLIGHT), MAX_IN_FLIGHT)
+        self._conn = conn
+        conn.start_keepalive(props.get(SERVER_KEEP_ALIVE, self.keepalive))
+        if self.subscriptions:
+            mid = self._allocate()
+            self._subscribing[mid] = [topic for topic, _ in self.subscriptions]
+            conn.transport.write(encode_subscribe(mid, self.subscriptions, v5=self.v5))
+        self._release(all_waiters=True)
+        if not conn.connack.done():
+            conn.connack.set_result(session_present)
+        if self.on_connect is not None:
+            self.on_connect(session_present)
+
+    def _connection_ended(self, conn: _Connection, why: str) -> None:
+        """Fail what awaited this connection; tell the owner once, if it had been live."""
+        conn.end(why)
+        if self._conn is conn:
+            self._conn = None
+        if conn.announced or not conn.was_live:
+            return
+        conn.announced = True
+        error = ConnectionError(f"connection to the broker lost ({why})")
+        for mid, (future, _qos) in list(self._inflight.items()):
+            if not future.done():
+                future.set_exception(error)
+            del self._inflight[mid]
+        self._subscribing.clear()
+        self._release(all_waiters=True)
+        if self.on_disconnect is not None and not self._stopping:
+            self.on_disconnect(why)
+
+    def _control(self, conn: _Connection, packets: list[tuple[int, bytes]]) -> None:
+        """Every packet other than PUBLISH."""
+        for first, body in packets:
+            kind = first >> 4
+            if kind == PUBACK or kind == PUBCOMP or kind == PUBREC:
+                self._publish_acked(conn, kind, *decode_ack(body))
+            elif kind == PINGRESP:
+                conn.ping_outstanding = False
+            elif kind == PUBREL:  # the end of an inbound QoS 2 exchange (we subscribe at QoS 1: rare)
+                conn.transport.write(encode_ack(PUBCOMP, decode_ack(body)[0]))
+            elif kind == SUBACK:
+                self._subacked(*decode_suback(body, v5=self.v5))
+            elif kind == CONNACK and not conn.was_live:
+                self._connack(conn, body)
+            elif kind == DISCONNECT and self.v5:
+                code, text = decode_disconnect(body)
+                logger.warning("broker sent DISCONNECT: %s%s", reason_name(code), f" ({text})" if text else "")
+                conn.transport.close()
+            elif kind != UNSUBACK:
+                raise ProtocolError(f"unexpected packet type {kind}")
+
+    def _publish_acked(self, conn: _Connection, kind: int, mid: int, reason: int) -> None:
+        entry = self._inflight.get(mid)
+        if entry is None:
+            if kind == PUBREC:  # a QoS 2 publish we no longer wait for: complete it anyway
+                conn.transport.write(encode_ack(PUBREL, mid))
+            return
+        future, qos = entry
+        if reason >= 0x80:
+            del self._inflight[mid]
+            if not future.done():
+                future.set_exception(PublishRefused(reason))
+        elif kind == PUBREC:
+            conn.transport.write(encode_ack(PUBREL, mid))
+        elif not future.done():
+            future.set_result(None)
+
+    def _subacked(self, mid: int, codes: list[int]) -> None:
+        topics = self._subscribing.pop(mid, [])
+        for topic, code in zip(topics, codes, strict=False):
+            if code >= 0x80:
+                why = reason_name(code) if self.v5 else "failure"
+                logger.error("broker REFUSED the subscription to %s (%s): this bridge receives nothing on it",
+                             topic, why)
+            else:
+                logger.info("subscribed to %s (QoS %d)", topic, code)
+
+    def _allocate(self) -> int:
+        mid = self._next_mid
+        while True:
+            mid = mid % 65535 + 1
+            if mid not in self._inflight and mid not in self._subscribing:
+                self._next_mid = mid
+                return mid
+
+    async def _slot(self) -> None:
+        """Wait until an in-flight publish ends or the connection changes."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # pass the slot on
+            raise
+
+    def _release(self, *, all_waiters: bool = False) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if not all_waiters:
+                    return
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection to the broker."""
+
+    def __init__(self, client: MqttClient, generation: int) -> None:
+        self.client = client
+        self.generation = generation
+        self.reader = PacketReader(v5=client.v5, generation=generation)
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.connack: asyncio.Future = loop.create_future()
+        self.closed: asyncio.Future = loop.create_future()
+        self.was_live = False
+        self.announced = False
+        self.ping_outstanding = False
+        self._ping: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # small PUBACKs and commands must not wait for Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            raws, others = self.reader.feed(data)
+            if others:
+                self.client._control(self, others)
+        except (ProtocolError, ValueError) as exc:
+            logger.error("broker sent a malformed packet (%s); reconnecting", exc)
+            self.transport.abort()
+            return
+        if raws:
+            self.client.on_messages(raws)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._connection_ended(self, f"{exc}" if exc else "closed by the broker")
+
+    def start_keepalive(self, seconds: int) -> None:
+        """PINGREQ every `seconds`; no PINGRESP by the next one means the connection is dead."""
+        self.was_live = True
+        self.keepalive = seconds
+        if seconds:
+            self._ping = asyncio.get_running_loop().call_later(seconds, self._keepalive)
+
+    def _keepalive(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.ping_outstanding:
+            logger.warning("no PINGRESP from the broker within %ss; reconnecting", self.keepalive)
+            self.transport.abort()
+            return
+        self.ping_outstanding = True
+        self.transport.write(PINGREQ_PACKET)
+        self._ping = asyncio.get_running_loop().call_later(self.keepalive, self._keepalive)
+
+    def fail_connect(self, exc: Exception) -> None:
+        if not self.connack.done():
+            self.connack.set_exception(exc)
+        self.transport.close()
+
+    def end(self, why: str) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+        if not self.connack.done():
+            self.connack.set_exception(ConnectionError(f"connection closed before CONNACK ({why})"))
+        if not self.closed.done():
+            self.closed.set_result(why)
