@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -139,7 +140,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         session = self.scope.get("session")
         check = database_sync_to_async(socket_credentials_valid)
         while True:
-            await asyncio.sleep(settings.IOTGW_WS_RECHECK_SECONDS)
+            # Jittered: sockets opened together (a dashboard reload, a reconnect storm) would
+            # otherwise all query at once, every interval, and stall the process's pushes.
+            await asyncio.sleep(settings.IOTGW_WS_RECHECK_SECONDS * random.uniform(0.75, 1.25))
             try:
                 valid = await check(user_id=self.scope["user"].pk, token_id=self.scope.get("token_id"),
                                     session_key=session.session_key if self.scope.get("auth") == "session" else None)
