@@ -156,8 +156,10 @@ IOTGW_MAX_BATCH = int(env.number("IOTGW_MAX_BATCH", 5000))
 IOTGW_PUSH_BUCKETS = int(env.number("IOTGW_PUSH_BUCKETS", 1))
 # At most one push to dashboards per this many seconds; what arrives meanwhile is merged.
 # A web process receives one message per bucket per push whatever its dashboard count
-# (protocols/hub.py), so pushes are cheap: 20 ms took 5k msg/s p50 from 42-45 to 28-31 ms.
-IOTGW_PUSH_INTERVAL = env.number("IOTGW_PUSH_INTERVAL", 0.02)
+# (protocols/hub.py), so pushes are cheap: 5k msg/s p50/p99 42-45/74-85 ms at 50 ms, 29/73 at
+# 20 ms, 19.3/45.7 and 14.8/33.4 at 10 ms (make bench --only gateway, 102 dashboards); web CPU
+# 16-18 % → 22-27 %. Under load pushes merge, so there are never more than 100 a second.
+IOTGW_PUSH_INTERVAL = env.number("IOTGW_PUSH_INTERVAL", 0.01)
 IOTGW_HEARTBEAT_SECONDS = env.number("IOTGW_HEARTBEAT_SECONDS", 2.0)
 IOTGW_WS_MAX_FRAME = 64 * 1024
 # Dashboard frames per second per socket (token bucket); past the burst a socket gets
