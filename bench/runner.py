@@ -275,8 +275,8 @@ class Bench:
     def count(self, kind: str, *, ts: tuple[int, int] | None = None, received: tuple[float, float] | None = None):
         from django.db import connection
 
-        sql = "SELECT count(*) FROM devices_telemetry WHERE device_id LIKE %s"
-        params: list = [f"bench-{kind}-%"]
+        sql = "SELECT count(*) FROM devices_telemetry WHERE device_id >= %s AND device_id < %s"
+        params: list = list(_kind_range(kind))
         if ts:
             sql += " AND ts BETWEEN to_timestamp(%s) AND to_timestamp(%s)"
             params += [ts[0] / 1000, ts[1] / 1000]
@@ -295,8 +295,8 @@ class Bench:
             cur.execute(
                 "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY lag), percentile_disc(0.99) WITHIN GROUP "
                 "(ORDER BY lag), max(lag) FROM (SELECT extract(epoch FROM received_at) * 1000 - (data->>'t')::float "
-                "AS lag FROM devices_telemetry WHERE device_id LIKE %s AND ts >= to_timestamp(%s) "
-                "AND ts < to_timestamp(%s)) s", [f"bench-{kind}-%", w0, w1])
+                "AS lag FROM devices_telemetry WHERE device_id >= %s AND device_id < %s AND ts >= to_timestamp(%s) "
+                "AND ts < to_timestamp(%s)) s", [*_kind_range(kind), w0, w1])
             p50, p99, top = cur.fetchone()
         return {"p50": _r(p50), "p99": _r(p99), "max": _r(top)}
 
@@ -305,9 +305,9 @@ class Bench:
         from django.db import connection
 
         with connection.cursor() as cur:
-            cur.execute("SELECT device_id, count(*) FROM devices_telemetry WHERE device_id LIKE %s "
+            cur.execute("SELECT device_id, count(*) FROM devices_telemetry WHERE device_id >= %s AND device_id < %s "
                         "AND ts BETWEEN to_timestamp(%s) AND to_timestamp(%s) GROUP BY device_id",
-                        [f"bench-{kind}-%", ts[0] / 1000, ts[1] / 1000])
+                        [*_kind_range(kind), ts[0] / 1000, ts[1] / 1000])
             return dict(cur.fetchall())
 
     def totals(self, kind: str) -> tuple[int, int]:
@@ -315,7 +315,7 @@ class Bench:
 
         with connection.cursor() as cur:
             cur.execute("SELECT count(*), count(DISTINCT (device_id, ts)) FROM devices_telemetry "
-                        "WHERE device_id LIKE %s", [f"bench-{kind}-%"])
+                        "WHERE device_id >= %s AND device_id < %s", list(_kind_range(kind)))
             return cur.fetchone()
 
     def dashboard_view(self, phase: dict, seen: list) -> None:
@@ -448,6 +448,11 @@ def ratios(scenarios: dict) -> dict:
     out["sustained"] = {"naive": best_naive, "gateway_1_per_msg": best_single, "gateway_any": best_any,
                         "x_1_per_msg": _r(ratio(best_single, best_naive)), "x_any": _r(ratio(best_any, best_naive))}
     return out
+
+
+def _kind_range(kind: str) -> tuple[str, str]:
+    """A scenario's device ids as a key range: the unique (device_id, ts) index serves it, LIKE would not."""
+    return f"bench-{kind}-", f"bench-{kind}."
 
 
 def _r(x: float | None) -> float | None:
