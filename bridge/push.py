@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import orjson
 from django.conf import settings
 
-from protocols.wire import format_ts, status_frame
+from protocols.wire import status_frame, telemetry_fragment
 
 GROUP_PREFIX = "iotgw.devices."
 PUSH_TYPE = "gateway.push"
@@ -31,12 +30,6 @@ def bucket_of(device_id: str) -> int:
     bucket = zlib.crc32(device_id.encode()) % count
     _buckets[device_id] = (count, bucket)
     return bucket
-
-
-def fragment(device_id: str, ts: datetime, data: dict[str, Any]) -> str:
-    """`wire.telemetry_fragment`, without strftime on the hot path (same fixed-width UTC text)."""
-    text = ts.isoformat(timespec="microseconds") if ts.tzinfo is UTC and ts.year >= 1000 else format_ts(ts)
-    return orjson.dumps({"device": device_id, "ts": text, "data": data}).decode()
 
 
 def bucket_group(bucket: int) -> str:
@@ -61,7 +54,7 @@ class PushBatch:
 
     def telemetry(self, device_id: str, ts: datetime, data: dict[str, Any]) -> None:
         """Add a sample as a pre-encoded item."""
-        self._bucket(device_id)["telemetry"][device_id].append(fragment(device_id, ts, data))
+        self._bucket(device_id)["telemetry"][device_id].append(telemetry_fragment(device_id, ts, data))
         self.size += 1
 
     def status(self, device_id: str, online: bool, ts: datetime) -> None:

@@ -4,14 +4,19 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
-from bridge.push import fragment
-from protocols.wire import telemetry_fragment, telemetry_frames
+from protocols.wire import format_ts, telemetry_fragment, telemetry_frames
 
 
-def test_fragment_matches_wire_encoding():
-    for ts in (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC),
-               datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))):
-        assert fragment("d1", ts, {"t": 1.5, "ok": True}) == telemetry_fragment("d1", ts, {"t": 1.5, "ok": True})
+def test_timestamps_are_fixed_width_utc_text_in_time_order():
+    stamps = [datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+              datetime(2026, 1, 2, 5, 4, 5, 1, tzinfo=timezone(timedelta(hours=2))),
+              datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)]
+    texts = [format_ts(ts) for ts in stamps]
+    assert texts == [ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00") for ts in stamps]
+    assert texts[1:] == ["2026-01-02T03:04:05.000000+00:00", "2026-01-02T03:04:05.000001+00:00",
+                         "2026-01-02T03:04:05.000678+00:00"]
+    assert sorted(texts[1:]) == texts[1:]
+    assert orjson.loads(telemetry_fragment("d1", stamps[1], {"ok": True}))["ts"] == texts[1]
 
 
 def test_telemetry_frames_split_under_the_cap_and_keep_every_item():
