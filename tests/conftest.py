@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 
@@ -35,6 +36,26 @@ def need(service: str, host: str, port: int) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + " and IOTGW_REQUIRE_SERVICES is set")
     pytest.skip(message)
+
+
+def need_binary(name: str) -> None:
+    """Skip (or, with IOTGW_REQUIRE_SERVICES=1, fail) when a server binary a test starts itself is missing."""
+    if shutil.which(name) is not None:
+        return
+    message = f"{name} binary not installed"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " and IOTGW_REQUIRE_SERVICES is set")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def private_broker(tmp_path):
+    """A Mosquitto of the test's own (queues up to 100000 for an absent client) that a test may stop,
+    restart or freeze; stopped after the test."""
+    need_binary("mosquitto")
+    service = support.PrivateService("mosquitto", tmp_path / "mosquitto").start()
+    yield service
+    service.stop()
 
 
 @pytest.fixture(scope="session")

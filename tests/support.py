@@ -375,5 +375,6 @@ class PrivateService:
 
     def stop(self) -> None:
         if self.popen and self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGCONT)  # a test may have frozen it (SIGSTOP): it must see the TERM
             self.popen.terminate()
             self.popen.wait(15)

@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 from bench.dashboards import slices
 from bench.load import LeanPublisher, message
 from protocols.payloads import parse_samples
-from tests.support import PrivateService, wait_until
+from tests.support import wait_until
 
 
 def test_a_batched_message_is_an_array_the_gateway_accepts_with_one_sample_per_ts():
@@ -34,10 +34,9 @@ def test_slices_cover_the_fleet_once():
     assert {len(p) for p in parts} <= {10, 11}
 
 
-def test_lean_publisher_is_acked_per_message_and_delivers_every_payload(tmp_path):
+def test_lean_publisher_is_acked_per_message_and_delivers_every_payload(private_broker):
     # A broker of the test's own: the system one queues at most 1000 messages for a subscriber.
-    broker = PrivateService("mosquitto", tmp_path).start()
-    host, port = "127.0.0.1", broker.port
+    host, port = "127.0.0.1", private_broker.port
     topic = f"benchtest/{uuid.uuid4().hex[:8]}"
     got: list[bytes] = []
     subscribed = threading.Event()
@@ -61,4 +60,3 @@ def test_lean_publisher_is_acked_per_message_and_delivers_every_payload(tmp_path
     finally:
         sub.disconnect()
         sub.loop_stop()
-        broker.stop()

@@ -20,19 +20,6 @@ from bridge.mqtt_codec import Raw
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture
-def broker(tmp_path):
-    from tests.support import PrivateService
-
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto binary not installed")
-    service = PrivateService("mosquitto", tmp_path / "mosquitto").start()
-    yield service
-    if service.popen and service.popen.poll() is None:
-        os.kill(service.popen.pid, signal.SIGCONT)
-    service.stop()
-
-
 class Probe:
     """Records what a client reports; tests wait on it with deadlines."""
 
@@ -97,8 +84,8 @@ def close(client: mqtt.Client) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-async def test_receives_qos1_from_a_paho_publisher_on_v5_and_v311(broker, protocol):
-    url = broker.url + ("?protocol=3.1.1" if protocol == "3.1.1" else "")
+async def test_receives_qos1_from_a_paho_publisher_on_v5_and_v311(private_broker, protocol):
+    url = private_broker.url + ("?protocol=3.1.1" if protocol == "3.1.1" else "")
     probe = Probe()
     client = make_client(url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
     await probe.until(lambda: probe.connects, what="CONNACK")
@@ -123,8 +110,8 @@ def _subscribed_barrier(url: str, protocol: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-async def test_unacked_message_is_redelivered_after_reconnect_and_acked_one_is_not(broker, protocol):
-    url = broker.url + ("?protocol=3.1.1" if protocol == "3.1.1" else "")
+async def test_unacked_message_is_redelivered_after_reconnect_and_acked_one_is_not(private_broker, protocol):
+    url = private_broker.url + ("?protocol=3.1.1" if protocol == "3.1.1" else "")
     client_id = f"br-{uuid.uuid4().hex[:6]}"
     probe = Probe()
     client = make_client(url, probe, client_id=client_id)
@@ -151,13 +138,13 @@ async def test_unacked_message_is_redelivered_after_reconnect_and_acked_one_is_n
         await client.stop()
 
 
-async def test_ack_of_an_older_connection_is_not_sent_on_the_new_one(broker):
+async def test_ack_of_an_older_connection_is_not_sent_on_the_new_one(private_broker):
     client_id = f"br-{uuid.uuid4().hex[:6]}"
     probe = Probe()
-    client = make_client(broker.url, probe, client_id=client_id)
+    client = make_client(private_broker.url, probe, client_id=client_id)
     await probe.until(lambda: probe.connects)
-    await asyncio.to_thread(_subscribed_barrier, broker.url, "5")
-    publisher = paho_client(broker.url)
+    await asyncio.to_thread(_subscribed_barrier, private_broker.url, "5")
+    publisher = paho_client(private_broker.url)
     try:
         await paho_publish(publisher, "t/x", b"first")
         await probe.until(lambda: probe.raws)
@@ -170,7 +157,7 @@ async def test_ack_of_an_older_connection_is_not_sent_on_the_new_one(broker):
         await client.stop()
 
         again = Probe()
-        client = make_client(broker.url, again, client_id=client_id)
+        client = make_client(private_broker.url, again, client_id=client_id)
         await again.until(lambda: again.raws, what="second redelivery")
         assert again.payloads() == [b"first"]
     finally:
@@ -178,13 +165,13 @@ async def test_ack_of_an_older_connection_is_not_sent_on_the_new_one(broker):
         await client.stop()
 
 
-async def test_publish_waits_for_the_puback_and_carries_v5_properties(broker):
+async def test_publish_waits_for_the_puback_and_carries_v5_properties(private_broker):
     probe = Probe()
-    client = make_client(broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
+    client = make_client(private_broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
     await probe.until(lambda: probe.connects)
     got: asyncio.Queue = asyncio.Queue()
     loop = asyncio.get_running_loop()
-    device = paho_client(broker.url)
+    device = paho_client(private_broker.url)
     subscribed = asyncio.Event()
     device.on_subscribe = lambda *_a: loop.call_soon_threadsafe(subscribed.set)
     device.on_message = lambda _c, _u, msg: loop.call_soon_threadsafe(got.put_nowait, msg)
@@ -214,18 +201,18 @@ async def test_publish_while_disconnected_raises_connection_error():
         await client.stop()
 
 
-async def test_reconnects_and_resubscribes_after_the_broker_restarts(broker):
+async def test_reconnects_and_resubscribes_after_the_broker_restarts(private_broker):
     probe = Probe()
-    client = make_client(broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
+    client = make_client(private_broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
     try:
         await probe.until(lambda: probe.connects)
-        broker.stop()
+        private_broker.stop()
         await probe.until(lambda: probe.disconnects, what="the loss")
         assert not client.connected
-        broker.start()
+        private_broker.start()
         await probe.until(lambda: len(probe.connects) == 2, timeout=15, what="the reconnect")
-        await asyncio.to_thread(_subscribed_barrier, broker.url, "5")
-        publisher = paho_client(broker.url)
+        await asyncio.to_thread(_subscribed_barrier, private_broker.url, "5")
+        publisher = paho_client(private_broker.url)
         await paho_publish(publisher, "t/back", b"back")
         close(publisher)
         await probe.until(lambda: b"back" in probe.payloads(), what="a message after the restart")
@@ -234,17 +221,17 @@ async def test_reconnects_and_resubscribes_after_the_broker_restarts(broker):
         await client.stop()
 
 
-async def test_missing_pingresp_from_a_frozen_broker_triggers_a_reconnect(broker):
+async def test_missing_pingresp_from_a_frozen_broker_triggers_a_reconnect(private_broker):
     probe = Probe()
-    client = make_client(broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}", keepalive=1,
+    client = make_client(private_broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}", keepalive=1,
                          connect_timeout=1)
     try:
         await probe.until(lambda: probe.connects)
-        os.kill(broker.popen.pid, signal.SIGSTOP)  # the socket stays open; nothing answers
+        os.kill(private_broker.popen.pid, signal.SIGSTOP)  # the socket stays open; nothing answers
         try:
             await probe.until(lambda: probe.disconnects, timeout=6, what="keepalive to notice")
         finally:
-            os.kill(broker.popen.pid, signal.SIGCONT)
+            os.kill(private_broker.popen.pid, signal.SIGCONT)
         await probe.until(lambda: client.connected, timeout=15, what="the reconnect")
     finally:
         await client.stop()
@@ -264,11 +251,11 @@ async def _logged(caplog, text: str, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_refused_connection_is_logged_with_its_reason(broker, caplog):
-    _configured(broker, "password_file /dev/null\n")  # no user may log in
+async def test_refused_connection_is_logged_with_its_reason(private_broker, caplog):
+    _configured(private_broker, "password_file /dev/null\n")  # no user may log in
     caplog.set_level("ERROR", logger="iotgw.bridge")
     probe = Probe()
-    client = make_client(broker.url.replace("mqtt://", "mqtt://nobody:pw@"), probe, client_id="refused")
+    client = make_client(private_broker.url.replace("mqtt://", "mqtt://nobody:pw@"), probe, client_id="refused")
     try:
         await _logged(caplog, "broker refused the connection")
         assert any("0x86" in r.getMessage() or "0x87" in r.getMessage() for r in caplog.records), caplog.text
@@ -277,10 +264,10 @@ async def test_refused_connection_is_logged_with_its_reason(broker, caplog):
         await client.stop()
 
 
-async def test_publishes_in_flight_stay_within_the_brokers_receive_maximum(broker):
-    _configured(broker, "max_inflight_messages 3\n")  # Mosquitto advertises it as Receive Maximum
+async def test_publishes_in_flight_stay_within_the_brokers_receive_maximum(private_broker):
+    _configured(private_broker, "max_inflight_messages 3\n")  # Mosquitto advertises it as Receive Maximum
     probe = Probe()
-    client = make_client(broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
+    client = make_client(private_broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
     peak = 0
     allocate = client._allocate
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 
 import pytest
 from django.db.models import Count
 
 from devices.models import Telemetry
-from tests.support import MqttDevice, PrivateService, wait_until
+from tests.support import MqttDevice, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -23,21 +22,11 @@ def stored(device_id: str) -> int:
     return Telemetry.objects.filter(device_id=device_id).count()
 
 
-@pytest.fixture
-def broker(tmp_path):
-    """A broker of the test's own that queues more than Mosquitto's default 1000 for an absent bridge."""
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto binary not installed")
-    service = PrivateService("mosquitto", tmp_path / "mosquitto").start()
-    yield service
-    service.stop()
-
-
-def test_bridge_killed_mid_stream_stores_every_sample_exactly_once(stack, registry, broker):
+def test_bridge_killed_mid_stream_stores_every_sample_exactly_once(stack, registry, private_broker):
     device_id, _ = registry.device("killtest")
-    stack.env["MQTT_URL"] = broker.url
+    stack.env["MQTT_URL"] = private_broker.url
     bridge = stack.start_bridge()
-    device = MqttDevice(broker.url, device_id)
+    device = MqttDevice(private_broker.url, device_id)
     done = threading.Event()
 
     def publish_all() -> None:

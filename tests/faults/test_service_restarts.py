@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import psycopg
 import pytest
@@ -11,6 +10,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from devices.models import Telemetry
+from tests.conftest import need_binary
 from tests.support import (
     Dashboard,
     MqttDevice,
@@ -34,8 +34,7 @@ def private(tmp_path):
     started: list[PrivateService] = []
 
     def make(kind: str) -> PrivateService:
-        if shutil.which("mosquitto" if kind == "mosquitto" else "redis-server") is None:
-            pytest.skip(f"{kind} binary not installed")
+        need_binary("mosquitto" if kind == "mosquitto" else "redis-server")
         service = PrivateService(kind, tmp_path / kind).start()
         started.append(service)
         return service
