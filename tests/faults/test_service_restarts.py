@@ -76,14 +76,21 @@ def test_broker_restart_is_survived_and_queued_samples_arrive(stack, private, ow
     device.close()
 
 
-async def test_redis_restart_is_survived_by_web_and_bridge(live_db, processes, run_id, mqtt_url, private, owned):
-    token, device_id = owned
+async def _gateway_on_private_redis(private, *, live_db, processes, run_id, mqtt_url, device_id):
+    """A web and a bridge on a Redis of the test's own (to stop and start), and a device on the shared broker."""
     redis = await sync_to_async(private)("redis")
     stack = Stack(env=stack_env(database_url=live_db, redis_url=redis.url, mqtt_url=mqtt_url, run_id=run_id),
                   processes=processes, mqtt_url=mqtt_url)
     web = await sync_to_async(stack.start_web)()
     bridge = await sync_to_async(stack.start_bridge)()
     device = await sync_to_async(MqttDevice)(mqtt_url, device_id)
+    return redis, stack, web, bridge, device
+
+
+async def test_redis_restart_is_survived_by_web_and_bridge(live_db, processes, run_id, mqtt_url, private, owned):
+    token, device_id = owned
+    redis, stack, web, bridge, device = await _gateway_on_private_redis(
+        private, live_db=live_db, processes=processes, run_id=run_id, mqtt_url=mqtt_url, device_id=device_id)
 
     await sync_to_async(redis.stop)()
     await sync_to_async(device.telemetry)({"during_outage": 1})
@@ -135,12 +142,8 @@ def test_database_outage_holds_acks_and_loses_nothing(stack, owned):
 async def test_dashboards_that_stay_connected_through_a_redis_restart_get_live_data_again(
         live_db, processes, run_id, mqtt_url, private, owned):
     token, device_id = owned
-    redis = await sync_to_async(private)("redis")
-    stack = Stack(env=stack_env(database_url=live_db, redis_url=redis.url, mqtt_url=mqtt_url, run_id=run_id),
-                  processes=processes, mqtt_url=mqtt_url)
-    web = await sync_to_async(stack.start_web)()
-    bridge = await sync_to_async(stack.start_bridge)()
-    device = await sync_to_async(MqttDevice)(mqtt_url, device_id)
+    redis, stack, web, bridge, device = await _gateway_on_private_redis(
+        private, live_db=live_db, processes=processes, run_id=run_id, mqtt_url=mqtt_url, device_id=device_id)
     dashes = [await Dashboard.open(stack.ws, token) for _ in range(3)]
     for dash in dashes:
         await dash.subscribe([device_id])
