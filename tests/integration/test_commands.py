@@ -52,6 +52,14 @@ def history(command_id: str) -> list[str]:
     return [h["status"] for h in Command.objects.get(pk=command_id).history]
 
 
+async def online_device(stack, registry, user, name: str, *, answer: str | None) -> tuple[str, Responder]:
+    """A device of `user`'s that answers commands with `answer` (None: never), once the gateway sees it online."""
+    device_id, _ = await sync_to_async(registry.device)(name, owner=user)
+    device = await sync_to_async(Responder)(stack.mqtt_url, device_id, answer=answer)
+    await await_db(lambda: command_ready(device_id), what="device online")
+    return device_id, device
+
+
 async def open_dashboard(stack, token: str, device_ids: list[str]) -> Dashboard:
     dash = await Dashboard.open(stack.ws, token)
     await dash.subscribe(device_ids)
@@ -60,9 +68,7 @@ async def open_dashboard(stack, token: str, device_ids: list[str]) -> Dashboard:
 
 async def test_command_round_trip_succeeds_with_the_result(running, registry, owner):
     user, token = owner
-    device_id, _ = await sync_to_async(registry.device)("pump", owner=user)
-    device = await sync_to_async(Responder)(running.mqtt_url, device_id, answer="ok")
-    await await_db(lambda: command_ready(device_id), what="device online")
+    device_id, device = await online_device(running, registry, user, "pump", answer="ok")
     dash = await open_dashboard(running, token, [device_id])
 
     reply = await issue(dash, device_id, params={"delay": 3}, timeout=10)
@@ -86,9 +92,7 @@ async def test_command_round_trip_succeeds_with_the_result(running, registry, ow
 
 async def test_error_response_fails_the_command(running, registry, owner):
     user, token = owner
-    device_id, _ = await sync_to_async(registry.device)("valve", owner=user)
-    device = await sync_to_async(Responder)(running.mqtt_url, device_id, answer="error")
-    await await_db(lambda: command_ready(device_id), what="device online")
+    device_id, device = await online_device(running, registry, user, "valve", answer="error")
     dash = await open_dashboard(running, token, [device_id])
 
     reply = await issue(dash, device_id, name="open")
@@ -136,9 +140,7 @@ async def test_command_expires_when_device_never_comes_online(running, registry,
 
 async def test_unanswered_command_times_out(running, registry, owner):
     user, token = owner
-    device_id, _ = await sync_to_async(registry.device)("mute", owner=user)
-    device = await sync_to_async(Responder)(running.mqtt_url, device_id, answer=None)
-    await await_db(lambda: command_ready(device_id), what="device online")
+    device_id, device = await online_device(running, registry, user, "mute", answer=None)
     dash = await open_dashboard(running, token, [device_id])
 
     reply = await issue(dash, device_id, timeout=1.5)
@@ -155,9 +157,7 @@ async def test_unanswered_command_times_out(running, registry, owner):
 
 async def test_oneway_command_ends_at_sent(running, registry, owner):
     user, token = owner
-    device_id, _ = await sync_to_async(registry.device)("lamp", owner=user)
-    device = await sync_to_async(Responder)(running.mqtt_url, device_id, answer=None)
-    await await_db(lambda: command_ready(device_id), what="device online")
+    device_id, device = await online_device(running, registry, user, "lamp", answer=None)
     dash = await open_dashboard(running, token, [device_id])
 
     reply = await issue(dash, device_id, name="blink", oneway=True, timeout=1)
@@ -271,9 +271,7 @@ def rejected(stack, reason: str) -> int:
 async def test_a_burst_of_stored_commands_all_complete(running, registry, owner):
     """Hundreds found by one sweep go out at once: publishes and PUBACKs overlap heavily."""
     user, token = owner
-    device_id, _ = await sync_to_async(registry.device)("burst", owner=user)
-    device = await sync_to_async(Responder)(running.mqtt_url, device_id, answer="ok")
-    await await_db(lambda: command_ready(device_id), what="device online")
+    device_id, device = await online_device(running, registry, user, "burst", answer="ok")
 
     def store(n: int) -> list[str]:
         return [str(command_issue(user=user, device_id=device_id, name="step", params={"n": i}).id) for i in range(n)]
@@ -292,9 +290,7 @@ async def test_two_bridges_publish_each_command_once(running, registry, owner):
     user, _ = owner
     second = dict(MQTT_CLIENT_ID=running.env["MQTT_CLIENT_ID"] + "-b")
     await sync_to_async(running.start_bridge)(**second)
-    device_id, _ = await sync_to_async(registry.device)("shared", owner=user)
-    device = await sync_to_async(Responder)(running.mqtt_url, device_id, answer="ok")
-    await await_db(lambda: command_ready(device_id), what="device online")
+    device_id, device = await online_device(running, registry, user, "shared", answer="ok")
     try:
         ids = await sync_to_async(lambda: [
             str(command_issue(user=user, device_id=device_id, name="step", params={"n": i}).id) for i in range(200)
