@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -56,9 +55,6 @@ class Ingestor:
         self.on_online: Callable[[list[str]], None] | None = None
         self._inbox: deque[Raw] = deque()
         self._wake = asyncio.Event()
-        self._scheduled = False
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._push_task: asyncio.Task | None = None
         self._next_push: PushBatch | None = None
         self._push_interval = settings.IOTGW_PUSH_INTERVAL
@@ -74,31 +70,11 @@ class Ingestor:
         self._inbox.extend(raws)
         self._wake.set()
 
-    def offer(self, raw: Raw) -> None:
-        """Queue one message; safe from any thread."""
-        if raw.qos == 0 and len(self._inbox) > QOS0_BACKLOG:
-            self._stats.counts["dropped_qos0"] += 1
-            return
-        self._inbox.append(raw)
-        if self._scheduled:
-            # A wake-up is pending: the loop clears the flag before it drains, so it sees this message.
-            return
-        with self._lock:
-            if self._scheduled or self._loop is None:
-                return
-            self._scheduled = True
-        self._loop.call_soon_threadsafe(self._wake.set)
-
     async def run(self) -> None:
         """Process batches until cancelled."""
-        self._loop = asyncio.get_running_loop()
-        if self._inbox:  # arrived before the loop was known: offer() could not wake it
-            self._wake.set()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            with self._lock:
-                self._scheduled = False
             # Under a backlog of a full batch or more, a two-stage pipeline: batch N+1 is decoded on
             # this loop while batch N commits in the database thread. Otherwise a batch is what
             # arrived during the previous commit (fewer, larger commits). Commits, acks and pushes
