@@ -21,7 +21,7 @@ from devices.exceptions import GatewayError
 from devices.selectors import command_state, device_snapshots, device_subscription, socket_credentials_valid
 from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import header, origin_allowed
-from protocols.hub import BACKOFF_MAX, BACKOFF_MIN, Inbox, Push, push_hub
+from protocols.hub import Inbox, Push, push_hub, receive_retrying
 from protocols.ratelimit import TokenBucket
 from protocols.wire import (
     command_frame,
@@ -37,6 +37,11 @@ logger = logging.getLogger("iotgw.ws")
 # Close codes (4000-4999 are the application's): credentials gone, and flooding.
 CLOSE_REVOKED = 4401
 CLOSE_FLOODING = 4429
+
+
+def _log_receive_failure(exc: Exception, delay: float) -> None:
+    # Debug: with Redis away every open socket would say it, and the hub already warns once.
+    logger.debug("socket channel receive failed (retrying in %.1fs): %s", delay, exc)
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
@@ -63,14 +68,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def _channel_receive(self) -> dict:
         """The next message on this socket's own channel (revocations), retrying with back-off on a layer error."""
-        backoff = BACKOFF_MIN
-        while True:
-            try:
-                return await self.channel_layer.receive(self.channel_name)
-            except Exception as exc:
-                logger.debug("socket channel receive failed (retrying in %.1fs): %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(BACKOFF_MAX, backoff * 2)
+        return await receive_retrying(self.channel_layer, self.channel_name, _log_receive_failure)
 
     async def connect(self) -> None:
         """Refuse the handshake without credentials, or with a cookie from a foreign Origin."""

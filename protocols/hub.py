@@ -27,6 +27,19 @@ BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 
 
+async def receive_retrying(layer: Any, channel: str, on_error: Callable[[Exception, float], None]) -> dict:
+    """The next message on `channel`; a layer error (Redis away) is reported to `on_error(exc, delay)`
+    and retried after a back-off that doubles up to BACKOFF_MAX."""
+    backoff = BACKOFF_MIN
+    while True:
+        try:
+            return await layer.receive(channel)
+        except Exception as exc:
+            on_error(exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+
 class Routes:
     """Which local subscribers want which buckets, with the buckets the process as a whole needs. Pure."""
 
@@ -218,17 +231,13 @@ class PushHub:
 
     async def _receive(self) -> None:
         """The one receive loop; a layer error (Redis away) backs off and asks for a re-join."""
-        backoff = BACKOFF_MIN
+
+        def failed(exc: Exception, delay: float) -> None:
+            logger.warning("push hub could not receive (retrying in %.1fs): %s", delay, exc)
+            self._rejoin.set()
+
         while True:
-            try:
-                message = await self.layer.receive(self.channel)
-            except Exception as exc:
-                logger.warning("push hub could not receive (retrying in %.1fs): %s", backoff, exc)
-                self._rejoin.set()
-                await asyncio.sleep(backoff)
-                backoff = min(BACKOFF_MAX, backoff * 2)
-                continue
-            backoff = BACKOFF_MIN
+            message = await receive_retrying(self.layer, self.channel, failed)
             try:
                 self.route(message)
             except Exception:
