@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 import orjson
 
 from bench.stats import latency_summary
+from bridge.mqtt_codec import encode_connect, encode_publish
 
 TICK = 0.005  # pacing granularity: publish what is due every 5 ms
 
@@ -54,25 +54,14 @@ def message(ts_list: list[int], seq: int) -> bytes:
     return orjson.dumps([sample(ts, seq + i, t) for i, ts in enumerate(ts_list)])
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 class LeanPublisher:
     """MQTT 3.1.1, clean session, QoS 1 publishes written in bulk; PUBACKs read on a thread."""
 
     def __init__(self, host: str, port: int, client_id: str) -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        cid = client_id.encode()
-        # CONNECT: protocol "MQTT" level 4, clean session, keepalive 0 (the phase is short).
-        body = b"\x00\x04MQTT\x04\x02\x00\x00" + struct.pack("!H", len(cid)) + cid
-        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        # MQTT 3.1.1, clean session, keepalive 0 (the phase is short); packets by the bridge's own codec.
+        self.sock.sendall(encode_connect(client_id=client_id, v5=False, keepalive=0, clean=True))
         connack = self._read_exact(4)
         if connack[0] != 0x20 or connack[3] != 0:
             raise ConnectionError(f"broker refused the publisher: CONNACK {connack.hex()}")
@@ -128,9 +117,7 @@ class LeanPublisher:
                         break
                 mid = self._next
                 self.started[mid] = now
-                body_len = 2 + len(topic) + 2 + len(payload)
-                out.append(b"\x32" + _varint(body_len) + struct.pack("!H", len(topic)) + topic
-                           + struct.pack("!H", mid) + payload)
+                out.append(encode_publish(topic, payload, qos=1, mid=mid, v5=False))
         self.sock.sendall(b"".join(out))
 
     def close(self) -> None:
