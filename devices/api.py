@@ -15,7 +15,7 @@ from ninja.security import HttpBearer, SessionAuth
 from pydantic.json_schema import SkipJsonSchema
 
 from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, GatewayError, NotAuthorized, PayloadInvalid
-from devices.selectors import token_user
+from devices.selectors import token_lookup
 from protocols.ratelimit import RateLimited
 
 logger = logging.getLogger("iotgw.api")
@@ -25,10 +25,12 @@ class BearerToken(HttpBearer):
     """`Authorization: Bearer <API token>`."""
 
     def authenticate(self, request: HttpRequest, token: str):
-        user = token_user(token)
-        if user is not None:
-            request.user = user
-        return user
+        found = token_lookup(token)
+        if found is None:
+            return None
+        request.user = found.user
+        request.api_token_id = found.pk  # what a WebSocket ticket fetched with it remembers
+        return found.user
 
 
 class SessionCookie(SessionAuth):
@@ -180,3 +182,4 @@ from devices import api_devices  # noqa: E402
 
 api.add_router("/", api_devices.router)
 api.add_router("/", "devices.api_commands.router")
+api.add_router("/", "devices.api_tickets.router")
