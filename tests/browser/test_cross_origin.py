@@ -9,8 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browser.test_dashboard import CHROMIUM, need_chromium
-
 pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 # The whole front-end: what a single-page app on another origin would do with the gateway.
@@ -76,18 +74,6 @@ def other_front_end(tmp_path_factory) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def chromium():
-    need_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
 
 
 def test_a_front_end_on_another_origin_uses_the_api_and_the_socket(stack, people, front_end, other_front_end,
