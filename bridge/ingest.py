@@ -147,8 +147,8 @@ class Ingestor:
         """Store, ack after the commit, then push."""
         push = PushBatch()
         outcome = await self._store(items, received_at) if items else IngestOutcome()
-        if items:
-            self._stats.observe_latency((timezone.now() - received_at).total_seconds())
+        if outcome.accepted:
+            self._stats.observe_latency((timezone.now() - received_at).total_seconds(), count=len(outcome.accepted))
         if responses:
             await self._responses(responses, push)
         self._ack(batch)

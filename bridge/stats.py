@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from bisect import bisect_left
+from collections import Counter
 
 logger = logging.getLogger("iotgw.bridge")
 
-LATENCY_WINDOW = 60.0
+# Upper bounds (seconds) of the ingest latency histogram: 1 ms to 10 s, about three per decade.
+# Fixed, so the buckets of every bridge line up and Prometheus can add them across bridges.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class BridgeStats:
@@ -20,8 +23,9 @@ class BridgeStats:
         self._log_interval = log_interval
         self._last_log: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
-        # (when, seconds) of recent batches, receive → commit; bounded, and read over LATENCY_WINDOW.
-        self._latency: deque[tuple[float, float]] = deque(maxlen=4096)
+        # Messages by receive → commit time, one count per bucket of LATENCY_BUCKETS (the last is +Inf).
+        self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._latency_sum = 0.0
 
     def reject(self, *, source: str, reason: str, message: str) -> None:
         """Count a rejected message and log it, at most once per interval per source."""
@@ -37,19 +41,19 @@ class BridgeStats:
         suffix = f" (+{more} more suppressed)" if more else ""
         logger.warning("rejected message from %s: %s: %s%s", source, reason, message, suffix)
 
-    def observe_latency(self, seconds: float) -> None:
-        """Record how long a batch took from receipt to commit."""
-        self._latency.append((time.monotonic(), seconds))
+    def observe_latency(self, seconds: float, *, count: int = 1) -> None:
+        """Count `count` messages that took `seconds` from receipt to commit (a batch shares one time)."""
+        self._latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += count
+        self._latency_sum += seconds * count
 
-    def latency(self) -> dict[str, float]:
-        """p50 and p99 of receive → commit over the last LATENCY_WINDOW seconds (empty when idle)."""
-        since = time.monotonic() - LATENCY_WINDOW
-        values = sorted(s for at, s in self._latency if at >= since)
-        if not values:
-            return {}
-        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-        return {"p50": pick(0.50), "p99": pick(0.99), "count": len(values)}
+    def latency_histogram(self) -> dict[str, list | float]:
+        """Cumulative counts per upper bound (the last is +Inf) and the sum, as Prometheus wants them."""
+        cumulative, total = [], 0
+        for n in self._latency_counts:
+            total += n
+            cumulative.append(total)
+        return {"le": list(LATENCY_BUCKETS), "counts": cumulative, "sum": self._latency_sum}
 
     def snapshot(self) -> dict[str, object]:
         """A JSON-ready copy of the counters."""
-        return {**self.counts, "rejected": dict(self.rejected), "latency": self.latency()}
+        return {**self.counts, "rejected": dict(self.rejected), "latency": self.latency_histogram()}

@@ -8,10 +8,12 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from ninja import Field, Router, Schema, Status
 
 from bridge.commands import command_announce
+from devices.api import errors
 from devices.exceptions import CommandUnknown, DeviceUnknown, NotAuthorized
 from devices.models import Command
 from devices.selectors import command_get, command_state
@@ -69,23 +71,26 @@ def _hidden_as(missing: type[DeviceUnknown], what: str) -> Iterator[None]:
         raise missing(f"no such {what}") from None
 
 
-@router.post("/devices/{device_id}/commands", response={202: CommandOut})
-def issue(request: HttpRequest, device_id: str, body: CommandIn):
+@router.post("/devices/{device_id}/commands", response={202: CommandOut, **errors(400, 401, 403, 404, 413)},
+             openapi_extra={"responses": {202: {"headers": {"Location": {
+                 "description": "the command's URL: follow its lifecycle there", "schema": {"type": "string"}}}}}})
+def issue(request: HttpRequest, response: HttpResponse, device_id: str, body: CommandIn):
     """Issue a command: stored `queued`, then published as soon as the device is online."""
     with _hidden_as(DeviceUnknown, f"device: {device_id}"):
         command = command_issue(user=request.user, device_id=device_id, **body.dict())
     _announce(command)
-    return 202, command_state(command)
+    response["Location"] = reverse("api:command_detail", kwargs={"command_id": str(command.id)})
+    return Status(202, command_state(command))
 
 
-@router.get("/commands/{command_id}", response=CommandOut)
+@router.get("/commands/{command_id}", response={200: CommandOut, **errors(401, 404)}, url_name="command_detail")
 def read(request: HttpRequest, command_id: str):
     """One command and its lifecycle, every transition with its time."""
     with _hidden_as(CommandUnknown, f"command: {command_id[:80]}"):
         return command_state(command_get(user=request.user, command_id=command_id))
 
 
-@router.post("/commands/{command_id}/cancel", response=CommandOut)
+@router.post("/commands/{command_id}/cancel", response={200: CommandOut, **errors(401, 403, 404, 409)})
 def cancel(request: HttpRequest, command_id: str):
     """Cancel a command still `queued`; 409 once it is on its way or finished."""
     with _hidden_as(CommandUnknown, f"command: {command_id[:80]}"):

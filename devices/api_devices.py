@@ -13,15 +13,17 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils import timezone
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError
 
 from bridge.push import PushBatch, push_send
 from devices import metrics
-from devices.exceptions import DeviceDisabled, DeviceUnknown, NotAuthorized, PayloadInvalid
-from devices.selectors import device_secret_ok, device_state, devices_visible_to, telemetry_history
+from devices.api import errors
+from devices.exceptions import DeviceUnknown, NotAuthorized, PayloadInvalid
+from devices.selectors import device_secret_ok, device_state, devices_page, devices_visible_to, telemetry_history
 from devices.services import Inbound, device_register, telemetry_ingest
 from protocols.payloads import METRIC_RE, parse_samples, parse_ts
 from protocols.ratelimit import BucketMap, RateLimited
@@ -32,6 +34,7 @@ logger = logging.getLogger("iotgw.api")
 router = Router(tags=["devices"])
 
 MAX_HISTORY = 10_000
+MAX_DEVICES_PAGE = 10_000
 
 
 class DeviceOut(Schema):
@@ -75,12 +78,14 @@ class HistoryQuery(Schema):
     limit: int = Field(1000, ge=1, le=MAX_HISTORY)
 
 
+class DeviceListQuery(Schema):
+    limit: int = Field(1000, ge=1, le=MAX_DEVICES_PAGE, description="devices per page")
+    after: str | None = Field(None, max_length=64, description="exclusive: the last id of the previous page "
+                                                             "(see the `Link` header)")
+
+
 class Ingested(Schema):
     accepted: int
-
-
-class Error(Schema):
-    error: dict[str, str]
 
 
 def _out(device) -> dict[str, Any]:
@@ -95,14 +100,28 @@ def _visible(request: HttpRequest, device_id: str):
     return device
 
 
-@router.get("/devices", response=list[DeviceOut], summary="Devices the caller may see")
-def device_list(request: HttpRequest):
-    return [_out(d) for d in devices_visible_to(request.auth)]
+_LINK_HEADER = {"Link": {"description": 'the next page, when there is one: `<URL>; rel="next"` (RFC 8288)',
+                        "schema": {"type": "string"}}}
 
 
-@router.post("/devices", response={201: DeviceCreated, 400: Error, 403: Error, 409: Error},
+@router.get("/devices", response={200: list[DeviceOut], **errors(400, 401)},
+            openapi_extra={"responses": {200: {"headers": _LINK_HEADER}}},
+            summary="Devices the caller may see, ordered by id, in pages")
+def device_list(request: HttpRequest, response: HttpResponse, q: Query[DeviceListQuery]):
+    """The body stays a plain list (as before paging); the next page's URL is in the `Link` header."""
+    devices = devices_page(user=request.auth, after=q.after, limit=q.limit)
+    if len(devices) > q.limit:
+        devices = devices[: q.limit]
+        query = urlencode({"limit": q.limit, "after": devices[-1].id})
+        response["Link"] = f'<{request.path}?{query}>; rel="next"'
+    return [_out(d) for d in devices]
+
+
+@router.post("/devices", response={201: DeviceCreated, **errors(400, 401, 403, 409, 413)},
+             openapi_extra={"responses": {201: {"headers": {"Location": {
+                 "description": "the new device's URL", "schema": {"type": "string"}}}}}},
              summary="Register a device (staff); the secret is shown once")
-def device_create(request: HttpRequest, body: DeviceIn):
+def device_create(request: HttpRequest, response: HttpResponse, body: DeviceIn):
     if not request.auth.is_staff:
         raise NotAuthorized("only staff may register devices")
     owner = request.auth
@@ -111,10 +130,12 @@ def device_create(request: HttpRequest, body: DeviceIn):
         if owner is None:
             raise PayloadInvalid("bad_request", f"no user named {body.owner!r}")
     device, secret = device_register(device_id=body.id, name=body.name, owner=owner, groups=body.groups)
-    return 201, {**_out(device), "mqtt_username": device.id, "secret": secret}
+    response["Location"] = reverse("api:device_detail", kwargs={"device_id": device.id})
+    return Status(201, {**_out(device), "mqtt_username": device.id, "secret": secret})
 
 
-@router.get("/devices/{device_id}", response={200: DeviceOut, 404: Error}, summary="One device")
+@router.get("/devices/{device_id}", response={200: DeviceOut, **errors(401, 404)}, url_name="device_detail",
+            summary="One device")
 def device_detail(request: HttpRequest, device_id: str):
     return _out(_visible(request, device_id))
 
@@ -128,7 +149,7 @@ def _time(name: str, value: str | None) -> datetime | None:
         raise PayloadInvalid("bad_request", f"{name} must be ISO-8601 with an offset, or epoch milliseconds") from None
 
 
-@router.get("/devices/{device_id}/telemetry", response={200: TelemetryPage, 400: Error, 404: Error},
+@router.get("/devices/{device_id}/telemetry", response={200: TelemetryPage, **errors(400, 401, 404)},
             summary="History, ordered by ts, in pages")
 def device_telemetry(request: HttpRequest, device_id: str, q: Query[HistoryQuery]):
     _visible(request, device_id)
@@ -190,6 +211,7 @@ _SAMPLE_SCHEMA = {
     "additionalProperties": {"type": ["number", "boolean", "string", "null"]},
 }
 _INGEST_OPENAPI = {
+    "security": [{"DeviceBasic": []}, {"DeviceSecret": []}],
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "oneOf": [_SAMPLE_SCHEMA, {"type": "array", "minItems": 1, "items": _SAMPLE_SCHEMA}]}}}},
     "description": "Device credentials, not an API token: `Authorization: Basic base64(id:secret)` or "
@@ -198,7 +220,7 @@ _INGEST_OPENAPI = {
 
 
 @router.post("/ingest/{device_id}/telemetry", auth=None, tags=["ingest"], openapi_extra=_INGEST_OPENAPI,
-             response={200: Ingested, 400: Error, 401: Error, 403: Error, 413: Error, 429: Error},
+             response={200: Ingested, **errors(400, 401, 413, 429)},
              summary="Telemetry over HTTP, with the device's own credentials (Basic id:secret, or Bearer secret)")
 def ingest_telemetry(request: HttpRequest, device_id: str):
     try:
@@ -215,7 +237,8 @@ def _ingest(request: HttpRequest, device_id: str) -> dict[str, int]:
         raise DeviceCredentialsInvalid()
     if not _rate_ok(device_id):
         metrics.http_rejected.labels(reason="rate_limited").inc()
-        raise RateLimited(f"device {device_id} sends faster than {settings.IOTGW_HTTP_INGEST_RATE:g} requests/s")
+        raise RateLimited(f"device {device_id} sends faster than {settings.IOTGW_HTTP_INGEST_RATE:g} requests/s",
+                          retry_after=_ingest_buckets.wait(device_id))
     max_bytes = settings.IOTGW_MAX_PAYLOAD
     try:
         declared = int(request.headers.get("Content-Length") or 0)
@@ -226,9 +249,9 @@ def _ingest(request: HttpRequest, device_id: str) -> dict[str, int]:
     received_at = timezone.now()
     samples = parse_samples(request.body, received_at=received_at, max_bytes=max_bytes)
     outcome = telemetry_ingest(items=[Inbound(device_id=device_id, samples=samples)], received_at=received_at)
-    if outcome.rejected:
+    if outcome.rejected:  # disabled or deleted since its credentials were checked: the same 401 as then
         metrics.http_rejected.labels(reason=outcome.rejected[0]).inc()
-        raise DeviceDisabled(f"device {device_id} is {outcome.rejected[0].replace('_', ' ')}")
+        raise DeviceCredentialsInvalid()
     metrics.http_samples_ingested.inc(len(samples))
     _push(device_id, samples, outcome.status_changes)
     return {"accepted": len(samples)}

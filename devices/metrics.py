@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 from prometheus_client import REGISTRY, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from devices.models import BridgeHeartbeat
 
@@ -36,9 +37,9 @@ class BridgeCollector:
         )
         connected = GaugeMetricFamily("iotgw_bridge_connected", "1 when the bridge holds a broker connection",
                                       labels=["bridge"])
-        latency = GaugeMetricFamily("iotgw_ingest_latency_seconds",
-                                    "Receive → commit time of the bridge's batches over the last minute",
-                                    labels=["bridge", "quantile"])
+        latency = HistogramMetricFamily("iotgw_ingest_latency_seconds",
+                                        "Receive → commit time of the device messages a bridge stored",
+                                        labels=["bridge"])
         since = timezone.now() - BRIDGE_STALE_AFTER
         for beat in BridgeHeartbeat.objects.filter(beat_at__gte=since):
             counters = beat.counters
@@ -47,9 +48,11 @@ class BridgeCollector:
             for reason, count in counters.get("rejected", {}).items():
                 rejected.add_metric([beat.client_id, reason], count)
             connected.add_metric([beat.client_id], 1 if beat.connected else 0)
-            for quantile, key in (("0.5", "p50"), ("0.99", "p99")):
-                if key in counters.get("latency", {}):
-                    latency.add_metric([beat.client_id, quantile], counters["latency"][key])
+            histogram = counters.get("latency", {})
+            if "counts" in histogram:  # a bridge of an older version sent quantiles instead
+                bounds = [*(floatToGoString(le) for le in histogram["le"]), "+Inf"]
+                latency.add_metric([beat.client_id], list(zip(bounds, histogram["counts"], strict=True)),
+                                   sum_value=histogram["sum"])
         yield from (received, stored, rejected, connected, latency)
 
 

@@ -123,3 +123,17 @@ class Command(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} → {self.device_id} ({self.status})"
+
+
+class WsTicket(models.Model):
+    """A short-lived, single-use credential for opening a dashboard WebSocket; only its SHA-256 is stored.
+
+    It remembers the token or session it was fetched with, so revoking that token
+    or logging out of that session closes the sockets it opened.
+    """
+
+    key_hash = models.CharField(primary_key=True, max_length=64)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    session_key = models.CharField(max_length=40, blank=True)
+    expires_at = models.DateTimeField(db_index=True)

@@ -30,6 +30,14 @@ def devices_visible_to(user: AbstractBaseUser) -> QuerySet[Device]:
     return Device.objects.filter(Q(owner=user) | Q(groups__in=user.groups.all())).distinct()
 
 
+def devices_page(*, user: AbstractBaseUser, after: str | None, limit: int) -> list[Device]:
+    """Up to `limit` + 1 visible devices ordered by id, after `after` (the one extra says a next page exists)."""
+    qs = devices_visible_to(user).order_by("pk")
+    if after is not None:
+        qs = qs.filter(pk__gt=after)
+    return list(qs[: limit + 1])
+
+
 def device_ids_visible_to(user: AbstractBaseUser, wanted: Iterable[str] | None = None) -> set[str]:
     """The ids among `wanted` (or all) that the user may see."""
     qs = devices_visible_to(user)

@@ -15,10 +15,13 @@ if os.path.basename(sys.argv[0]).startswith("daphne") and env.text("REDIS_URL") 
 
 from django.conf import settings  # noqa: E402
 
+from protocols.daphne_fixes import install_reason_phrases, install_websocket_denial  # noqa: E402
 from protocols.limits import install_frame_limit  # noqa: E402
 from protocols.routing import build_application  # noqa: E402
 
 install_frame_limit(settings.IOTGW_WS_MAX_FRAME)
+install_reason_phrases()
+install_websocket_denial()
 application = build_application()
 
 # Everything loaded so far lives as long as the process: keep it out of the collector's

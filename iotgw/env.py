@@ -43,6 +43,16 @@ def number(name: str, default: float) -> float:
         raise ValueError(f"Config '{name}' must be a number, got {value!r}") from None
 
 
+def origins(name: str) -> list[str]:
+    """A comma-separated list of web origins (`scheme://host[:port]`); anything else fails loudly."""
+    found = [item.strip().rstrip("/") for item in (text(name) or "").split(",") if item.strip()]
+    for origin in found:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise ValueError(f"Config '{name}' must list origins such as https://ops.example.com, got {origin!r}")
+    return found
+
+
 def require(name: str, why: str) -> str:
     """The variable's value; raises ConfigMissing naming it when unset."""
     value = text(name)

@@ -25,6 +25,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
+    # Listed so that /api/docs serves the Swagger UI django-ninja ships, not one from a CDN.
+    "ninja",
     "devices",
     "protocols",
 ]
@@ -32,6 +35,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outside the API's conventions, so its JSON errors carry CORS headers too.
+    "corsheaders.middleware.CorsMiddleware",
+    "devices.api_conventions.ApiConventionsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -128,6 +134,15 @@ WHITENOISE_USE_FINDERS = DEBUG
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
+# Front-ends on other origins that may call the API (django-cors-headers), e.g. "https://ops.example.com".
+# They authenticate with a bearer token, not the session cookie (no credentialed CORS), and open the
+# dashboard socket with a ticket from POST /api/ws-ticket.
+CORS_ALLOWED_ORIGINS = env.origins("IOTGW_CORS_ORIGINS")
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_CREDENTIALS = False
+CORS_EXPOSE_HEADERS = ["Location", "Link", "Retry-After", "WWW-Authenticate"]
+CORS_PREFLIGHT_MAX_AGE = 3600
+
 # --- iotgw --------------------------------------------------------------------
 
 MQTT_URL = env.text("MQTT_URL")
@@ -172,6 +187,8 @@ IOTGW_WS_INBOX = int(env.number("IOTGW_WS_INBOX", 256))
 # How often a web process re-joins the push groups it needs: they vanish when Redis restarts
 # without persistence (a receive error also triggers a re-join, after a back-off).
 IOTGW_PUSH_REJOIN_SECONDS = env.number("IOTGW_PUSH_REJOIN_SECONDS", 30.0)
+# How long a WebSocket ticket (POST /api/ws-ticket) may wait to be used; it works once.
+IOTGW_WS_TICKET_SECONDS = env.number("IOTGW_WS_TICKET_SECONDS", 30.0)
 # How often an open socket re-checks that its token, session and user are still valid.
 IOTGW_WS_RECHECK_SECONDS = env.number("IOTGW_WS_RECHECK_SECONDS", 30.0)
 # HTTP ingest requests per second per device (429 past the burst), in each web process.

@@ -22,6 +22,3 @@ urlpatterns = [
     path("mqtt/acl", broker_auth.mqtt_acl),
     path("mqtt/superuser", broker_auth.mqtt_superuser),
 ]
-
-# With DEBUG off, an unknown /api/ path answers in the API's error shape.
-handler404 = "devices.api.page_not_found"

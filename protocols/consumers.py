@@ -101,10 +101,16 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         groups = [user_group(user.pk)]
         if self.scope.get("token_id") is not None:
             groups.append(token_group(self.scope["token_id"]))
-        session = self.scope.get("session")
-        if self.scope.get("auth") == "session" and session is not None and session.session_key:
-            groups.append(session_group(session.session_key))
+        if self._session_key():
+            groups.append(session_group(self._session_key()))
         return groups
+
+    def _session_key(self) -> str | None:
+        """The session this socket stands on: its cookie's, or the one its ticket was fetched with."""
+        if self.scope.get("auth") == "ticket":
+            return self.scope.get("ticket_session_key")
+        session = self.scope.get("session")
+        return session.session_key if self.scope.get("auth") == "session" and session is not None else None
 
     async def disconnect(self, code: int) -> None:
         """Leave every group this socket joined."""
@@ -135,7 +141,6 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def _recheck_credentials(self) -> None:
         """The layer may lose a revocation message: re-read the credentials now and then."""
-        session = self.scope.get("session")
         check = database_sync_to_async(socket_credentials_valid)
         while True:
             # Jittered: sockets opened together (a dashboard reload, a reconnect storm) would
@@ -143,7 +148,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(settings.IOTGW_WS_RECHECK_SECONDS * random.uniform(0.75, 1.25))
             try:
                 valid = await check(user_id=self.scope["user"].pk, token_id=self.scope.get("token_id"),
-                                    session_key=session.session_key if self.scope.get("auth") == "session" else None)
+                                    session_key=self._session_key())
             except Exception as exc:  # a database hiccup is not a revocation
                 logger.warning("could not re-check socket credentials: %s", exc)
                 continue

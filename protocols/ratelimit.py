@@ -8,9 +8,13 @@ from devices.exceptions import GatewayError
 
 
 class RateLimited(GatewayError):
-    """The caller sends faster than its rate limit allows."""
+    """The caller sends faster than its rate limit allows; `retry_after` is when it may again, in seconds."""
 
     code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TokenBucket:
@@ -34,6 +38,11 @@ class TokenBucket:
             return True
         return False
 
+    def wait(self) -> float:
+        """Seconds until take() can succeed (0 when it can now)."""
+        missing = 1 - min(self.burst, self.tokens + (time.monotonic() - self.stamp) * self.rate)
+        return max(0.0, missing / self.rate) if self.rate > 0 else float("inf")
+
 
 class BucketMap:
     """Buckets by key (e.g. device id), bounded so that many keys cannot exhaust memory."""
@@ -52,3 +61,8 @@ class BucketMap:
                 self._buckets.clear()
             bucket = self._buckets[key] = TokenBucket(rate=self.rate, burst=self.burst)
         return bucket.take()
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` may take again."""
+        bucket = self._buckets.get(key)
+        return 0.0 if bucket is None else bucket.wait()

@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
-from django.urls import path
+from django.urls import path, re_path
+
+from protocols.daphne_fixes import DENIAL
+
+logger = logging.getLogger("iotgw.ws")
+
+# Close code for a WebSocket to a path nothing serves, where the server cannot refuse with a 404.
+CLOSE_UNKNOWN_PATH = 4404
+
+
+async def unknown_path(scope, receive, send) -> None:
+    """Refuse a WebSocket to a path nothing serves: 404 at the handshake (no traceback, no 500)."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    logger.info("refused a WebSocket to %s: no such endpoint (the dashboard socket is /ws/dashboard/)",
+                scope["path"][:200])
+    if DENIAL in (scope.get("extensions") or {}):
+        await send({"type": "websocket.http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "websocket.http.response.body", "body": b"no WebSocket endpoint here"})
+    else:
+        await send({"type": "websocket.close", "code": CLOSE_UNKNOWN_PATH})
 
 
 def build_application() -> ProtocolTypeRouter:
@@ -18,9 +41,11 @@ def build_application() -> ProtocolTypeRouter:
     return ProtocolTypeRouter(
         {
             "http": http,
-            "websocket": BearerOrSessionAuthMiddleware(
-                URLRouter([path("ws/dashboard/", DashboardConsumer.as_asgi())])
-            ),
+            "websocket": URLRouter([
+                # Credentials are read (and a ticket spent) only on a path that serves a socket.
+                path("ws/dashboard/", BearerOrSessionAuthMiddleware(DashboardConsumer.as_asgi())),
+                re_path(r"", unknown_path),
+            ]),
             "channel": ChannelNameRouter({BRIDGE_CHANNEL: BridgeConsumer.as_asgi()}),
         }
     )
