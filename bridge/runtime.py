@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -50,6 +51,7 @@ class Bridge:
             ack=self._ack,
             max_batch=settings.IOTGW_MAX_BATCH,
             max_payload=settings.IOTGW_MAX_PAYLOAD,
+            max_skew=timedelta(seconds=settings.IOTGW_MAX_CLOCK_SKEW),
         )
         self.commands = CommandDispatcher(bridge=self)
         self.ingestor.on_responses = self.commands.on_responses

@@ -60,7 +60,7 @@ def device_state(device: Device) -> dict[str, Any]:
         "id": device.id,
         "name": device.name,
         "online": device.online,
-        "last_seen": device.last_seen.isoformat() if device.last_seen else None,
+        "last_seen": format_ts(device.last_seen) if device.last_seen else None,
         "latest": {name: m["value"] for name, m in device.latest.items()},
         "latest_ts": {name: m["ts"] for name, m in device.latest.items()},
     }
