@@ -122,6 +122,7 @@ class Bridge:
     async def _heartbeat(self) -> None:
         beat = in_db_thread(bridge_heartbeat)
         while True:
+            self.stats.flush()
             try:
                 await beat(client_id=self.client_id, connected=self.connected.is_set(), counters=self.stats.snapshot())
             except DatabaseError as exc:

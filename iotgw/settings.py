@@ -88,16 +88,17 @@ REDIS_URL = env.text("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's layer on a pool that waits for a free connection (iotgw.layers).
+            "BACKEND": "iotgw.layers.RedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 defaults socket_timeout to 5 s, the same as the
                 # layer's blocking-pop timeout: idle receivers then crash
                 # (django/channels_redis#422). Give reads room beyond it.
-                # Its pool also stops at 100 connections and then fails ("Too many connections")
-                # rather than wait: 100 dashboards reconnecting at once (two or three group_adds
-                # each) went past that. Redis allows 10000 clients.
+                # At most IOTGW_REDIS_POOL connections per process and event loop; a burst of
+                # group_adds (dashboards connecting) waits for one, up to `timeout` seconds,
+                # instead of opening ~1,000 that then stay open idle.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5,
-                           "max_connections": 1000}],
+                           "max_connections": int(env.number("IOTGW_REDIS_POOL", 50)), "timeout": 20}],
                 # Pushes are coalesced per batch, so a dashboard gets few, larger
                 # messages; this bounds how far a slow one may fall behind.
                 "capacity": 1000,
