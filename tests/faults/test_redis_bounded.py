@@ -57,14 +57,18 @@ def test_http_ingest_answers_at_once_with_redis_frozen_and_stores_the_sample_onc
 def test_a_redis_outage_logs_one_push_warning_per_interval(gateway, private_redis, registry):
     device_id, _ = registry.device("quiet")
     bridge = gateway.start_bridge()
+    offset = len(bridge.output())  # its log may hold an earlier run's lines
     private_redis.stop()
+    started = time.monotonic()
     device = MqttDevice(gateway.mqtt_url, device_id, will=False)
     for n in range(400):  # one at a time: each its own batch and push
         device.telemetry({"ts": 1767225600000 + n, "n": n})
-    wait_until(lambda: Telemetry.objects.filter(device_id=device_id).count() == 400, what="stored without Redis")
-    wait_until(lambda: "push to dashboards failed" in bridge.output(), what="the failure logged")
-    lines = re.findall(r"push to dashboards failed", bridge.output())
-    assert len(lines) <= 2, f"{len(lines)} lines for one outage"  # before: one per push (~100/s)
+    wait_until(lambda: Telemetry.objects.filter(device_id=device_id).count() == 400, timeout=60,
+               what="stored without Redis")
+    wait_until(lambda: "push to dashboards failed" in bridge.output()[offset:], what="the failure logged")
+    lines = re.findall(r"push to dashboards failed", bridge.output()[offset:])
+    allowed = 1 + int((time.monotonic() - started) // 10)  # one line per 10 s (before: one per push)
+    assert len(lines) <= allowed, f"{len(lines)} lines for one outage, {allowed} allowed"
     device.close()
 
 
