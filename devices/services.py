@@ -253,6 +253,11 @@ def bridge_heartbeat(*, client_id: str, connected: bool, counters: dict) -> None
     )
 
 
+def bridge_retire(*, client_id: str) -> bool:
+    """Forget a retired bridge's heartbeat (its session is gone); whether it had one."""
+    return BridgeHeartbeat.objects.filter(client_id=client_id).delete()[0] > 0
+
+
 # --- commands (SPEC §6) --------------------------------------------------------------
 
 COMMAND_FINAL = frozenset({Command.SUCCEEDED, Command.FAILED, Command.TIMED_OUT, Command.EXPIRED, Command.CANCELLED})
