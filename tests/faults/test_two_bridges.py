@@ -36,7 +36,7 @@ def readyz(web: str) -> tuple[int, dict]:
 
 
 def bridge_live(web: str, client_id: str) -> float | None:
-    found = re.search(r'^iotgw_bridge_live\{bridge="%s"\} (\S+)$' % re.escape(client_id),
+    found = re.search(r'^iotgw_bridge_live\{bridge="' + re.escape(client_id) + r'"\} (\S+)$',
                       http_get(web + "/metrics")[1].decode(), re.M)
     return found and float(found.group(1))
 
