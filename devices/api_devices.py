@@ -69,8 +69,8 @@ class TelemetryPage(Schema):
 
 
 class HistoryQuery(Schema):
-    since: str | None = Field(None, description="inclusive; ISO-8601 with offset, or epoch seconds (below 10^10) or milliseconds")
-    until: str | None = Field(None, description="exclusive; ISO-8601 with offset, or epoch seconds (below 10^10) or milliseconds")
+    since: str | None = Field(None, description="inclusive; ISO-8601 with offset, or epoch s (below 10^10) or ms")
+    until: str | None = Field(None, description="exclusive; ISO-8601 with offset, or epoch s (below 10^10) or ms")
     after: str | None = Field(None, description="exclusive lower bound, for paging (see `next`)")
     metric: str | None = Field(None, description="only samples that carry this metric, and only its value")
     limit: int = Field(1000, ge=1, le=MAX_HISTORY)
@@ -187,7 +187,8 @@ def _rate_ok(device_id: str) -> bool:
 
 _SAMPLE_SCHEMA = {
     "type": "object",
-    "description": "optional `ts` (ISO-8601 with offset, or epoch seconds below 10^10, else epoch ms; from 1970 to IOTGW_MAX_CLOCK_SKEW ahead) and one or more metrics",
+    "description": "optional `ts` (ISO-8601 with offset, or epoch seconds below 10^10, else epoch ms; "
+                   "from 1970 to IOTGW_MAX_CLOCK_SKEW ahead) and one or more metrics",
     "additionalProperties": {"type": ["number", "boolean", "string", "null"]},
 }
 _INGEST_OPENAPI = {
