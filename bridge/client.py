@@ -41,8 +41,21 @@ class BrokerConfig:
         )
 
 
-def subscriptions(config: BrokerConfig, share_group: str) -> list[tuple[str, int]]:
-    """(topic filter, QoS) of the device topics, shared among bridges on v5 (each message goes to one of them)."""
-    if config.protocol == 5:
-        return [(f"$share/{share_group}/{t}", 1) for t in INBOUND_TOPICS]
-    return [(t, 1) for t in INBOUND_TOPICS]
+# SUBSCRIBE options (MQTT v5 §3.8.3.1): the maximum QoS in bits 0-1, No Local in bit 2.
+QOS1 = 0x01
+NO_LOCAL = 0x04
+
+
+def subscriptions(config: BrokerConfig, share_group: str | None) -> list[tuple[str, int]]:
+    """(topic filter, SUBSCRIBE options) of the device topics.
+
+    With a share group (several bridges, MQTT v5) the bridges share `$share/<group>/devices/#`,
+    so each message goes to one of them. Without one (a single bridge, the default) the bridge
+    subscribes to `devices/#` itself: Mosquitto 2.0 persists a plain subscription with the
+    session and restores it after a restart, but not a shared one, so what devices publish
+    between a broker restart and the bridge's return is queued for it instead of discarded.
+    A plain v5 subscription also sets No Local: the bridge's own command publishes stay away.
+    """
+    if config.protocol == 5 and share_group:
+        return [(f"$share/{share_group}/{t}", QOS1) for t in INBOUND_TOPICS]
+    return [(t, QOS1 | (NO_LOCAL if config.protocol == 5 else 0)) for t in INBOUND_TOPICS]

@@ -6,7 +6,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -14,11 +15,19 @@ from django.utils import timezone
 
 from bridge.db import in_db_thread
 from bridge.mqtt_codec import Raw
-from bridge.push import PushBatch, push_send
+from bridge.push import FailureLog, PushBatch, push_send
 from bridge.stats import BridgeStats
 from devices.exceptions import PayloadInvalid
 from devices.services import Inbound, IngestOutcome, telemetry_ingest
-from protocols.payloads import COMMANDS, STATUS, TELEMETRY, parse_samples, parse_status, parse_topic
+from protocols.payloads import (
+    COMMAND_RESPONSE,
+    DEFAULT_MAX_SKEW,
+    STATUS,
+    TELEMETRY,
+    parse_samples,
+    parse_status,
+    parse_topic,
+)
 
 logger = logging.getLogger("iotgw.bridge")
 
@@ -32,6 +41,14 @@ PUSH_BACKLOG = 50_000
 ResponseHandler = Callable[[list[tuple[str, bytes]], PushBatch], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class Decoded:
+    """A batch after parsing: per message, the item to store or the response to apply (neither: rejected)."""
+
+    received_at: datetime
+    entries: list[tuple[Raw, Inbound | None, tuple[str, bytes] | None]]
+
+
 class Ingestor:
     """Drains the MQTT client's messages in batches on the bridge's event loop."""
 
@@ -43,6 +60,7 @@ class Ingestor:
         ack: Callable[[list[Raw]], None],
         max_batch: int,
         max_payload: int,
+        max_skew: timedelta = DEFAULT_MAX_SKEW,
         on_responses: ResponseHandler | None = None,
     ) -> None:
         self._layer = layer
@@ -50,15 +68,19 @@ class Ingestor:
         self._ack = ack
         self._max_batch = max_batch
         self._max_payload = max_payload
+        self._max_skew = max_skew
         self.on_responses = on_responses
         # Told the ids of devices that just came online, so commands waiting for them go out.
         self.on_online: Callable[[list[str]], None] | None = None
         self._inbox: deque[Raw] = deque()
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while nothing is waiting, decoding or committing
+        self._idle.set()
         self._push_task: asyncio.Task | None = None
         self._next_push: PushBatch | None = None
         self._push_interval = settings.IOTGW_PUSH_INTERVAL
         self._push_now = asyncio.Event()  # set for an urgent push: the pusher stops waiting out the interval
+        self._push_failures = FailureLog("push to dashboards failed")
         self._commit = in_db_thread(telemetry_ingest)
 
     def offer_many(self, raws: list[Raw]) -> None:
@@ -67,8 +89,14 @@ class Ingestor:
             kept = [raw for raw in raws if raw.qos]
             self._stats.counts["dropped_qos0"] += len(raws) - len(kept)
             raws = kept
-        self._inbox.extend(raws)
-        self._wake.set()
+        if raws:
+            self._inbox.extend(raws)
+            self._idle.clear()
+            self._wake.set()
+
+    async def idle(self) -> None:
+        """Return once everything offered so far is stored (or rejected) and acknowledged."""
+        await self._idle.wait()
 
     async def run(self) -> None:
         """Process batches until cancelled."""
@@ -79,79 +107,88 @@ class Ingestor:
             # this loop while batch N commits in the database thread. Otherwise a batch is what
             # arrived during the previous commit (fewer, larger commits). Commits, acks and pushes
             # happen one batch after the other either way.
-            committing: tuple[asyncio.Task, list[Raw]] | None = None
+            committing: tuple[asyncio.Task, Decoded] | None = None
             while self._inbox or committing:
                 if committing and len(self._inbox) < self._max_batch:
                     await self._settle(*committing)
                     committing = None
                     continue
                 batch = [self._inbox.popleft() for _ in range(min(len(self._inbox), self._max_batch))]
-                try:
-                    decoded = self._decode(batch)
-                except Exception:
-                    logger.exception("decoding a batch of %d failed; retrying message by message", len(batch))
-                    decoded = None
+                decoded = self._decode(batch)
                 if committing:
                     await self._settle(*committing)
-                    committing = None
-                if decoded is None:
-                    await self._isolate(batch)
-                    continue
-                committing = (asyncio.ensure_future(self._finish(batch, *decoded)), batch)
+                committing = (asyncio.ensure_future(self._finish(decoded)), decoded)
+            if not self._inbox:
+                self._idle.set()
 
-    async def _settle(self, task: asyncio.Task, batch: list[Raw]) -> None:
+    async def _settle(self, task: asyncio.Task, decoded: Decoded) -> None:
         try:
             await task
         except Exception:
-            logger.exception("batch of %d failed; retrying message by message", len(batch))
-            await self._isolate(batch)
+            logger.exception("batch of %d failed; isolating the messages that break it", len(decoded.entries))
+            await self._bisect(decoded)
 
-    async def _isolate(self, batch: list[Raw]) -> None:
-        """After an unexpected failure, find the one message that breaks and reject only it."""
-        for raw in batch:
+    async def _bisect(self, decoded: Decoded) -> None:
+        """After an unexpected failure, halve the batch until the messages that break it stand alone.
+
+        Each half commits on its own, so k bad messages among n cost O(k log n) transactions, not n;
+        a message that fails alone is rejected (`internal_error`) and acknowledged.
+        """
+        entries = decoded.entries
+        if len(entries) == 1:
+            raw = entries[0][0]
+            self._stats.reject(source=_source(raw.topic), reason="internal_error", message="the database refused it")
+            self._ack([raw])
+            return
+        middle = len(entries) // 2
+        for half in (entries[:middle], entries[middle:]):
+            part = Decoded(decoded.received_at, half)
             try:
-                await self.process([raw])
-            except Exception as exc:
-                self._stats.reject(source=raw.topic, reason="internal_error", message=repr(exc)[:200])
-                self._ack([raw])
+                await self._finish(part)
+            except Exception:
+                await self._bisect(part)
 
     async def process(self, batch: list[Raw]) -> None:
         """Decode, store in one transaction, ack, then push; a bad message only rejects itself."""
-        await self._finish(batch, *self._decode(batch))
+        await self._finish(self._decode(batch))
 
-    def _decode(self, batch: list[Raw]) -> tuple[datetime, list[Inbound], list[tuple[str, bytes]]]:
+    def _decode(self, batch: list[Raw]) -> Decoded:
         """Parse topics and payloads; a message that breaks the rules is rejected and counted here."""
         received_at = timezone.now()
-        items: list[Inbound] = []
-        responses: list[tuple[str, bytes]] = []
+        entries: list[tuple[Raw, Inbound | None, tuple[str, bytes] | None]] = []
         for raw in batch:
+            item = response = None
             try:
                 device_id, kind = parse_topic(raw.topic)
                 if kind == TELEMETRY:
-                    samples = parse_samples(raw.payload, received_at=received_at, max_bytes=self._max_payload)
-                    items.append(Inbound(device_id=device_id, samples=samples))
+                    samples = parse_samples(raw.payload, received_at=received_at, max_bytes=self._max_payload,
+                                            max_skew=self._max_skew)
+                    item = Inbound(device_id=device_id, samples=samples)
                 elif kind == STATUS:
-                    items.append(Inbound(device_id=device_id, online=parse_status(raw.payload)))
-                elif kind == COMMANDS:
-                    continue
-                else:
-                    responses.append((device_id, raw.payload))
+                    item = Inbound(device_id=device_id, online=parse_status(raw.payload))
+                elif kind == COMMAND_RESPONSE:
+                    response = (device_id, raw.payload)
             except PayloadInvalid as exc:
-                self._stats.reject(source=raw.topic.split("/")[1] if "/" in raw.topic else raw.topic,
-                                   reason=exc.reason, message=str(exc))
+                self._stats.reject(source=_source(raw.topic), reason=exc.reason, message=str(exc))
+            except Exception as exc:  # a parser bug rejects its message, not the batch
+                logger.exception("decoding a message on %s failed", raw.topic[:200])
+                self._stats.reject(source=_source(raw.topic), reason="internal_error", message=repr(exc)[:200])
+            entries.append((raw, item, response))
         self._stats.counts["received"] += len(batch)
-        return received_at, items, responses
+        return Decoded(received_at, entries)
 
-    async def _finish(self, batch: list[Raw], received_at: datetime, items: list[Inbound],
-                      responses: list[tuple[str, bytes]]) -> None:
+    async def _finish(self, decoded: Decoded) -> None:
         """Store, ack after the commit, then push."""
+        items = [item for _, item, _ in decoded.entries if item is not None]
+        responses = [response for _, _, response in decoded.entries if response is not None]
         push = PushBatch()
-        outcome = await self._store(items, received_at) if items else IngestOutcome()
+        outcome = await self._store(items, decoded.received_at) if items else IngestOutcome()
         if outcome.accepted:
-            self._stats.observe_latency((timezone.now() - received_at).total_seconds(), count=len(outcome.accepted))
+            self._stats.observe_latency((timezone.now() - decoded.received_at).total_seconds(),
+                                        count=len(outcome.accepted))
         if responses:
             await self._responses(responses, push)
-        self._ack(batch)
+        self._ack([raw for raw, _, _ in decoded.entries])
         self._collect(items, outcome, push)
         await self._push(push)
 
@@ -159,6 +196,7 @@ class Ingestor:
         """Commit with retries: while the database is away nothing is acked, so nothing is lost."""
         delay = 0.2
         while True:
+            self._stats.counts["transactions"] += 1
             try:
                 return await self._commit(items=items, received_at=received_at)
             except (OperationalError, InterfaceError) as exc:
@@ -179,10 +217,10 @@ class Ingestor:
             self._stats.reject(source=items[index].device_id, reason=reason, message=f"device {reason}")
         stored = 0
         for index in outcome.accepted:
-            item = items[index]
-            for sample in item.samples:
-                push.telemetry(item.device_id, sample.ts, sample.data)
-            stored += len(item.samples)
+            device_id, samples = items[index].device_id, outcome.samples.get(index, ())
+            for sample in samples:
+                push.telemetry(device_id, sample.ts, sample.data)
+            stored += len(samples)
         self._stats.counts["samples_stored"] += stored
         for device_id, online, ts in outcome.status_changes:
             push.status(device_id, online, ts)
@@ -230,6 +268,12 @@ class Ingestor:
         try:
             await push_send(self._layer, push)
             self._stats.counts["pushes"] += 1
+            self._push_failures.recovered()
         except Exception as exc:  # the layer is best-effort; storage already happened
             self._stats.counts["push_errors"] += 1
-            logger.warning("push to dashboards failed: %s", exc)
+            self._push_failures.failed(exc)
+
+
+def _source(topic: str) -> str:
+    """Who a rejection is logged under: the device id of a device topic, else the topic."""
+    return topic.split("/")[1] if "/" in topic else topic

@@ -47,6 +47,7 @@ from bridge.mqtt_codec import (
     encode_pubacks,
     encode_publish,
     encode_subscribe,
+    encode_unsubscribe,
     reason_name,
 )
 
@@ -104,6 +105,7 @@ class MqttClient:
         self._conn: _Connection | None = None  # the connection with a successful CONNACK, if any
         self._inflight: dict[int, tuple[asyncio.Future, int]] = {}  # our publishes awaiting their ack
         self._subscribing: dict[int, list[str]] = {}
+        self._unsubscribing: dict[int, asyncio.Future] = {}
         self._quota = MAX_IN_FLIGHT
         self._waiters: deque[asyncio.Future] = deque()
         self._next_mid = 0
@@ -171,6 +173,16 @@ class MqttClient:
             if self._inflight.get(mid, (None,))[0] is future:
                 del self._inflight[mid]
             self._release()
+
+    async def unsubscribe(self, topics: list[str]) -> None:
+        """UNSUBSCRIBE from topic filters on the current connection and wait for the UNSUBACK."""
+        if self._conn is None:
+            raise ConnectionError("not connected to the broker")
+        mid = self._allocate()
+        future = asyncio.get_running_loop().create_future()
+        self._unsubscribing[mid] = future
+        self._conn.transport.write(encode_unsubscribe(mid, topics, v5=self.v5))
+        await future
 
     def ack(self, raws: list[Raw]) -> None:
         """Acknowledge messages of the current connection: one write of PUBACKs (and PUBRECs for QoS 2)."""
@@ -259,6 +271,10 @@ class MqttClient:
                 future.set_exception(error)
             del self._inflight[mid]
         self._subscribing.clear()
+        for future in self._unsubscribing.values():
+            if not future.done():
+                future.set_exception(error)
+        self._unsubscribing.clear()
         self._release(all_waiters=True)
         if self.on_disconnect is not None and not self._stopping:
             self.on_disconnect(why)
@@ -281,7 +297,11 @@ class MqttClient:
                 code, text = decode_disconnect(body)
                 logger.warning("broker sent DISCONNECT: %s%s", reason_name(code), f" ({text})" if text else "")
                 conn.transport.close()
-            elif kind != UNSUBACK:
+            elif kind == UNSUBACK:
+                future = self._unsubscribing.pop(decode_ack(body)[0], None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+            else:
                 raise ProtocolError(f"unexpected packet type {kind}")
 
     def _publish_acked(self, conn: _Connection, kind: int, mid: int, reason: int) -> None:
@@ -314,7 +334,7 @@ class MqttClient:
         mid = self._next_mid
         while True:
             mid = mid % 65535 + 1
-            if mid not in self._inflight and mid not in self._subscribing:
+            if mid not in self._inflight and mid not in self._subscribing and mid not in self._unsubscribing:
                 self._next_mid = mid
                 return mid
 

@@ -130,11 +130,19 @@ def encode_connect(*, client_id: str, v5: bool, keepalive: int, clean: bool = Fa
 
 
 def encode_subscribe(mid: int, topics: list[tuple[str, int]], *, v5: bool) -> bytes:
-    """SUBSCRIBE to (filter, maximum QoS) pairs; v5 options other than the QoS are left at 0."""
+    """SUBSCRIBE to (filter, options) pairs: the maximum QoS, plus v5 option bits (No Local …) on v5."""
     body = mid.to_bytes(2, "big") + (b"\x00" if v5 else b"")
-    for topic, qos in topics:
-        body += _string(topic) + bytes((qos,))
+    for topic, options in topics:
+        body += _string(topic) + bytes((options if v5 else options & 0x03,))
     return _packet(0x82, body)
+
+
+def encode_unsubscribe(mid: int, topics: list[str], *, v5: bool) -> bytes:
+    """UNSUBSCRIBE from topic filters."""
+    body = mid.to_bytes(2, "big") + (b"\x00" if v5 else b"")
+    for topic in topics:
+        body += _string(topic)
+    return _packet(0xA2, body)
 
 
 def encode_publish(topic: str, payload: bytes, *, qos: int, mid: int = 0, v5: bool, retain: bool = False,

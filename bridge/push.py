@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import time
 import zlib
 from collections import defaultdict
 from datetime import datetime
@@ -11,6 +14,8 @@ from typing import Any
 from django.conf import settings
 
 from protocols.wire import status_frame, telemetry_fragment
+
+logger = logging.getLogger("iotgw.push")
 
 GROUP_PREFIX = "iotgw.devices."
 PUSH_TYPE = "gateway.push"
@@ -94,14 +99,50 @@ class PushBatch:
         return bool(self._buckets)
 
 
-async def push_send(layer: Any, batch: PushBatch) -> None:
-    """Send a batch's messages, the buckets concurrently (each is a Redis round trip or two).
+# A push that has not gone out by then is given up: with Redis frozen, a group_send would otherwise wait out
+# the socket timeout (30 s), and the pushes behind it would hold ingest back.
+PUSH_TIMEOUT = 2.0
+
+
+async def push_send(layer: Any, batch: PushBatch, *, timeout: float = PUSH_TIMEOUT) -> None:
+    """Send a batch's messages, the buckets concurrently (each is a Redis round trip or two), within `timeout`.
 
     The layer is lossy, so a failure here is logged, not retried; buckets hold
     disjoint devices, so their order relative to each other does not matter.
     """
-    results = await asyncio.gather(*(layer.group_send(group, message) for group, message in batch.messages()),
-                                   return_exceptions=True)
+    async with asyncio.timeout(timeout):
+        results = await asyncio.gather(*(layer.group_send(group, message) for group, message in batch.messages()),
+                                       return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+class FailureLog:
+    """A warning for a failure that repeats (Redis away): one line per `interval`, saying how many it stands for."""
+
+    def __init__(self, what: str, *, interval: float = 10.0, log: logging.Logger | None = None) -> None:
+        self._what = what
+        self._interval = interval
+        self._log = log or logger
+        self._last = -math.inf
+        self._unlogged = 0
+        self._failing = 0
+
+    def failed(self, exc: BaseException) -> None:
+        """Count a failure; log it if the last line is `interval` old."""
+        self._failing += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            return
+        more = f" ({self._unlogged} failures in the last {now - self._last:.0f} s)" if self._unlogged > 1 else ""
+        self._log.warning("%s: %s%s", self._what, str(exc) or type(exc).__name__, more)
+        self._last, self._unlogged = now, 0
+
+    def recovered(self) -> None:
+        """A success: after failures, one line saying it works again."""
+        if self._failing:
+            self._log.warning("%s: works again after %d failures", self._what.split(" failed")[0], self._failing)
+            self._failing = self._unlogged = 0
+            self._last = -math.inf

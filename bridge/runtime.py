@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -38,18 +39,21 @@ def current() -> Bridge:
 class Bridge:
     """Owns the MQTT connection, the ingest loop and the heartbeat of one bridge process."""
 
-    def __init__(self, *, broker: BrokerConfig, layer: Any, client_id: str | None = None) -> None:
+    def __init__(self, *, broker: BrokerConfig, layer: Any, client_id: str | None = None,
+                 subscribe: list[tuple[str, int]] | None = None) -> None:
         self.broker = broker
         self.layer = layer
         self.client_id = client_id or settings.MQTT_CLIENT_ID
         self.stats = BridgeStats()
         self.connected = threading.Event()  # read by the heartbeat and readiness
+        self.up = asyncio.Event()  # the same, for the bridge's own loop
         self.ingestor = Ingestor(
             layer=layer,
             stats=self.stats,
             ack=self._ack,
             max_batch=settings.IOTGW_MAX_BATCH,
             max_payload=settings.IOTGW_MAX_PAYLOAD,
+            max_skew=timedelta(seconds=settings.IOTGW_MAX_CLOCK_SKEW),
         )
         self.commands = CommandDispatcher(bridge=self)
         self.ingestor.on_responses = self.commands.on_responses
@@ -59,7 +63,7 @@ class Bridge:
             broker,
             client_id=self.client_id,
             on_messages=self.ingestor.offer_many,
-            subscriptions=subscriptions(broker, settings.MQTT_SHARE_GROUP),
+            subscriptions=subscriptions(broker, settings.MQTT_SHARE_GROUP) if subscribe is None else subscribe,
             keepalive=30,
             # v5: clean_start=0 and this expiry keep the session across restarts (v3.1.1: clean_session=0).
             session_expiry=settings.MQTT_SESSION_EXPIRY,
@@ -106,11 +110,13 @@ class Bridge:
 
     def _on_connect(self, session_present: bool) -> None:
         self.connected.set()
+        self.up.set()
         self.commands.nudge()  # what queued up while away goes out now
         logger.info("bridge connected (session present: %s)", session_present)
 
     def _on_disconnect(self, why: str) -> None:
         self.connected.clear()
+        self.up.clear()
         logger.warning("bridge disconnected from broker (%s); reconnecting with backoff", why)
 
     def _ack(self, raws: list[Raw]) -> None:
@@ -120,6 +126,7 @@ class Bridge:
     async def _heartbeat(self) -> None:
         beat = in_db_thread(bridge_heartbeat)
         while True:
+            self.stats.flush()
             try:
                 await beat(client_id=self.client_id, connected=self.connected.is_set(), counters=self.stats.snapshot())
             except DatabaseError as exc:

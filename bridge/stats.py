@@ -14,32 +14,48 @@ logger = logging.getLogger("iotgw.bridge")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+# At most this many rejection lines per interval in all (one per source), then one line with the count of the rest:
+# telemetry from 150k unknown device ids used to write 150k lines and keep an entry per id for good.
+LOG_LINES_PER_INTERVAL = 20
+
+
 class BridgeStats:
     """Counters a heartbeat publishes: received, stored, rejected by reason, pushes."""
 
-    def __init__(self, *, log_interval: float = 10.0) -> None:
+    def __init__(self, *, log_interval: float = 10.0, log_lines: int = LOG_LINES_PER_INTERVAL) -> None:
         self.counts: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self._log_interval = log_interval
-        self._last_log: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
+        self._log_lines = log_lines
+        self._window_start = time.monotonic()
+        self._logged: set[str] = set()  # sources logged in this window: at most `log_lines`
+        self._suppressed: Counter[str] = Counter()  # by reason: a handful of keys
         # Messages by receive → commit time, one count per bucket of LATENCY_BUCKETS (the last is +Inf).
         self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
 
     def reject(self, *, source: str, reason: str, message: str) -> None:
-        """Count a rejected message and log it, at most once per interval per source."""
+        """Count a rejected message and log it: once per source and at most `log_lines` lines per interval."""
         self.rejected[reason] += 1
-        now = time.monotonic()
-        if now - self._last_log.get(source, -1e9) < self._log_interval:
-            self._suppressed[source] += 1
+        self.flush()
+        if source in self._logged or len(self._logged) >= self._log_lines:
+            self._suppressed[reason] += 1
             return
-        if len(self._last_log) > 10_000:
-            self._last_log.clear()
-        self._last_log[source] = now
-        more = self._suppressed.pop(source, 0)
-        suffix = f" (+{more} more suppressed)" if more else ""
-        logger.warning("rejected message from %s: %s: %s%s", source, reason, message, suffix)
+        self._logged.add(source)
+        logger.warning("rejected message from %s: %s: %s", source[:200], reason, message)
+
+    def flush(self) -> None:
+        """At the end of an interval, one line with what was not logged in it (called by the heartbeat too)."""
+        now = time.monotonic()
+        if now - self._window_start < self._log_interval:
+            return
+        if self._suppressed:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in self._suppressed.most_common())
+            logger.warning("%d more rejected messages not logged in the last %.0f s (%s)",
+                           sum(self._suppressed.values()), now - self._window_start, reasons)
+        self._window_start = now
+        self._logged = set()
+        self._suppressed = Counter()
 
     def observe_latency(self, seconds: float, *, count: int = 1) -> None:
         """Count `count` messages that took `seconds` from receipt to commit (a batch shares one time)."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -19,7 +20,7 @@ from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError
 
-from bridge.push import PushBatch, push_send
+from bridge.push import FailureLog, PushBatch, push_send
 from devices import metrics
 from devices.api import errors
 from devices.exceptions import DeviceUnknown, NotAuthorized, PayloadInvalid
@@ -71,8 +72,8 @@ class TelemetryPage(Schema):
 
 
 class HistoryQuery(Schema):
-    since: str | None = Field(None, description="inclusive; ISO-8601 with offset, or epoch milliseconds")
-    until: str | None = Field(None, description="exclusive; ISO-8601 with offset, or epoch milliseconds")
+    since: str | None = Field(None, description="inclusive; ISO-8601 with offset, or epoch s (below 10^10) or ms")
+    until: str | None = Field(None, description="exclusive; ISO-8601 with offset, or epoch s (below 10^10) or ms")
     after: str | None = Field(None, description="exclusive lower bound, for paging (see `next`)")
     metric: str | None = Field(None, description="only samples that carry this metric, and only its value")
     limit: int = Field(1000, ge=1, le=MAX_HISTORY)
@@ -207,7 +208,8 @@ def _rate_ok(device_id: str) -> bool:
 
 _SAMPLE_SCHEMA = {
     "type": "object",
-    "description": "optional `ts` (ISO-8601 with offset, or epoch ms) and one or more metrics",
+    "description": "optional `ts` (ISO-8601 with offset, or epoch seconds below 10^10, else epoch ms; "
+                   "from 1970 to IOTGW_MAX_CLOCK_SKEW ahead) and one or more metrics",
     "additionalProperties": {"type": ["number", "boolean", "string", "null"]},
 }
 _INGEST_OPENAPI = {
@@ -222,15 +224,19 @@ _INGEST_OPENAPI = {
 @router.post("/ingest/{device_id}/telemetry", auth=None, tags=["ingest"], openapi_extra=_INGEST_OPENAPI,
              response={200: Ingested, **errors(400, 401, 413, 429)},
              summary="Telemetry over HTTP, with the device's own credentials (Basic id:secret, or Bearer secret)")
-def ingest_telemetry(request: HttpRequest, device_id: str):
+async def ingest_telemetry(request: HttpRequest, device_id: str):
+    # The answer goes out right after the commit; the live push follows it, bounded in time (a frozen
+    # Redis used to hold the answer for the push's 9-30 s, and devices that retried stored samples twice).
     try:
-        return _ingest(request, device_id)
+        answer, push = await sync_to_async(_ingest)(request, device_id)
     except PayloadInvalid as exc:
         metrics.http_rejected.labels(reason=exc.reason).inc()
         raise
+    _push_later(push)
+    return answer
 
 
-def _ingest(request: HttpRequest, device_id: str) -> dict[str, int]:
+def _ingest(request: HttpRequest, device_id: str) -> tuple[dict[str, int], PushBatch]:
     secret = _device_secret(request, device_id)
     if secret is None or not device_secret_ok(device_id, secret):
         metrics.http_rejected.labels(reason="unauthorized").inc()
@@ -247,24 +253,44 @@ def _ingest(request: HttpRequest, device_id: str) -> dict[str, int]:
     if declared > max_bytes:  # refused before the body is read
         raise PayloadInvalid("too_large", f"payload of {declared} bytes is over the {max_bytes}-byte limit")
     received_at = timezone.now()
-    samples = parse_samples(request.body, received_at=received_at, max_bytes=max_bytes)
+    samples = parse_samples(request.body, received_at=received_at, max_bytes=max_bytes,
+                            max_skew=timedelta(seconds=settings.IOTGW_MAX_CLOCK_SKEW))
     outcome = telemetry_ingest(items=[Inbound(device_id=device_id, samples=samples)], received_at=received_at)
     if outcome.rejected:  # disabled or deleted since its credentials were checked: the same 401 as then
         metrics.http_rejected.labels(reason=outcome.rejected[0]).inc()
         raise DeviceCredentialsInvalid()
     metrics.http_samples_ingested.inc(len(samples))
-    _push(device_id, samples, outcome.status_changes)
-    return {"accepted": len(samples)}
-
-
-def _push(device_id: str, samples, status_changes) -> None:
-    """Live pushes to dashboards, as the bridge does; best-effort, storage already happened."""
     push = PushBatch()
-    for sample in samples:
+    for sample in outcome.samples.get(0, samples):
         push.telemetry(device_id, sample.ts, sample.data)
-    for changed_id, online, ts in status_changes:
+    for changed_id, online, ts in outcome.status_changes:
         push.status(changed_id, online, ts)
+    return {"accepted": len(samples)}, push
+
+
+# Pushes still under way in this process; past the cap a push is dropped (they are best-effort, and this
+# bounds what a frozen Redis can hold here to MAX_PENDING_PUSHES x PUSH_TIMEOUT).
+MAX_PENDING_PUSHES = 200
+_pending_pushes: set[asyncio.Task] = set()
+_push_failures = FailureLog("HTTP ingest: push to dashboards failed", log=logger)
+
+
+def _push_later(push: PushBatch) -> None:
+    """Live pushes to dashboards, as the bridge does, on this event loop after the answer; best-effort."""
+    if not push:
+        return
+    if len(_pending_pushes) >= MAX_PENDING_PUSHES:
+        _push_failures.failed(RuntimeError(f"{MAX_PENDING_PUSHES} pushes already waiting; this one is dropped"))
+        return
+    task = asyncio.get_running_loop().create_task(_push(push))
+    _pending_pushes.add(task)
+    task.add_done_callback(_pending_pushes.discard)
+
+
+async def _push(push: PushBatch) -> None:
     try:
-        async_to_sync(push_send)(get_channel_layer(), push)
-    except Exception as exc:
-        logger.warning("push to dashboards failed: %s", exc)
+        await push_send(get_channel_layer(), push)
+    except Exception as exc:  # storage already happened
+        _push_failures.failed(exc)
+    else:
+        _push_failures.recovered()

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from devices import metrics  # noqa: F401  (registers the bridge collector)
-from devices.models import BridgeHeartbeat
+from devices.selectors import bridges_known
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -31,12 +28,13 @@ def _database_ok() -> bool:
         return False
 
 
-def _bridge_ok() -> bool:
-    fresh = timezone.now() - timedelta(seconds=max(3 * settings.IOTGW_HEARTBEAT_SECONDS, 10))
+def _bridges() -> tuple[bool, list[str]]:
+    """Whether a live bridge holds a broker connection, and the silent bridges whose sessions nobody drains."""
     try:
-        return BridgeHeartbeat.objects.filter(beat_at__gte=fresh, connected=True).exists()
+        bridges = bridges_known()
     except Exception:
-        return False
+        return False, []
+    return any(b.live and b.connected for b in bridges), [b.client_id for b in bridges if not b.live]
 
 
 async def _layer_ok() -> bool:
@@ -50,14 +48,21 @@ async def _layer_ok() -> bool:
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: the database, the channel layer and a live bridge heartbeat."""
+    """Readiness: the database, the channel layer, a live bridge, and no silent bridge whose session fills up."""
+    bridge_ok, silent = await sync_to_async(_bridges)()
     checks = {
         "database": await sync_to_async(_database_ok)(),
         "channel_layer": await _layer_ok(),
-        "bridge": await sync_to_async(_bridge_ok)(),
+        "bridge": bridge_ok,
+        "no_silent_bridge": not silent,
     }
     ok = all(checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    body: dict = {"status": "ok" if ok else "unavailable", "checks": checks}
+    if silent:
+        body["silent_bridges"] = silent
+        body["hint"] = ("the broker keeps queueing a silent bridge's share of the device topics: restart it, "
+                        "or retire it with `manage.py dropsession <client id>`, which stores what it holds")
+    return JsonResponse(body, status=200 if ok else 503)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

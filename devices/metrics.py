@@ -1,17 +1,13 @@
-"""Prometheus metrics: this process's own, plus every live bridge's counters from its heartbeat."""
+"""Prometheus metrics: this process's own, plus every known bridge's counters from its heartbeat."""
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 from django.utils import timezone
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from devices.models import BridgeHeartbeat
-
-BRIDGE_STALE_AFTER = timedelta(seconds=60)
+from devices.selectors import bridges_known
 
 websockets_open = Gauge("iotgw_websockets_open", "Dashboard WebSockets open in this web process")
 websockets_closed = Counter("iotgw_websockets_closed", "Dashboard WebSockets closed by the gateway, by reason",
@@ -40,20 +36,26 @@ class BridgeCollector:
         latency = HistogramMetricFamily("iotgw_ingest_latency_seconds",
                                         "Receive → commit time of the device messages a bridge stored",
                                         labels=["bridge"])
-        since = timezone.now() - BRIDGE_STALE_AFTER
-        for beat in BridgeHeartbeat.objects.filter(beat_at__gte=since):
-            counters = beat.counters
-            received.add_metric([beat.client_id], counters.get("received", 0))
-            stored.add_metric([beat.client_id], counters.get("samples_stored", 0))
+        live = GaugeMetricFamily("iotgw_bridge_live", "1 while the bridge's heartbeat is fresh; 0 for a silent "
+                                 "bridge whose broker session may still collect messages", labels=["bridge"])
+        age = GaugeMetricFamily("iotgw_bridge_heartbeat_age_seconds", "Seconds since the bridge's last heartbeat",
+                                labels=["bridge"])
+        now = timezone.now()
+        for bridge in bridges_known():
+            counters, name = bridge.counters, bridge.client_id
+            received.add_metric([name], counters.get("received", 0))
+            stored.add_metric([name], counters.get("samples_stored", 0))
             for reason, count in counters.get("rejected", {}).items():
-                rejected.add_metric([beat.client_id, reason], count)
-            connected.add_metric([beat.client_id], 1 if beat.connected else 0)
+                rejected.add_metric([name, reason], count)
+            connected.add_metric([name], 1 if bridge.connected and bridge.live else 0)
+            live.add_metric([name], 1 if bridge.live else 0)
+            age.add_metric([name], (now - bridge.beat_at).total_seconds())
             histogram = counters.get("latency", {})
             if "counts" in histogram:  # a bridge of an older version sent quantiles instead
                 bounds = [*(floatToGoString(le) for le in histogram["le"]), "+Inf"]
-                latency.add_metric([beat.client_id], list(zip(bounds, histogram["counts"], strict=True)),
+                latency.add_metric([name], list(zip(bounds, histogram["counts"], strict=True)),
                                    sum_value=histogram["sum"])
-        yield from (received, stored, rejected, connected, latency)
+        yield from (received, stored, rejected, connected, latency, live, age)
 
 
 class CommandCollector:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from importlib import import_module
 from typing import Any
 
@@ -14,9 +15,10 @@ from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from devices.exceptions import CommandUnknown, NotAuthorized
-from devices.models import ApiToken, Command, Device, Telemetry
+from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
 from devices.services import TOKEN_PREFIX, secret_hash
 from protocols.wire import format_ts
 
@@ -68,7 +70,7 @@ def device_state(device: Device) -> dict[str, Any]:
         "id": device.id,
         "name": device.name,
         "online": device.online,
-        "last_seen": device.last_seen.isoformat() if device.last_seen else None,
+        "last_seen": format_ts(device.last_seen) if device.last_seen else None,
         "latest": {name: m["value"] for name, m in device.latest.items()},
         "latest_ts": {name: m["ts"] for name, m in device.latest.items()},
     }
@@ -171,3 +173,36 @@ def command_state(command: Command) -> dict[str, Any]:
         "finished_at": ts(command.finished_at),
         "history": command.history,
     }
+
+
+# --- bridges ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeStatus:
+    """A bridge as its heartbeat shows it; `live` while the heartbeat is fresh."""
+
+    client_id: str
+    beat_at: datetime
+    connected: bool
+    counters: dict[str, Any]
+    live: bool
+
+
+def bridge_fresh_after(now: datetime) -> datetime:
+    """The one definition of a live bridge: a heartbeat newer than three beats ago (and 10 s at least)."""
+    return now - timedelta(seconds=max(3 * settings.IOTGW_HEARTBEAT_SECONDS, 10))
+
+
+def bridges_known() -> list[BridgeStatus]:
+    """Every bridge whose broker session may still hold or collect messages, live or silent.
+
+    A bridge that stopped beating keeps its persistent session until MQTT_SESSION_EXPIRY: the
+    broker goes on queueing its share for it, stored by nobody until it returns or is retired
+    (`manage.py dropsession`, which drains it and removes its heartbeat).
+    """
+    now = timezone.now()
+    fresh = bridge_fresh_after(now)
+    since = now - timedelta(seconds=settings.MQTT_SESSION_EXPIRY) - (now - fresh)
+    return [BridgeStatus(b.client_id, b.beat_at, b.connected, b.counters, b.beat_at >= fresh)
+            for b in BridgeHeartbeat.objects.filter(beat_at__gte=since).order_by("client_id")]

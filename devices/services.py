@@ -173,6 +173,8 @@ class IngestOutcome:
     rejected: dict[int, str] = field(default_factory=dict)
     # (device id, online, when) for devices whose online flag changed.
     status_changes: list[tuple[str, bool, datetime]] = field(default_factory=list)
+    # The samples of each accepted item as stored: a sample without `ts` may have moved on by a microsecond.
+    samples: dict[int, list[Sample]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -187,8 +189,10 @@ class Inbound:
 def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime) -> IngestOutcome:
     """Store a batch of device messages in one transaction.
 
-    Samples are stored once per (device, ts): a redelivered sample is a no-op.
-    Unknown and disabled devices are rejected item by item; the rest commit.
+    A sample with `ts` is stored once per (device, ts): a redelivered sample is a no-op.
+    A sample without `ts` never collides with another one: it gets the first free microsecond
+    of its device from its receive time on (the device row is locked, so this holds across
+    bridges and HTTP ingest too). Unknown and disabled devices are rejected item by item; the rest commit.
     """
     outcome = IngestOutcome()
     ids = sorted({item.device_id for item in items})
@@ -197,7 +201,8 @@ def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime) -> Inge
         # serialise instead of losing each other's metrics.
         devices = telemetry_sql.devices_lock(ids)
         was_online = {d.id: d.online for d in devices.values()}
-        rows: list[tuple[str, datetime, dict]] = []
+        given: list[tuple[str, datetime, dict]] = []
+        assigned: list[telemetry_sql.AssignedRow] = []
         touched: dict[str, telemetry_sql.DeviceRow] = {}
         for index, item in enumerate(items):
             device = devices.get(item.device_id)
@@ -211,10 +216,20 @@ def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime) -> Inge
             touched[device.id] = device
             device.last_seen = received_at
             device.online = True if item.online is None else item.online
-            for sample in item.samples:
-                rows.append((device.id, sample.ts, sample.data))
-                _merge_latest(device.latest, sample)
-        telemetry_sql.samples_insert(rows, received_at)
+            for position, sample in enumerate(item.samples):
+                if sample.assigned:
+                    assigned.append(telemetry_sql.AssignedRow(device.id, sample.ts, sample.data, index, position))
+                else:
+                    given.append((device.id, sample.ts, sample.data))
+        telemetry_sql.samples_insert(given, received_at)
+        telemetry_sql.samples_insert_assigned(assigned, received_at)
+        outcome.samples = {index: list(items[index].samples) for index in outcome.accepted}
+        for row in assigned:
+            outcome.samples[row.index][row.position] = Sample(ts=row.ts, data=row.data, assigned=True)
+        for index in outcome.accepted:
+            latest = devices[items[index].device_id].latest
+            for sample in outcome.samples[index]:
+                _merge_latest(latest, sample)
         telemetry_sql.devices_update(touched.values())
     outcome.status_changes = [
         (d.id, d.online, received_at) for d in touched.values() if d.online != was_online[d.id]
@@ -236,6 +251,11 @@ def bridge_heartbeat(*, client_id: str, connected: bool, counters: dict) -> None
     BridgeHeartbeat.objects.update_or_create(
         client_id=client_id, defaults={"beat_at": timezone.now(), "connected": connected, "counters": counters}
     )
+
+
+def bridge_retire(*, client_id: str) -> bool:
+    """Forget a retired bridge's heartbeat (its session is gone); whether it had one."""
+    return BridgeHeartbeat.objects.filter(client_id=client_id).delete()[0] > 0
 
 
 # --- commands (SPEC §6) --------------------------------------------------------------

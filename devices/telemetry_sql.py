@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -69,6 +69,64 @@ def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], receive
             "ON CONFLICT DO NOTHING",
             [received_at, orjson.dumps([{"d": d, "t": ts, "j": data} for d, ts, data in rows]).decode()],
         )
+
+
+@dataclass(slots=True)
+class AssignedRow:
+    """A sample without `ts`: its receive time, moved on to its device's first free microsecond here."""
+
+    device_id: str
+    ts: datetime
+    data: dict[str, Any]
+    index: int  # the item and the position of its sample, to give the caller the stored time back
+    position: int
+
+
+ONE_MICROSECOND = timedelta(microseconds=1)
+MAX_ROUNDS = 1000
+
+
+def samples_insert_assigned(rows: Sequence[AssignedRow], received_at: datetime) -> None:
+    """Insert samples without `ts`, each at a microsecond no other sample of its device holds.
+
+    Callers hold the devices' row locks, so no other writer stores for them meanwhile. Times are
+    first made unique per device in the batch, then a row whose time is taken is moved past the
+    device's last one and tried again (rare: two batches in one microsecond, or a clock behind).
+    """
+    last: dict[str, datetime] = {}
+    for row in rows:
+        previous = last.get(row.device_id)
+        if previous is not None and row.ts <= previous:
+            row.ts = previous + ONE_MICROSECOND
+        last[row.device_id] = row.ts
+    pending = list(rows)
+    for _ in range(MAX_ROUNDS):
+        if not pending:
+            return
+        taken = _insert_returning_taken(pending, received_at)
+        pending = [row for row in pending if (row.device_id, row.ts) in taken]
+        for row in pending:
+            row.ts = last[row.device_id] = last[row.device_id] + ONE_MICROSECOND
+    raise RuntimeError(f"{len(pending)} samples without ts found no free microsecond in {MAX_ROUNDS} tries")
+
+
+def _insert_returning_taken(rows: Sequence[AssignedRow], received_at: datetime) -> set[tuple[str, datetime]]:
+    """Insert what is free; the (device, ts) of the rows that were not, because the time is taken."""
+    keys = {(r.device_id, r.ts) for r in rows}
+    if connection.vendor != "postgresql":
+        taken = set(Telemetry.objects.filter(device_id__in={r.device_id for r in rows}, ts__in={r.ts for r in rows})
+                    .values_list("device_id", "ts")) & keys
+        Telemetry.objects.bulk_create([Telemetry(device_id=r.device_id, ts=r.ts, data=r.data, received_at=received_at)
+                                       for r in rows if (r.device_id, r.ts) not in taken])
+        return taken
+    with connection.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {TELEMETRY} (device_id, ts, data, received_at) "
+            "SELECT r.d, r.t, r.j, %s FROM json_to_recordset(%s::json) AS r(d text, t timestamptz, j jsonb) "
+            "ON CONFLICT DO NOTHING RETURNING device_id, ts",
+            [received_at, orjson.dumps([{"d": r.device_id, "t": r.ts, "j": r.data} for r in rows]).decode()],
+        )
+        return keys - set(cur.fetchall())
 
 
 def devices_update(devices: Iterable[DeviceRow]) -> None:

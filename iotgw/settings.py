@@ -94,16 +94,17 @@ REDIS_URL = env.text("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's layer on a pool that waits for a free connection (iotgw.layers).
+            "BACKEND": "iotgw.layers.RedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 defaults socket_timeout to 5 s, the same as the
                 # layer's blocking-pop timeout: idle receivers then crash
                 # (django/channels_redis#422). Give reads room beyond it.
-                # Its pool also stops at 100 connections and then fails ("Too many connections")
-                # rather than wait: 100 dashboards reconnecting at once (two or three group_adds
-                # each) went past that. Redis allows 10000 clients.
+                # At most IOTGW_REDIS_POOL connections per process and event loop; a burst of
+                # group_adds (dashboards connecting) waits for one, up to `timeout` seconds,
+                # instead of opening ~1,000 that then stay open idle.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5,
-                           "max_connections": 1000}],
+                           "max_connections": int(env.number("IOTGW_REDIS_POOL", 50)), "timeout": 20}],
                 # Pushes are coalesced per batch, so a dashboard gets few, larger
                 # messages; this bounds how far a slow one may fall behind.
                 "capacity": 1000,
@@ -147,7 +148,9 @@ CORS_PREFLIGHT_MAX_AGE = 3600
 
 MQTT_URL = env.text("MQTT_URL")
 MQTT_CLIENT_ID = env.text("MQTT_CLIENT_ID", env.default_client_id())
-MQTT_SHARE_GROUP = env.text("MQTT_SHARE_GROUP", "iotgw")
+# Unset: one bridge, subscribed to devices/# itself (what a broker restart cannot lose, see
+# bridge.client.subscriptions). Set on every bridge to run several: they share $share/<group>/devices/#.
+MQTT_SHARE_GROUP = env.text("MQTT_SHARE_GROUP")
 # How long the broker keeps the bridge's session (and queues QoS 1 for it) while it is away.
 MQTT_SESSION_EXPIRY = int(env.number("MQTT_SESSION_EXPIRY", 86400))
 # How many unacknowledged QoS 1 messages the broker may have in flight to the bridge. Acks go out
@@ -157,6 +160,9 @@ MQTT_SESSION_EXPIRY = int(env.number("MQTT_SESSION_EXPIRY", 86400))
 MQTT_RECEIVE_MAXIMUM = int(env.number("MQTT_RECEIVE_MAXIMUM", 20000))
 
 IOTGW_MAX_PAYLOAD = int(env.number("IOTGW_MAX_PAYLOAD", 64 * 1024))
+# Seconds a sample's `ts` may lie ahead of the gateway's clock; later ones are rejected (`ts_in_future`):
+# a device whose clock runs years ahead would otherwise pin `latest` for good.
+IOTGW_MAX_CLOCK_SKEW = env.number("IOTGW_MAX_CLOCK_SKEW", 86400.0)
 # Under load a batch is what arrived during the previous commit, up to this many messages. A
 # batch costs a fixed part per distinct device (lock, `latest` update): with 1000 devices, 20k
 # msg/s offered committed 13.0k/s at 2000, 18.1k/s at 5000 (Receive Maximum 20000), 19.5k/s at

@@ -15,9 +15,13 @@ from devices.exceptions import PayloadInvalid
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 METRIC_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_STRING = 256
-# Epoch milliseconds accepted for `ts`: 1970 up to the year 2100.
-MAX_EPOCH_MS = 4_102_444_800_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A number `ts` below this is epoch seconds (up to 2286-11-20), from it on epoch milliseconds (from
+# 1970-04-26): `time()` on a microcontroller, Shelly and Telegraf send seconds, JavaScript milliseconds.
+EPOCH_SECONDS_BELOW = 10_000_000_000
+# How far into the future a device's clock may run before its samples are refused (IOTGW_MAX_CLOCK_SKEW).
+DEFAULT_MAX_SKEW = timedelta(days=1)
+MAX_TS_TEXT = 64
 
 TELEMETRY = "telemetry"
 STATUS = "status"
@@ -28,10 +32,11 @@ INBOUND_KINDS = (TELEMETRY, STATUS, COMMAND_RESPONSE, COMMANDS)
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One validated sample: when, and its metrics."""
+    """One validated sample: when, and its metrics; `assigned` when the gateway gave it its receive time."""
 
     ts: datetime
     data: dict[str, Any]
+    assigned: bool = False
 
 
 def parse_topic(topic: str) -> tuple[str, str]:
@@ -58,22 +63,59 @@ def decode_json(payload: bytes, *, max_bytes: int) -> Any:
         raise PayloadInvalid("not_json", "payload is not valid JSON") from None
 
 
-def parse_ts(value: Any) -> datetime:
-    """An ISO-8601 time with an offset, or epoch milliseconds, as an aware datetime."""
-    if isinstance(value, bool):
-        raise PayloadInvalid("bad_sample", "ts must be ISO-8601 with an offset or epoch milliseconds")
-    if isinstance(value, (int, float)):
-        if not (0 <= value <= MAX_EPOCH_MS) or (isinstance(value, float) and not math.isfinite(value)):
-            raise PayloadInvalid("bad_sample", f"ts {value!r} is out of range for epoch milliseconds")
-        return EPOCH + timedelta(milliseconds=value)
-    if isinstance(value, str) and len(value) <= 64:
+def parse_ts(value: Any, *, now: datetime | None = None, max_skew: timedelta = DEFAULT_MAX_SKEW) -> datetime:
+    """An ISO-8601 time with an offset, or epoch seconds or milliseconds (EPOCH_SECONDS_BELOW), in UTC.
+
+    Never before 1970 (`ts_too_old`); with `now`, never later than `now + max_skew` (`ts_in_future`).
+    """
+    ts = _to_datetime(value)
+    if ts < EPOCH:
+        raise PayloadInvalid("ts_too_old", f"ts {_shown(value)} is before 1970-01-01")
+    if now is not None and ts > now + max_skew:
+        raise PayloadInvalid("ts_in_future", f"ts {_shown(value)} is more than {max_skew} ahead of the gateway's clock")
+    return ts
+
+
+def _shown(value: Any) -> str:
+    return repr(value)[:80]
+
+
+def _to_datetime(value: Any) -> datetime:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value or value in (math.inf, -math.inf):
+            raise PayloadInvalid("bad_sample", f"ts {_shown(value)} is not a finite number")
+        if value < 0:
+            raise PayloadInvalid("ts_too_old", f"ts {_shown(value)} is before 1970-01-01")
+        try:
+            if value < EPOCH_SECONDS_BELOW:
+                return EPOCH + timedelta(seconds=value)
+            return EPOCH + timedelta(milliseconds=value)
+        except OverflowError:  # beyond the year 9999
+            raise PayloadInvalid("ts_in_future", f"ts {_shown(value)} is beyond the year 9999") from None
+    # Printable ASCII only: CPython's fromisoformat reads past a NUL ("…00\x00+00:00" parses).
+    if isinstance(value, str) and len(value) <= MAX_TS_TEXT and value.isascii() and value.isprintable():
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
-    raise PayloadInvalid("bad_sample", "ts must be ISO-8601 with an offset or epoch milliseconds")
+            try:
+                return parsed.astimezone(UTC)
+            except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: its UTC time is before the year 1
+                reason = "ts_too_old" if parsed.year < 1970 else "ts_in_future"
+                raise PayloadInvalid(reason, f"ts {_shown(value)} is out of range in UTC") from None
+    raise PayloadInvalid("bad_sample", "ts must be ISO-8601 with an offset, or epoch seconds or milliseconds")
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether any string in a decoded JSON value (keys too) holds U+0000, which PostgreSQL refuses."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(v) for v in value)
+    return False
 
 
 def _check_metric(name: str, value: Any) -> None:
@@ -88,12 +130,15 @@ def _check_metric(name: str, value: Any) -> None:
     if isinstance(value, str):
         if len(value) > MAX_STRING:
             raise PayloadInvalid("bad_sample", f"metric {name!r} is a string over {MAX_STRING} characters")
+        if "\x00" in value:  # PostgreSQL refuses it in text and jsonb; refused on every database alike
+            raise PayloadInvalid("bad_sample", f"metric {name!r} holds a NUL character (\\u0000)")
         return
     raise PayloadInvalid("bad_sample", f"metric {name!r} must be a number, boolean, short string or null")
 
 
-def parse_sample(obj: Any, *, default_ts: datetime) -> Sample:
-    """Validate one sample object."""
+def parse_sample(obj: Any, *, default_ts: datetime, now: datetime | None = None,
+                 max_skew: timedelta = DEFAULT_MAX_SKEW) -> Sample:
+    """Validate one sample object; without `ts` it gets `default_ts` and is marked `assigned`."""
     if not isinstance(obj, dict):
         raise PayloadInvalid("bad_sample", "a sample must be a JSON object")
     data = {k: v for k, v in obj.items() if k != "ts"}
@@ -101,21 +146,24 @@ def parse_sample(obj: Any, *, default_ts: datetime) -> Sample:
         raise PayloadInvalid("bad_sample", "a sample needs at least one metric")
     for name, value in data.items():
         _check_metric(name, value)
-    ts = parse_ts(obj["ts"]) if "ts" in obj else default_ts
-    return Sample(ts=ts, data=data)
+    if "ts" not in obj:
+        return Sample(ts=default_ts, data=data, assigned=True)
+    return Sample(ts=parse_ts(obj["ts"], now=now, max_skew=max_skew), data=data)
 
 
-def parse_samples(payload: bytes, *, received_at: datetime, max_bytes: int) -> list[Sample]:
+def parse_samples(payload: bytes, *, received_at: datetime, max_bytes: int,
+                  max_skew: timedelta = DEFAULT_MAX_SKEW) -> list[Sample]:
     """Decode a telemetry payload: one sample or a non-empty array of them.
 
-    Samples without `ts` get the receive time, plus one microsecond per
-    position in the array, so that an array of them keeps every sample.
+    Samples without `ts` get the receive time, one microsecond apart within the array;
+    the service makes them unique per device (devices.services.telemetry_ingest).
     """
     doc = decode_json(payload, max_bytes=max_bytes)
     items = doc if isinstance(doc, list) else [doc]
     if not items:
         raise PayloadInvalid("bad_sample", "an array of samples must not be empty")
-    return [parse_sample(item, default_ts=received_at + timedelta(microseconds=i)) for i, item in enumerate(items)]
+    return [parse_sample(item, default_ts=received_at + timedelta(microseconds=i), now=received_at, max_skew=max_skew)
+            for i, item in enumerate(items)]
 
 
 def parse_status(payload: bytes) -> bool:

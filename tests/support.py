@@ -98,6 +98,7 @@ class Process:
         if self.popen is None or self.popen.poll() is not None:
             return
         os.killpg(self.popen.pid, signal.SIGTERM)
+        os.killpg(self.popen.pid, signal.SIGCONT)  # a frozen process must see the TERM
         try:
             self.popen.wait(grace)
         except subprocess.TimeoutExpired:
@@ -105,6 +106,13 @@ class Process:
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    def freeze(self) -> None:
+        """SIGSTOP the process group: it holds its sockets but does nothing until `thaw`."""
+        os.killpg(self.popen.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.killpg(self.popen.pid, signal.SIGCONT)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -347,9 +355,12 @@ class PrivateService:
         self.popen: subprocess.Popen | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         if kind == "mosquitto":
+            # As compose/mosquitto.conf: persisted, saved every second, a deep queue. `user root`: started as
+            # root, Mosquitto would write its database as user mosquitto, which cannot enter the test's tmp dir.
             (workdir / "mosquitto.conf").write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                f"persistence_location {workdir}/\nmax_queued_messages 100000\n"
+                f"persistence_location {workdir}/\nautosave_interval 1\nmax_queued_messages 100000\n"
+                + ("user root\n" if os.geteuid() == 0 else "")
             )
 
     @property
@@ -373,8 +384,19 @@ class PrivateService:
         wait_until(listening, timeout=15, what=f"{self.kind} listening")
         return self
 
+    @property
+    def log(self) -> str:
+        path = self.workdir / f"{self.kind}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def stop(self) -> None:
         if self.popen and self.popen.poll() is None:
             os.kill(self.popen.pid, signal.SIGCONT)  # a test may have frozen it (SIGSTOP): it must see the TERM
             self.popen.terminate()
+            self.popen.wait(15)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to save or say goodbye."""
+        if self.popen and self.popen.poll() is None:
+            self.popen.kill()
             self.popen.wait(15)

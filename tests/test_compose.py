@@ -30,5 +30,6 @@ def test_broker_persists_and_queues_enough_for_a_restarting_bridge():
     conf = (ROOT / "compose" / "mosquitto.conf").read_text().split("\n")
     settings = dict(line.split(None, 1) for line in conf if line and not line.startswith("#") and " " in line)
     assert settings["persistence"] == "true"
-    assert int(settings["autosave_interval"]) <= 30
+    # A killed broker loses what changed since its last save: at most a second's worth.
+    assert int(settings["autosave_interval"]) <= 1 and settings.get("autosave_on_changes", "false") == "false"
     assert int(settings["max_queued_messages"]) > 1000

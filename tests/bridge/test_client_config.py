@@ -24,8 +24,12 @@ def test_v311_broker_gets_plain_subscriptions():
     assert [t for t, _ in subscriptions(config, "g")] == ["devices/#"]
 
 
-def test_v5_broker_gets_shared_subscriptions():
-    assert [t for t, _ in subscriptions(BrokerConfig.from_url("mqtt://h"), "grp")] == ["$share/grp/devices/#"]
+def test_v5_bridges_with_a_share_group_get_shared_subscriptions():
+    assert subscriptions(BrokerConfig.from_url("mqtt://h"), "grp") == [("$share/grp/devices/#", 1)]
+
+
+def test_a_single_v5_bridge_subscribes_plainly_with_no_local():
+    assert subscriptions(BrokerConfig.from_url("mqtt://h"), None) == [("devices/#", 1 | 0x04)]
 
 
 def test_unknown_scheme_fails_loudly():

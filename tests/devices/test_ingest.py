@@ -53,3 +53,25 @@ def test_status_and_telemetry_report_online_changes_once():
     assert outcome.status_changes == [("d1", True, T0)]
     outcome = telemetry_ingest(items=[Inbound("d1", online=False)], received_at=T0)
     assert outcome.status_changes == [("d1", False, T0)]
+
+
+def test_samples_without_ts_never_collide_within_a_batch_or_across_batches():
+    device_register(device_id="d1")
+    at = T0  # every sample gets the same receive time: the worst case
+    plain = [Sample(ts=at, data={"n": n}, assigned=True) for n in range(3)]
+    outcome = telemetry_ingest(items=[Inbound("d1", plain[:2]), Inbound("d1", plain[2:])], received_at=at)
+    telemetry_ingest(items=[Inbound("d1", [Sample(ts=at, data={"n": 3}, assigned=True)])], received_at=at)
+    telemetry_ingest(items=[Inbound("d1", [sample(0, n=4)])], received_at=at)  # a sample *with* this ts, later
+    stored = list(Telemetry.objects.filter(device_id="d1").order_by("ts").values_list("ts", "data__n"))
+    assert [n for _, n in stored] == [0, 1, 2, 3] and len({ts for ts, _ in stored}) == 4
+    assert [s.ts for s in outcome.samples[0] + outcome.samples[1]] == [ts for ts, _ in stored[:3]]
+    assert Device.objects.get(pk="d1").latest["n"]["value"] == 3
+
+
+def test_a_redelivered_sample_with_ts_is_still_stored_once_beside_samples_without():
+    device_register(device_id="d1")
+    for _ in range(2):
+        telemetry_ingest(items=[Inbound("d1", [sample(1, x=1), Sample(ts=T0, data={"y": 1}, assigned=True)])],
+                         received_at=T0)
+    assert Telemetry.objects.filter(device_id="d1", data__has_key="x").count() == 1
+    assert Telemetry.objects.filter(device_id="d1", data__has_key="y").count() == 2

@@ -8,6 +8,7 @@ import pytest
 
 from devices.exceptions import PayloadInvalid
 from protocols.payloads import parse_samples, parse_status, parse_topic, parse_ts
+from protocols.wire import format_ts
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -58,7 +59,17 @@ def test_epoch_millisecond_ts():
         (b'{"x": "' + b"s" * 257 + b'"}', "bad_sample"),
         (b'{"ts": "2026-01-01T00:00:00", "x": 1}', "bad_sample"),
         (b'{"ts": true, "x": 1}', "bad_sample"),
-        (b'{"ts": -5, "x": 1}', "bad_sample"),
+        (b'{"ts": -5, "x": 1}', "ts_too_old"),
+        (b'{"ts": "1969-12-31T23:59:59+00:00", "x": 1}', "ts_too_old"),
+        (b'{"ts": "0500-01-01T00:00:00+00:00", "x": 1}', "ts_too_old"),
+        (b'{"ts": "0001-01-01T00:00:00+14:00", "x": 1}', "ts_too_old"),
+        (b'{"ts": "9999-12-31T23:59:59-14:00", "x": 1}', "ts_in_future"),
+        (b'{"ts": "9999-01-01T00:00:00+00:00", "x": 1}', "ts_in_future"),
+        (b'{"ts": 253402300800000, "x": 1}', "ts_in_future"),
+        (b'{"ts": 1e300, "x": 1}', "ts_in_future"),
+        (b'{"ts": "2026-01-01T00:00:00\\u0000+00:00", "x": 1}', "bad_sample"),
+        (b'{"x": "nul\\u0000inside"}', "bad_sample"),
+        (b'[{"x": 1}, {"y": "\\u0000"}]', "bad_sample"),
         (b'[{"x": 1}, {"y": {}}]', "bad_sample"),
     ],
 )
@@ -96,3 +107,42 @@ def test_status_payloads():
     assert parse_status(b"offline") is False
     with pytest.raises(PayloadInvalid):
         parse_status(b"ONLINE!")
+
+
+def test_samples_without_ts_are_marked_assigned_and_those_with_ts_are_not():
+    plain, stamped = parse(b'[{"a": 1}, {"ts": 1767225600000, "a": 2}]')
+    assert plain.assigned and not stamped.assigned
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (1708179956, datetime(2024, 2, 17, 14, 25, 56, tzinfo=timezone.utc)),
+    (1708179956.30, datetime(2024, 2, 17, 14, 25, 56, 300000, tzinfo=timezone.utc)),
+    (1708179956300, datetime(2024, 2, 17, 14, 25, 56, 300000, tzinfo=timezone.utc)),
+    (0, datetime(1970, 1, 1, tzinfo=timezone.utc)),
+])
+def test_epoch_seconds_and_milliseconds_are_told_apart_by_magnitude(value, expected):
+    assert parse_ts(value) == expected
+
+
+def test_epoch_seconds_never_land_in_1970():
+    [sample] = parse(b'{"ts": 1764000000, "x": 1}')  # seconds, as time() on a microcontroller sends
+    assert sample.ts.year == 2025
+
+
+def test_a_clock_ahead_by_more_than_the_allowed_skew_is_refused_with_its_own_reason():
+    skew = timedelta(hours=1)
+    ok = NOW + skew
+    assert parse_samples(b'{"ts": "%s", "x": 1}' % ok.isoformat().encode(), received_at=NOW, max_bytes=1024,
+                         max_skew=skew)[0].ts == ok
+    with pytest.raises(PayloadInvalid) as exc:
+        parse_samples(b'{"ts": %d, "x": 1}' % ((ok.timestamp() + 1) * 1000), received_at=NOW, max_bytes=1024,
+                      max_skew=skew)
+    assert exc.value.reason == "ts_in_future"
+
+
+@pytest.mark.parametrize("ts", [datetime(500, 1, 1, tzinfo=timezone.utc), datetime(1, 1, 1, tzinfo=timezone.utc),
+                                datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)])
+def test_format_ts_always_writes_a_four_digit_year(ts):
+    text = format_ts(ts)
+    assert len(text) == len("2026-01-01T00:00:00.000000+00:00") and text[4] == "-"
+    assert datetime.fromisoformat(text) == ts

@@ -1,39 +1,66 @@
-"""`dropsession CLIENT_ID`: retire a bridge for good by removing its persistent session from the broker."""
+"""`dropsession CLIENT_ID`: retire a bridge for good: store what its session holds, then remove the session."""
 
 from __future__ import annotations
 
-import paho.mqtt.client as mqtt
+import asyncio
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError
 
 from bridge.client import BrokerConfig
+from bridge.drain import DrainIncomplete, session_drain, session_remove
+from devices.selectors import bridges_known
+from devices.services import bridge_retire
 
 
 class Command(BaseCommand):
     help = (
-        "Remove a bridge's persistent MQTT session. Until its session expires, the broker keeps "
-        "queueing that bridge's share of the device topics for it; run this when a bridge will not return."
+        "Retire a bridge that will not return. Until its session expires, the broker keeps queueing that "
+        "bridge's share of the device topics for it: this resumes the session, stores what it holds (acked "
+        "after the commit, as the bridge would), then removes the session and the bridge's heartbeat."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("client_id")
+        parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the drain")
+        parser.add_argument("--force", action="store_true", help="even if the bridge's heartbeat is fresh")
+        parser.add_argument("--no-drain", action="store_true", help="discard what the session holds")
 
-    def handle(self, *args, client_id: str, **options):
+    def handle(self, *args, client_id: str, timeout: float, force: bool, no_drain: bool, **options):
         if not settings.MQTT_URL:
             raise CommandError("Config 'MQTT_URL' is missing, and has no default: which broker holds the session?")
         config = BrokerConfig.from_url(settings.MQTT_URL)
-        v5 = config.protocol == 5
-        # A clean connect with no session expiry replaces the old session, and ends it on disconnect.
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, clean_session=None if v5 else True)
-        if config.username:
-            client.username_pw_set(config.username, config.password)
-        if config.tls:
-            client.tls_set()
-        rc = client.connect(config.host, config.port, **({"clean_start": True} if v5 else {}))
-        if rc != mqtt.MQTT_ERR_SUCCESS:
-            raise CommandError(f"could not connect to the broker: {mqtt.error_string(rc)}")
-        client.loop_start()
-        client.disconnect()
-        client.loop_stop()
-        self.stdout.write(f"session of {client_id} removed")
+        live = [b for b in bridges_known() if b.client_id == client_id and b.live]
+        if live and not force:
+            raise CommandError(f"bridge {client_id} is alive (heartbeat {live[0].beat_at:%H:%M:%S}): stop it first, "
+                               "or pass --force")
+        drained = 0
+        if not no_drain:
+            try:
+                drained = asyncio.run(self._drain(config, client_id, timeout))
+            except DrainIncomplete as exc:
+                raise CommandError(str(exc)) from None
+            except (OSError, ConnectionError) as exc:
+                raise CommandError(f"could not drain the session of {client_id}: {exc}; it is kept") from None
+        try:
+            session_remove(config, client_id)
+        except ConnectionError as exc:
+            raise CommandError(str(exc)) from None
+        bridge_retire(client_id=client_id)
+        self.stdout.write(f"session of {client_id} removed ({drained} queued messages stored or rejected first)")
+
+    async def _drain(self, config: BrokerConfig, client_id: str, timeout: float) -> int:
+        layer = get_channel_layer()
+        try:
+            return await session_drain(broker=config, layer=layer, client_id=client_id,
+                                       share_group=settings.MQTT_SHARE_GROUP, timeout=timeout)
+        finally:
+            await sync_to_async(_close_db)()
+
+
+def _close_db() -> None:
+    from django.db import connections
+
+    connections.close_all()

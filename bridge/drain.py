@@ -1,0 +1,85 @@
+"""Retiring a bridge for good: resume its session, store what it queued, then remove the session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from bridge.client import INBOUND_TOPICS, QOS1, BrokerConfig
+from bridge.mqtt_codec import Raw
+from bridge.runtime import Bridge
+
+logger = logging.getLogger("iotgw.bridge")
+
+# Filters a bridge's session may hold: its own plain one, its group's shared one, and the shared one
+# of the default group of earlier versions (unsubscribing a filter the session lacks is harmless).
+LEGACY_SHARE_GROUP = "iotgw"
+
+
+class DrainIncomplete(RuntimeError):
+    """The queue was not drained in time; the session is kept, so nothing is lost: run it again."""
+
+
+async def session_drain(*, broker: BrokerConfig, layer: Any, client_id: str, share_group: str | None,
+                        timeout: float = 300.0) -> int:
+    """Store what the session of `client_id` holds through the normal ingest path (ack after commit).
+
+    The session stops collecting (its device subscriptions go), then a marker published to a topic
+    of its own goes to the end of its queue: once the marker is in, everything queued before it was
+    delivered, and once the ingestor is idle, stored and acknowledged. Returns the messages drained.
+    """
+    marker = f"iotgw/drain/{uuid.uuid4().hex}"
+    arrived = asyncio.Event()
+    bridge = Bridge(broker=broker, layer=layer, client_id=client_id, subscribe=[(marker, QOS1)])
+    drained = 0
+
+    def offer(raws: list[Raw]) -> None:
+        nonlocal drained
+        device_messages = [raw for raw in raws if raw.topic != marker]
+        drained += len(device_messages)
+        bridge.ingestor.offer_many(device_messages)
+        if len(device_messages) < len(raws):
+            bridge.client.ack([raw for raw in raws if raw.topic == marker])
+            arrived.set()
+
+    bridge.client.on_messages = offer
+    bridge.client.start()
+    ingesting = asyncio.ensure_future(bridge.ingestor.run())
+    try:
+        async with asyncio.timeout(timeout):
+            await bridge.up.wait()
+            groups = {g for g in (share_group, LEGACY_SHARE_GROUP) if g}
+            await bridge.client.unsubscribe([*INBOUND_TOPICS, *(f"$share/{g}/{t}" for g in groups
+                                                                 for t in INBOUND_TOPICS)])
+            await bridge.client.publish(marker, b"", qos=1)
+            await arrived.wait()
+            await bridge.ingestor.idle()
+    except TimeoutError:
+        raise DrainIncomplete(f"the session of {client_id} was not drained within {timeout:g}s "
+                              f"({drained} messages so far, all stored); it is kept: run this again") from None
+    finally:
+        ingesting.cancel()
+        await bridge.client.stop()
+    logger.info("drained %d messages from the session of %s (%s)", drained, client_id, dict(bridge.stats.rejected))
+    return drained
+
+
+def session_remove(config: BrokerConfig, client_id: str) -> None:
+    """End a persistent session: a clean connect with no session expiry replaces it, and ends on disconnect."""
+    v5 = config.protocol == 5
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, clean_session=None if v5 else True)
+    if config.username:
+        client.username_pw_set(config.username, config.password)
+    if config.tls:
+        client.tls_set()
+    rc = client.connect(config.host, config.port, **({"clean_start": True} if v5 else {}))
+    if rc != mqtt.MQTT_ERR_SUCCESS:
+        raise ConnectionError(f"could not connect to the broker: {mqtt.error_string(rc)}")
+    client.loop_start()
+    client.disconnect()
+    client.loop_stop()
