@@ -17,6 +17,8 @@ websockets_closed = Counter("iotgw_websockets_closed", "Dashboard WebSockets clo
                             ["reason"])
 ws_push_dropped = Counter("iotgw_ws_push_dropped", "Push messages dropped for dashboards that fell behind "
                           "(their inbox in this web process was full)")
+ws_push_skipped = Counter("iotgw_ws_push_skipped", "Pushes not sent to dashboards whose client had fallen "
+                          "behind (over IOTGW_WS_SEND_BUFFER unsent bytes); each gets a snapshot once drained")
 http_samples_ingested = Counter("iotgw_http_samples_ingested", "Samples committed through HTTP ingest")
 http_rejected = Counter("iotgw_http_rejected", "HTTP ingest requests rejected, by reason", ["reason"])
 

@@ -169,6 +169,10 @@ IOTGW_WS_BURST = env.number("IOTGW_WS_BURST", 40.0)
 # Pushes queued per dashboard socket in a web process; when a socket falls this far behind,
 # the oldest is dropped (iotgw_ws_push_dropped_total) rather than the process's fan-out stalled.
 IOTGW_WS_INBOX = int(env.number("IOTGW_WS_INBOX", 256))
+# Unsent bytes a dashboard socket may have waiting in Daphne's write buffer (a client that stops reading
+# makes it grow without bound). Past it, pushes to that socket stop, and once it has drained it gets a
+# fresh snapshot; a socket past twice this that still sends frames is closed (4013).
+IOTGW_WS_SEND_BUFFER = int(env.number("IOTGW_WS_SEND_BUFFER", 512 * 1024))
 # How often a web process re-joins the push groups it needs: they vanish when Redis restarts
 # without persistence (a receive error also triggers a re-join, after a back-off).
 IOTGW_PUSH_REJOIN_SECONDS = env.number("IOTGW_PUSH_REJOIN_SECONDS", 30.0)

@@ -14,13 +14,14 @@ def build_application() -> ProtocolTypeRouter:
     from bridge.worker import BRIDGE_CHANNEL
     from protocols.auth import BearerOrSessionAuthMiddleware
     from protocols.consumers import DashboardConsumer
+    from protocols.outbound import OutboundMiddleware
 
     return ProtocolTypeRouter(
         {
             "http": http,
-            "websocket": BearerOrSessionAuthMiddleware(
+            "websocket": OutboundMiddleware(BearerOrSessionAuthMiddleware(
                 URLRouter([path("ws/dashboard/", DashboardConsumer.as_asgi())])
-            ),
+            )),
             "channel": ChannelNameRouter({BRIDGE_CHANNEL: BridgeConsumer.as_asgi()}),
         }
     )
