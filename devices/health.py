@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
@@ -60,6 +63,27 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
 
 
+def _scrape_allowed(request: HttpRequest) -> bool:
+    """With IOTGW_METRICS_TOKEN set: `Bearer <token>`, or HTTP Basic with the token as the password."""
+    expected = settings.IOTGW_METRICS_TOKEN
+    if not expected:
+        return True
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            value = base64.b64decode(value, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.encode(), expected.encode())
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition."""
+    """Prometheus exposition; behind IOTGW_METRICS_TOKEN when it is set."""
+    if not _scrape_allowed(request):
+        response = HttpResponse("metrics need the scrape token\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="iotgw metrics", Basic realm="iotgw metrics"'
+        return response
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -182,6 +182,11 @@ IOTGW_WS_RECHECK_SECONDS = env.number("IOTGW_WS_RECHECK_SECONDS", 30.0)
 IOTGW_HTTP_INGEST_RATE = env.number("IOTGW_HTTP_INGEST_RATE", 20.0)
 IOTGW_HTTP_INGEST_BURST = env.number("IOTGW_HTTP_INGEST_BURST", 40.0)
 
+# When set, GET /metrics needs it: `Authorization: Bearer <token>`, or HTTP Basic with it as the password.
+IOTGW_METRICS_TOKEN = env.text("IOTGW_METRICS_TOKEN")
+# Command counts in /metrics come from one query at most this often per web process, however often it is scraped.
+IOTGW_METRICS_COUNT_SECONDS = env.number("IOTGW_METRICS_COUNT_SECONDS", 30.0)
+
 # The bridge's own broker account, for the /mqtt/auth and /mqtt/acl hooks; defaults to MQTT_URL's.
 MQTT_BRIDGE_USERNAME = env.text("MQTT_BRIDGE_USERNAME", env.url_username(MQTT_URL))
 MQTT_BRIDGE_PASSWORD = env.text("MQTT_BRIDGE_PASSWORD", env.url_password(MQTT_URL))
