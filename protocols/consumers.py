@@ -27,7 +27,7 @@ from devices.selectors import (
 )
 from devices.services import command_issue, session_group, token_group, user_group
 from protocols.auth import origin_allowed
-from protocols.hub import Inbox, Push, push_hub, receive_retrying
+from protocols.hub import Inbox, Push, PushHub, push_hub, receive_retrying
 from protocols.outbound import SCOPE_KEY, SendBudget
 from protocols.ratelimit import TokenBucket
 from protocols.wire import (
@@ -69,7 +69,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     opened = False
     closed_up = False
     behind = False
-    auth_groups: list[str] = []
+    auth_groups: tuple[str, ...] | list[str] = ()
+    hub: PushHub | None = None
     recheck: asyncio.Task | None = None
     resync: asyncio.Task | None = None
     pump: asyncio.Task | None = None
@@ -126,9 +127,10 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.recheck = asyncio.ensure_future(self._recheck_credentials())
         self.inbox = Inbox(settings.IOTGW_WS_INBOX)
         self.hold = asyncio.Lock()
-        self.hub = push_hub(self.channel_layer, rejoin_every=settings.IOTGW_PUSH_REJOIN_SECONDS,
-                            on_drop=metrics.ws_push_dropped.inc)
-        await self.hub.attach(self.inbox)
+        hub = push_hub(self.channel_layer, rejoin_every=settings.IOTGW_PUSH_REJOIN_SECONDS,
+                       on_drop=metrics.ws_push_dropped.inc)
+        self.hub = hub  # before attach: a failed attach is undone by the clean-up too
+        await hub.attach(self.inbox)
         self.pump = asyncio.ensure_future(self._pump())
 
     def _auth_groups(self, user: Any) -> list[str]:
@@ -155,7 +157,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         for task in (self.recheck, self.resync, self.pump):
             if task is not None:
                 task.cancel()
-        if self.pump is not None:
+        if self.hub is not None:
             try:
                 await self.hub.detach(self.inbox)
             except Exception as exc:
