@@ -125,6 +125,9 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
+# Database sessions that refuse a malformed cookie key before it reaches the database (iotgw/sessions.py).
+SESSION_ENGINE = "iotgw.sessions"
+
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 

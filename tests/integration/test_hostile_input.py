@@ -11,6 +11,7 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
+from websockets.exceptions import InvalidStatus
 
 from devices.models import Command, Device
 from tests.commands_support import Responder
@@ -204,3 +205,15 @@ def test_ingest_and_broker_hooks_refuse_hostile_ids_without_a_500(stack, tenant)
     acl = {"username": tenant["device"], "topic": f"devices/{tenant['device']}/telemetry{NUL}", "action": "publish"}
     reply = call("POST", stack.web + "/mqtt/acl", body=acl)
     assert (reply.status, reply.json()["result"]) == (200, "deny")
+
+
+async def test_a_session_cookie_no_session_can_have_is_no_session(stack, tenant):
+    """Django's cookie parser turns `\\000` into NUL; the session lookup then reached PostgreSQL: 500 everywhere."""
+    await sync_to_async(stack.start_web)()
+    cookie = {"Cookie": 'sessionid="abcdefgh\\000x"'}
+    for path, status in (("/api/devices", 401), ("/", 200), ("/login/", 200)):  # "/" redirects to the login
+        reply = await sync_to_async(call)("GET", stack.web + path, headers=cookie)
+        assert reply.status == status, (path, reply.status)
+    with pytest.raises(InvalidStatus) as refused:
+        await Dashboard.open(stack.ws, additional_headers=cookie, origin=stack.web)
+    assert refused.value.response.status_code == 403
