@@ -56,13 +56,13 @@ async def command_announce(layer: Any, command: Command) -> None:
 
     Both are best-effort: the command is already stored, and the bridge's sweep finds it anyway.
     """
-    push = PushBatch()
-    push.frame(command.device_id, command_frame(command_state(command)))
     try:
-        await push_send(layer, push)
+        push = PushBatch()
+        push.frame(command.device_id, command_frame(command_state(command)))
+        await push_send(layer, push)  # first, so dashboards see `queued` before the bridge's `sent`
         if command.status == Command.QUEUED:
             await layer.send(BRIDGE_CHANNEL, {"type": NUDGE_TYPE, "device": command.device_id, "id": str(command.id)})
-    except Exception as exc:  # Redis away: the sweep publishes it within a second of the bridge seeing it
+    except Exception as exc:  # e.g. Redis away: the sweep publishes it within a second of the bridge seeing it
         logger.warning("command %s stored but not announced: %s", command.id, exc)
 
 

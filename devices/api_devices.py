@@ -26,9 +26,9 @@ from devices.api import errors
 from devices.exceptions import DeviceUnknown, NotAuthorized, PayloadInvalid
 from devices.selectors import device_secret_ok, device_state, devices_page, devices_visible_to, telemetry_history
 from devices.services import Inbound, device_register, telemetry_ingest
-from protocols.payloads import METRIC_RE, parse_samples, parse_ts
+from protocols.payloads import DEVICE_ID_RE, METRIC_RE, parse_samples, parse_ts
 from protocols.ratelimit import BucketMap, RateLimited
-from protocols.wire import format_ts
+from protocols.wire import format_ts, storable_text
 
 logger = logging.getLogger("iotgw.api")
 
@@ -95,6 +95,8 @@ def _out(device) -> dict[str, Any]:
 
 def _visible(request: HttpRequest, device_id: str):
     """The device if the caller may see it; a hidden device is as absent as a missing one."""
+    if not DEVICE_ID_RE.fullmatch(device_id):  # no such device can exist (and NUL would reach PostgreSQL)
+        raise DeviceUnknown(f"no device {device_id[:80]!r}")
     device = devices_visible_to(request.auth).filter(pk=device_id).first()
     if device is None:
         raise DeviceUnknown(f"no device {device_id!r}")
@@ -127,7 +129,7 @@ def device_create(request: HttpRequest, response: HttpResponse, body: DeviceIn):
         raise NotAuthorized("only staff may register devices")
     owner = request.auth
     if body.owner is not None:
-        owner = get_user_model().objects.filter(username=body.owner).first()
+        owner = get_user_model().objects.filter(username=body.owner).first() if storable_text(body.owner) else None
         if owner is None:
             raise PayloadInvalid("bad_request", f"no user named {body.owner!r}")
     device, secret = device_register(device_id=body.id, name=body.name, owner=owner, groups=body.groups)
@@ -145,8 +147,9 @@ def _time(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return parse_ts(int(value) if value.isdigit() else value)
-    except PayloadInvalid:
+        # isascii: "²" is a digit to isdigit() but not to int().
+        return parse_ts(int(value) if value.isascii() and value.isdigit() else value)
+    except (PayloadInvalid, ValueError, OverflowError):  # OverflowError: near years 1 and 9999, in UTC
         raise PayloadInvalid("bad_request", f"{name} must be ISO-8601 with an offset, or epoch milliseconds") from None
 
 
@@ -154,7 +157,7 @@ def _time(name: str, value: str | None) -> datetime | None:
             summary="History, ordered by ts, in pages")
 def device_telemetry(request: HttpRequest, device_id: str, q: Query[HistoryQuery]):
     _visible(request, device_id)
-    if q.metric is not None and not METRIC_RE.match(q.metric):
+    if q.metric is not None and not METRIC_RE.fullmatch(q.metric):
         raise PayloadInvalid("bad_request", "metric is not a valid metric name")
     rows = list(telemetry_history(
         device_id=device_id, since=_time("since", q.since), until=_time("until", q.until),

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -65,6 +69,27 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=200 if ok else 503)
 
 
+def _scrape_allowed(request: HttpRequest) -> bool:
+    """With IOTGW_METRICS_TOKEN set: `Bearer <token>`, or HTTP Basic with the token as the password."""
+    expected = settings.IOTGW_METRICS_TOKEN
+    if not expected:
+        return True
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            value = base64.b64decode(value, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.encode(), expected.encode())
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition."""
+    """Prometheus exposition; behind IOTGW_METRICS_TOKEN when it is set."""
+    if not _scrape_allowed(request):
+        response = HttpResponse("metrics need the scrape token\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="iotgw metrics", Basic realm="iotgw metrics"'
+        return response
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+
 from django.utils import timezone
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -14,6 +18,8 @@ websockets_closed = Counter("iotgw_websockets_closed", "Dashboard WebSockets clo
                             ["reason"])
 ws_push_dropped = Counter("iotgw_ws_push_dropped", "Push messages dropped for dashboards that fell behind "
                           "(their inbox in this web process was full)")
+ws_push_skipped = Counter("iotgw_ws_push_skipped", "Pushes not sent to dashboards whose client had fallen "
+                          "behind (over IOTGW_WS_SEND_BUFFER unsent bytes); each gets a snapshot once drained")
 http_samples_ingested = Counter("iotgw_http_samples_ingested", "Samples committed through HTTP ingest")
 http_rejected = Counter("iotgw_http_rejected", "HTTP ingest requests rejected, by reason", ["reason"])
 
@@ -59,28 +65,61 @@ class BridgeCollector:
 
 
 class CommandCollector:
-    """Commands by status, counted in the database (so every web process reports the same)."""
+    """Commands by status, counted in the database (so every web process reports the same).
+
+    The count is a scan of the command table, so it runs at most once per `every` seconds
+    per process, however often and by how many scrapers /metrics is read; in between the
+    last counts are served. A gauge seen by a 15-60 s scrape loses nothing by being that old,
+    and, unlike counters kept in the command transactions, it costs the command path
+    nothing and cannot drift.
+    """
+
+    def __init__(self, *, every: float | None = None) -> None:
+        self.every = every
+        self._counts: dict[str, int] | None = None
+        self._counted_at = -math.inf
+        self._lock = threading.Lock()
 
     def describe(self):
         return []
 
+    def counts(self) -> dict[str, int] | None:
+        """Commands per status, as of at most `every` seconds ago; None while the database cannot say."""
+        from django.conf import settings
+
+        every = settings.IOTGW_METRICS_COUNT_SECONDS if self.every is None else self.every
+        with self._lock:
+            if time.monotonic() - self._counted_at >= every:
+                self._counts = _count_commands()
+                self._counted_at = time.monotonic() if self._counts is not None else -math.inf
+            return self._counts
+
     def collect(self):
-        from django.db import DatabaseError
-        from django.db.models import Count
+        family = GaugeMetricFamily("iotgw_commands", "Commands by status (recounted at most every "
+                                   "IOTGW_METRICS_COUNT_SECONDS)", labels=["status"])
+        counts = self.counts()
+        if counts is None:  # /metrics still answers while the database is away
+            return
+        from devices.models import Command
 
-        from devices import models
-
-        family = GaugeMetricFamily("iotgw_commands", "Commands by status", labels=["status"])
-        command = getattr(models, "Command", None)
-        if command is not None:
-            try:
-                counts = dict(command.objects.values_list("status").annotate(n=Count("pk")).order_by())
-            except DatabaseError:  # /metrics still answers while the database is away
-                return
-            for status, _label in getattr(command, "STATUSES", [(s, s) for s in counts]):
-                family.add_metric([status], counts.get(status, 0))
+        for status, _label in Command.STATUSES:
+            family.add_metric([status], counts.get(status, 0))
         yield family
 
 
+def _count_commands() -> dict[str, int] | None:
+    from django.db import DatabaseError
+    from django.db.models import Count
+
+    from devices.models import Command
+
+    try:
+        return dict(Command.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    except DatabaseError:
+        return None
+
+
+commands_collector = CommandCollector()
+
 REGISTRY.register(BridgeCollector())
-REGISTRY.register(CommandCollector())
+REGISTRY.register(commands_collector)

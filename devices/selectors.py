@@ -20,6 +20,7 @@ from django.utils import timezone
 from devices.exceptions import CommandUnknown, NotAuthorized
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
 from devices.services import TOKEN_PREFIX, secret_hash
+from protocols.payloads import DEVICE_ID_RE
 from protocols.wire import format_ts
 
 
@@ -48,14 +49,20 @@ def device_ids_visible_to(user: AbstractBaseUser, wanted: Iterable[str] | None =
     return set(qs.values_list("pk", flat=True))
 
 
-def device_subscription(user: AbstractBaseUser, wanted: list[str] | str) -> tuple[set[str], bool, list[str], list[str]]:
-    """For a subscribe request: (visible ids, everything?, unknown ids, ids that exist but are not the user's)."""
+def device_subscription(user: AbstractBaseUser, wanted: list[str] | str) -> tuple[set[str], bool, list[str]]:
+    """For a subscribe request: (visible ids, everything?, the other ids, in the order asked).
+
+    A device the user may not see is reported exactly like one that does not exist.
+    """
     if wanted == "*":
-        return device_ids_visible_to(user), bool(user.is_staff), [], []
+        return device_ids_visible_to(user), bool(user.is_staff), []
     visible = device_ids_visible_to(user, wanted)
-    hidden = [d for d in wanted if d not in visible]
-    existing = set(Device.objects.filter(pk__in=hidden).values_list("pk", flat=True)) if hidden else set()
-    return visible, False, [d for d in hidden if d not in existing], [d for d in hidden if d in existing]
+    return visible, False, [d for d in wanted if d not in visible]
+
+
+def device_snapshots_visible_to(user: AbstractBaseUser) -> list[dict[str, Any]]:
+    """The snapshot of every device a user may see."""
+    return device_snapshots(device_ids_visible_to(user))
 
 
 def device_snapshots(device_ids: Iterable[str]) -> list[dict[str, Any]]:
@@ -110,6 +117,8 @@ def socket_credentials_valid(*, user_id: int, token_id: int | None, session_key:
 
 def device_secret_ok(device_id: str, secret: str) -> bool:
     """True when the device exists, is enabled and the secret matches."""
+    if not DEVICE_ID_RE.fullmatch(device_id):  # cannot exist, and a NUL would reach PostgreSQL
+        return False
     device = Device.objects.filter(pk=device_id, enabled=True).only("secret_hash").first()
     return device is not None and hmac.compare_digest(device.secret_hash, secret_hash(secret))
 

@@ -22,10 +22,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from devices import telemetry_sql
-from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, NotAuthorized, PayloadInvalid
+from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, PayloadInvalid
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device
 from protocols.payloads import DEVICE_ID_RE, Sample
-from protocols.wire import command_fields, format_ts
+from protocols.wire import command_fields, format_ts, storable_text
 
 logger = logging.getLogger("iotgw.devices")
 
@@ -45,8 +45,12 @@ def device_register(
     groups: Iterable[str] = (),
 ) -> tuple[Device, str]:
     """Register a device; returns it with its secret, which is not stored and never shown again."""
-    if not DEVICE_ID_RE.match(device_id):
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
         raise PayloadInvalid("bad_device_id", f"device id {device_id!r} must match {DEVICE_ID_RE.pattern}")
+    groups = list(groups)
+    _check_text("name", name, DEVICE_NAME_MAX)
+    for group in groups:
+        _check_text("group", group, GROUP_NAME_MAX, required=True)
     if device_id == settings.MQTT_BRIDGE_USERNAME:
         # The broker hooks would take this device for the bridge's all-powerful account.
         raise Conflict(f"device id {device_id!r} is the bridge's MQTT username")
@@ -60,6 +64,18 @@ def device_register(
     except IntegrityError:
         raise Conflict(f"device {device_id!r} is already registered") from None
     return device, secret
+
+
+# The columns' lengths (Device.name, auth's Group.name): PostgreSQL refuses longer values.
+DEVICE_NAME_MAX = 200
+GROUP_NAME_MAX = 150
+
+
+def _check_text(what: str, value: str, max_length: int, *, required: bool = False) -> None:
+    """A name the database will store as given: bounded, without NUL."""
+    if not isinstance(value, str) or len(value) > max_length or (required and not value) or not storable_text(value):
+        raise PayloadInvalid("bad_request", f"{what} must be text of {int(required)} to {max_length} characters "
+                             "without NUL")
 
 
 def device_set_enabled(*, device_id: str, enabled: bool) -> Device:
@@ -293,15 +309,16 @@ def command_issue(
     """Store a command `queued` for a device the user may command; the caller then nudges the bridge.
 
     An `idempotency_key` is unique per device: issuing it again returns the first command unchanged.
+    A device the user may not see is as unknown as one that does not exist, so ids cannot be probed.
     """
     from devices.selectors import devices_visible_to  # selectors imports this module
 
     fields = command_fields(name=name, params=params, timeout=timeout, expires_in=expires_in, oneway=oneway,
                             idempotency_key=idempotency_key, ref=ref)
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
+        raise DeviceUnknown(f"no such device: {str(device_id)[:80]!r}")
     device = devices_visible_to(user).filter(pk=device_id).only("id", "enabled").first()
     if device is None:
-        if Device.objects.filter(pk=device_id).exists():
-            raise NotAuthorized(f"not yours to command: {device_id}")
         raise DeviceUnknown(f"no such device: {device_id}")
     if not device.enabled:
         raise DeviceDisabled(f"device {device_id} is disabled")

@@ -132,6 +132,9 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
+# Database sessions that refuse a malformed cookie key before it reaches the database (iotgw/sessions.py).
+SESSION_ENGINE = "iotgw.sessions"
+
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
@@ -190,6 +193,10 @@ IOTGW_WS_BURST = env.number("IOTGW_WS_BURST", 40.0)
 # Pushes queued per dashboard socket in a web process; when a socket falls this far behind,
 # the oldest is dropped (iotgw_ws_push_dropped_total) rather than the process's fan-out stalled.
 IOTGW_WS_INBOX = int(env.number("IOTGW_WS_INBOX", 256))
+# Unsent bytes a dashboard socket may have waiting in Daphne's write buffer (a client that stops reading
+# makes it grow without bound). Past it, pushes to that socket stop, and once it has drained it gets a
+# fresh snapshot; a socket past twice this that still sends frames is closed (4013).
+IOTGW_WS_SEND_BUFFER = int(env.number("IOTGW_WS_SEND_BUFFER", 512 * 1024))
 # How often a web process re-joins the push groups it needs: they vanish when Redis restarts
 # without persistence (a receive error also triggers a re-join, after a back-off).
 IOTGW_PUSH_REJOIN_SECONDS = env.number("IOTGW_PUSH_REJOIN_SECONDS", 30.0)
@@ -200,6 +207,11 @@ IOTGW_WS_RECHECK_SECONDS = env.number("IOTGW_WS_RECHECK_SECONDS", 30.0)
 # HTTP ingest requests per second per device (429 past the burst), in each web process.
 IOTGW_HTTP_INGEST_RATE = env.number("IOTGW_HTTP_INGEST_RATE", 20.0)
 IOTGW_HTTP_INGEST_BURST = env.number("IOTGW_HTTP_INGEST_BURST", 40.0)
+
+# When set, GET /metrics needs it: `Authorization: Bearer <token>`, or HTTP Basic with it as the password.
+IOTGW_METRICS_TOKEN = env.text("IOTGW_METRICS_TOKEN")
+# Command counts in /metrics come from one query at most this often per web process, however often it is scraped.
+IOTGW_METRICS_COUNT_SECONDS = env.number("IOTGW_METRICS_COUNT_SECONDS", 30.0)
 
 # The bridge's own broker account, for the /mqtt/auth and /mqtt/acl hooks; defaults to MQTT_URL's.
 MQTT_BRIDGE_USERNAME = env.text("MQTT_BRIDGE_USERNAME", env.url_username(MQTT_URL))

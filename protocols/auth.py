@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 
 from devices.selectors import token_lookup
 from devices.tickets import ws_ticket_redeem
@@ -34,12 +35,56 @@ def ticket_key(scope: dict) -> str | None:
     return values[0] if values else None
 
 
-def origin_allowed(origin: str | None) -> bool:
-    """True when the Origin's host is one of DJANGO_ALLOWED_HOSTS."""
-    if not origin or "://" not in origin:
+def _secure(scope: dict) -> bool:
+    """Whether the handshake came over TLS: the server says so, or a proxy does (SECURE_PROXY_SSL_HEADER)."""
+    if scope.get("scheme") in ("wss", "https"):
+        return True
+    if settings.SECURE_PROXY_SSL_HEADER:
+        name, expected = settings.SECURE_PROXY_SSL_HEADER
+        name = name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
+        value = header(scope, name)
+        return value is not None and value.split(",", 1)[0].strip() == expected
+    return False
+
+
+def _own_origin(scope: dict) -> str | None:
+    """This site's origin as Django's request.get_host() and is_secure() see it; None for a disallowed Host."""
+    host = header(scope, b"host")
+    if not host:
+        return None
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _port = split_domain_port(host)
+    if not domain or not validate_host(domain, allowed):
+        return None
+    return f"{'https' if _secure(scope) else 'http'}://{host}"
+
+
+def _trusted(origin: str) -> bool:
+    """In CSRF_TRUSTED_ORIGINS, exactly or by a `scheme://*.domain` wildcard, as Django's CSRF check reads it."""
+    trusted = settings.CSRF_TRUSTED_ORIGINS
+    if origin in trusted:
+        return True
+    try:
+        parsed = urlsplit(origin)
+    except ValueError:
         return False
-    host, _port = split_domain_port(origin.split("://", 1)[1].split("/", 1)[0])
-    return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)
+    return any(
+        is_same_domain(parsed.netloc, urlsplit(pattern).netloc.lstrip("*"))
+        for pattern in trusted
+        if "*" in pattern and urlsplit(pattern).scheme == parsed.scheme
+    )
+
+
+def origin_allowed(scope: dict) -> bool:
+    """Django's CSRF Origin rule for a cookie-authenticated handshake: the site's own scheme, host and port
+    (from the Host header, itself in ALLOWED_HOSTS), or an origin in CSRF_TRUSTED_ORIGINS."""
+    origin = header(scope, b"origin")
+    if not origin or origin == "null":
+        return False
+    own = _own_origin(scope)
+    return (own is not None and origin.lower() == own.lower()) or _trusted(origin)
 
 
 class BearerOrSessionAuthMiddleware:

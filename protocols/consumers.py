@@ -18,10 +18,17 @@ from bridge.commands import command_announce
 from bridge.push import bucket_of
 from devices import metrics
 from devices.exceptions import GatewayError
-from devices.selectors import command_state, device_snapshots, device_subscription, socket_credentials_valid
+from devices.selectors import (
+    command_state,
+    device_snapshots,
+    device_snapshots_visible_to,
+    device_subscription,
+    socket_credentials_valid,
+)
 from devices.services import command_issue, session_group, token_group, user_group
-from protocols.auth import header, origin_allowed
-from protocols.hub import Inbox, Push, push_hub, receive_retrying
+from protocols.auth import origin_allowed
+from protocols.hub import Inbox, Push, PushHub, push_hub, receive_retrying
+from protocols.outbound import SCOPE_KEY, SendBudget
 from protocols.ratelimit import TokenBucket
 from protocols.wire import (
     command_frame,
@@ -34,9 +41,11 @@ from protocols.wire import (
 
 logger = logging.getLogger("iotgw.ws")
 
-# Close codes (4000-4999 are the application's): credentials gone, and flooding.
+# Close codes (4000-4999 are the application's): credentials gone, flooding, and a client that asks but
+# never reads (4013 for WebSocket's 1013 "try again later", which autobahn lets no application send).
 CLOSE_REVOKED = 4401
 CLOSE_FLOODING = 4429
+CLOSE_NOT_READING = 4013
 
 
 def _log_receive_failure(exc: Exception, delay: float) -> None:
@@ -50,7 +59,21 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     Pushes come from the process's push hub (protocols.hub) into this socket's
     bounded inbox, drained in order by one task; `hold` keeps them queued while a
     subscribe sends its snapshot, so live telemetry never precedes it.
+
+    A client that stops reading makes Daphne buffer what we send without bound, so
+    pushes stop once IOTGW_WS_SEND_BUFFER bytes wait unsent (protocols.outbound);
+    the socket is `behind` until its buffer has drained, then gets a fresh snapshot.
     """
+
+    # Defaults for a socket refused or failed before connect() set them: clean-up runs on every exit path.
+    opened = False
+    closed_up = False
+    behind = False
+    auth_groups: tuple[str, ...] | list[str] = ()
+    hub: PushHub | None = None
+    recheck: asyncio.Task | None = None
+    resync: asyncio.Task | None = None
+    pump: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         """Channels' AsyncConsumer.__call__, but a channel-layer error (Redis away) does not end the socket."""
@@ -63,8 +86,19 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             await await_many_dispatch([receive, self._channel_receive], self.dispatch)
         except StopConsumer:
             pass
-        finally:  # also when a handler raised and disconnect() never ran
-            await self._leave_hub()
+        finally:  # also when a handler raised, or Daphne cancelled us, and disconnect() never ran
+            await self._clean_up()
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch; a failing handler of a layer message is logged and the socket stays."""
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            if message.get("type") in ("websocket.connect", "websocket.disconnect"):
+                raise  # the handshake or the close itself failed: nothing to keep open
+            logger.exception("dashboard socket: the %r handler failed", message.get("type"))
 
     async def _channel_receive(self) -> dict:
         """The next message on this socket's own channel (revocations), retrying with back-off on a layer error."""
@@ -76,24 +110,27 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated or not user.is_active:
             await self.close()
             return
-        if self.scope.get("auth") == "session" and not origin_allowed(header(self.scope, b"origin")):
+        if self.scope.get("auth") == "session" and not origin_allowed(self.scope):
             await self.close()
             return
         self.devices: set[str] = set()
         self.everything = False
         self.limiter = TokenBucket(rate=settings.IOTGW_WS_RATE, burst=settings.IOTGW_WS_BURST)
         self.over_limit = 0
+        self.budget = SendBudget(self.scope.get(SCOPE_KEY), settings.IOTGW_WS_SEND_BUFFER)
         self.auth_groups = self._auth_groups(user)
         for group in self.auth_groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        self.opened = True
         metrics.websockets_open.inc()
         self.recheck = asyncio.ensure_future(self._recheck_credentials())
         self.inbox = Inbox(settings.IOTGW_WS_INBOX)
         self.hold = asyncio.Lock()
-        self.hub = push_hub(self.channel_layer, rejoin_every=settings.IOTGW_PUSH_REJOIN_SECONDS,
-                            on_drop=metrics.ws_push_dropped.inc)
-        await self.hub.attach(self.inbox)
+        hub = push_hub(self.channel_layer, rejoin_every=settings.IOTGW_PUSH_REJOIN_SECONDS,
+                       on_drop=metrics.ws_push_dropped.inc)
+        self.hub = hub  # before attach: a failed attach is undone by the clean-up too
+        await hub.attach(self.inbox)
         self.pump = asyncio.ensure_future(self._pump())
 
     def _auth_groups(self, user: Any) -> list[str]:
@@ -114,30 +151,61 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Leave every group this socket joined."""
-        if not hasattr(self, "auth_groups"):
-            return  # refused at the handshake
-        metrics.websockets_open.dec()
-        self.recheck.cancel()
-        await self._leave_hub()
-        for group in self.auth_groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
+        await self._clean_up()
 
-    async def _leave_hub(self) -> None:
-        """Stop draining the inbox and unregister it from the hub (idempotent)."""
-        if getattr(self, "pump", None) is not None:
-            self.pump.cancel()
-            self.pump = None
-            await self.hub.detach(self.inbox)
+    async def _clean_up(self) -> None:
+        """Undo connect(): the gauge, the tasks, the hub, the groups. Idempotent; each step runs whatever failed."""
+        if self.closed_up:
+            return
+        self.closed_up = True
+        if self.opened:
+            metrics.websockets_open.dec()
+        for task in (self.recheck, self.resync, self.pump):
+            if task is not None:
+                task.cancel()
+        if self.hub is not None:
+            try:
+                await self.hub.detach(self.inbox)
+            except Exception as exc:
+                logger.warning("dashboard socket: could not leave the push hub: %s", exc)
+        for group in self.auth_groups:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception as exc:  # Redis away: the membership expires with the layer's group_expiry
+                logger.info("dashboard socket: could not leave %s: %s", group, exc)
 
     async def _pump(self) -> None:
         """Deliver the inbox in order; a failed send is logged and the next push still goes out."""
         while True:
             push = await self.inbox.get()
             async with self.hold:
+                if self.behind:
+                    metrics.ws_push_skipped.inc()
+                    continue
                 try:
                     await self.deliver(push)
                 except Exception as exc:
                     logger.warning("could not deliver a push to a dashboard: %s", exc)
+
+    def _fall_behind(self) -> None:
+        """Stop pushing to a socket whose client does not keep up; it gets a snapshot once drained."""
+        metrics.ws_push_skipped.inc()
+        if not self.behind:
+            self.behind = True
+            self.resync = asyncio.ensure_future(self._resync_when_drained())
+
+    async def _resync_when_drained(self) -> None:
+        """Once the client has read what was queued, a fresh snapshot replaces the pushes it missed."""
+        while True:
+            await self.budget.drained()
+            try:
+                async with self.hold:
+                    await self._send_snapshot(None)
+                    self.behind = False
+                return
+            except Exception as exc:  # e.g. the database away: try again shortly
+                logger.warning("dashboard socket: could not send a catch-up snapshot: %s", exc)
+                await asyncio.sleep(1.0)
 
     async def _recheck_credentials(self) -> None:
         """The layer may lose a revocation message: re-read the credentials now and then."""
@@ -175,38 +243,53 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         return True
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Decode a frame and dispatch it by type; a bad frame gets an error and the socket stays."""
+        """Decode a frame and dispatch it by type; a bad frame, or any failure, gets an error and the socket stays."""
         ref = None
         if await self._throttled():
             return
+        if self.budget.stuck():
+            # Every answer would only pile up unread in this process.
+            metrics.websockets_closed.labels(reason="not_reading").inc()
+            await self.close(code=CLOSE_NOT_READING)
+            return
+        kind = "undecoded"
         try:
             frame = decode_client_frame(text_data)
-            ref = frame.get("ref")
-            await getattr(self, "on_" + frame["type"])(frame)
+            ref, kind = frame.get("ref"), frame["type"]
+            await getattr(self, "on_" + kind)(frame)
         except GatewayError as exc:
             await self.send(error_frame(exc.code, str(exc), ref))
+        except Exception:
+            logger.exception("dashboard socket: a %s frame failed", kind)
+            await self.send(error_frame("internal_error", "the server could not handle this frame", ref))
 
     async def on_ping(self, frame: dict) -> None:
         await self.send('{"type":"pong"}')
 
     async def on_subscribe(self, frame: dict) -> None:
-        visible, everything, missing, forbidden = await database_sync_to_async(device_subscription)(
+        visible, everything, unknown = await database_sync_to_async(device_subscription)(
             self.scope["user"], frame["devices"]
         )
-        ref = frame.get("ref")
-        if missing:
-            await self.send(error_frame("unknown_device", f"no such device: {', '.join(missing[:20])}", ref))
-        if forbidden:
-            await self.send(error_frame("forbidden", f"not yours to see: {', '.join(forbidden[:20])}", ref))
+        if unknown:  # someone else's device is answered exactly like a missing one
+            await self.send(error_frame("unknown_device", f"no such device: {', '.join(unknown[:20])}",
+                                        frame.get("ref")))
         # The hub is in the buckets' groups before the snapshot is read, and what it
         # receives meanwhile waits in the inbox until the snapshot is out.
         async with self.hold:
             self.everything = self.everything or everything
             self.devices |= visible
             await self.hub.want(self.inbox, self._buckets())
-            snapshot = await database_sync_to_async(device_snapshots)(visible)
-            for frame in snapshot_frames(snapshot, settings.IOTGW_WS_MAX_FRAME):
-                await self.send(frame)
+            await self._send_snapshot(visible)
+
+    async def _send_snapshot(self, device_ids: set[str] | None) -> None:
+        """A snapshot of these devices, or (None) of everything this socket watches."""
+        if device_ids is None and self.everything:
+            snapshot = await database_sync_to_async(device_snapshots_visible_to)(self.scope["user"])
+        else:
+            wanted = self.devices if device_ids is None else device_ids
+            snapshot = await database_sync_to_async(device_snapshots)(wanted)
+        for text in snapshot_frames(snapshot, settings.IOTGW_WS_MAX_FRAME):
+            await self.send(text)
 
     async def on_unsubscribe(self, frame: dict) -> None:
         if frame["devices"] == "*":
@@ -255,11 +338,21 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             fragments = [f for device_id, items in telemetry.items() if device_id in self.devices for f in items]
             frames = telemetry_frames(fragments, settings.IOTGW_WS_MAX_FRAME)
         for frame in frames:
-            await self.send(frame)
+            if not await self._push(frame):
+                return
         for device_id, text in message["status"].items():
-            if self._sees(device_id):
-                await self.send(text)
+            if self._sees(device_id) and not await self._push(text):
+                return
         for device_id, texts in message["frames"].items():
             if self._sees(device_id):
                 for text in texts:
-                    await self.send(text)
+                    if not await self._push(text):
+                        return
+
+    async def _push(self, text: str) -> bool:
+        """Send one pushed frame, unless the client has fallen behind; False once it has."""
+        if self.behind or await self.budget.over():
+            self._fall_behind()
+            return False
+        await self.send(text)
+        return True

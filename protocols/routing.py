@@ -37,15 +37,16 @@ def build_application() -> ProtocolTypeRouter:
     from bridge.worker import BRIDGE_CHANNEL
     from protocols.auth import BearerOrSessionAuthMiddleware
     from protocols.consumers import DashboardConsumer
+    from protocols.outbound import OutboundMiddleware
 
     return ProtocolTypeRouter(
         {
             "http": http,
-            "websocket": URLRouter([
+            "websocket": OutboundMiddleware(URLRouter([
                 # Credentials are read (and a ticket spent) only on a path that serves a socket.
                 path("ws/dashboard/", BearerOrSessionAuthMiddleware(DashboardConsumer.as_asgi())),
                 re_path(r"", unknown_path),
-            ]),
+            ])),
             "channel": ChannelNameRouter({BRIDGE_CHANNEL: BridgeConsumer.as_asgi()}),
         }
     )

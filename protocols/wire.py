@@ -35,7 +35,10 @@ def error_frame(code: str, message: str, ref: Any = None) -> str:
     """An `error` frame; `ref` echoes the client's reference when it gave one."""
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if ref is not None:
-        frame["ref"] = ref
+        try:
+            return dumps({**frame, "ref": ref})
+        except TypeError:  # a ref no frame can carry (nested past orjson's depth): answer without it
+            pass
     return dumps(frame)
 
 
@@ -61,7 +64,7 @@ def _device_selection(devices: Any) -> list[str] | str:
         raise PayloadInvalid("bad_request", "devices must be a list of device ids or \"*\"")
     if len(devices) > MAX_DEVICES_PER_FRAME:
         raise PayloadInvalid("bad_request", f"at most {MAX_DEVICES_PER_FRAME} devices per frame")
-    bad = [d for d in devices if not DEVICE_ID_RE.match(d)]
+    bad = [d for d in devices if not DEVICE_ID_RE.fullmatch(d)]
     if bad:
         raise PayloadInvalid("bad_request", f"not a device id: {bad[0][:80]!r}")
     return devices
@@ -123,6 +126,11 @@ MAX_EXPIRES_IN = 30 * 86_400.0
 MAX_PARAMS_BYTES = 16 * 1024
 MAX_KEY = 128
 MAX_ERROR_TEXT = 1000
+# A ref is echoed to JavaScript dashboards, whose numbers are exact only up to 2**53.
+MAX_REF_INT = 2**53 - 1
+# orjson encodes integers of 64 bits at most (signed or unsigned).
+INT_RANGE = range(-(2**63), 2**64)
+MAX_PARAMS_DEPTH = 32
 # Under the 64 KiB WebSocket frame cap (IOTGW_WS_MAX_FRAME) with room to spare.
 MAX_COMMAND_FRAME = 48 * 1024
 COMMAND_FRAME_KEYS = ("id", "device", "name", "status", "result", "error", "ref", "updated_at")
@@ -138,6 +146,63 @@ def _seconds(value: Any, what: str, default: float, maximum: float) -> float:
     return float(value)
 
 
+def storable_text(value: str) -> bool:
+    """Whether every store and encoder takes this string: no NUL (PostgreSQL refuses it), no lone surrogate."""
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _plain_json(value: Any, depth: int = 0) -> bool:
+    """JSON that round-trips through orjson, PostgreSQL's jsonb and SQLite alike (finite numbers, clean text)."""
+    if value is None or isinstance(value, (bool, str)):
+        return not isinstance(value, str) or storable_text(value)
+    if isinstance(value, int):
+        return value in INT_RANGE
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth >= MAX_PARAMS_DEPTH:
+        return False
+    if isinstance(value, list):
+        return all(_plain_json(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and storable_text(k) and _plain_json(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _check_params(params: Any) -> dict[str, Any]:
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise PayloadInvalid("bad_request", "params must be a JSON object")
+    try:
+        encoded = orjson.dumps(params)
+    except TypeError:
+        raise PayloadInvalid("bad_request", "params must be plain JSON") from None
+    if len(encoded) > MAX_PARAMS_BYTES:
+        raise PayloadInvalid("bad_request", f"params are over {MAX_PARAMS_BYTES} bytes")
+    if not _plain_json(params):
+        raise PayloadInvalid("bad_request", "params must be plain JSON: finite numbers, 64-bit integers, "
+                             f"text without NUL, at most {MAX_PARAMS_DEPTH} levels deep")
+    return params
+
+
+def _check_ref(ref: Any) -> None:
+    if ref is None:
+        return
+    if isinstance(ref, str) and len(ref) <= MAX_KEY and storable_text(ref):
+        return
+    if isinstance(ref, int) and not isinstance(ref, bool) and -MAX_REF_INT <= ref <= MAX_REF_INT:
+        return
+    raise PayloadInvalid("bad_request", f"ref must be an integer of at most 2**53-1 in magnitude, or a string "
+                         f"of at most {MAX_KEY} characters without NUL")
+
+
 def command_fields(
     *,
     name: Any,
@@ -149,25 +214,16 @@ def command_fields(
     ref: Any = None,
 ) -> dict[str, Any]:
     """Check a command's fields and fill in the defaults; raises PayloadInvalid naming the bad one."""
-    if not isinstance(name, str) or not COMMAND_NAME_RE.match(name):
+    if not isinstance(name, str) or not COMMAND_NAME_RE.fullmatch(name):
         raise PayloadInvalid("bad_request", f"command name must match {COMMAND_NAME_RE.pattern}")
-    params = {} if params is None else params
-    if not isinstance(params, dict):
-        raise PayloadInvalid("bad_request", "params must be a JSON object")
-    try:
-        encoded = orjson.dumps(params)
-    except TypeError:
-        raise PayloadInvalid("bad_request", "params must be plain JSON") from None
-    if len(encoded) > MAX_PARAMS_BYTES:
-        raise PayloadInvalid("bad_request", f"params are over {MAX_PARAMS_BYTES} bytes")
+    params = _check_params(params)
     if not isinstance(oneway, bool):
         raise PayloadInvalid("bad_request", "oneway must be true or false")
     key = idempotency_key
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY):
-        raise PayloadInvalid("bad_request", f"idempotency_key must be a string of 1 to {MAX_KEY} characters")
-    if ref is not None and not (isinstance(ref, str) and len(ref) <= MAX_KEY
-                                or isinstance(ref, int) and not isinstance(ref, bool)):
-        raise PayloadInvalid("bad_request", f"ref must be an integer or a string of at most {MAX_KEY} characters")
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY or not storable_text(key)):
+        raise PayloadInvalid("bad_request", f"idempotency_key must be a string of 1 to {MAX_KEY} characters "
+                             "without NUL")
+    _check_ref(ref)
     return {
         "name": name,
         "params": params,
@@ -182,7 +238,7 @@ def command_fields(
 def command_request(frame: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of `command_issue` from a client `command` frame, checked."""
     device = frame.get("device")
-    if not isinstance(device, str) or not DEVICE_ID_RE.match(device):
+    if not isinstance(device, str) or not DEVICE_ID_RE.fullmatch(device):
         raise PayloadInvalid("bad_request", "device must be a device id")
     fields = {k: frame.get(k) for k in ("params", "timeout", "expires_in", "idempotency_key", "ref")}
     return {"device_id": device, **command_fields(name=frame.get("name"), oneway=frame.get("oneway", False), **fields)}

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, NotAuthorized, PayloadInvalid
+from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, PayloadInvalid
 from devices.models import Command, Device
 from devices.services import (
     command_cancel,
@@ -45,8 +45,12 @@ def statuses(command: Command) -> list[str]:
 
 def test_issue_checks_the_device_and_the_user(owner, device):
     stranger = get_user_model().objects.create_user("stranger")
-    with pytest.raises(NotAuthorized):
+    with pytest.raises(DeviceUnknown) as hidden:
         command_issue(user=stranger, device_id="d1", name="reboot")
+    with pytest.raises(DeviceUnknown) as missing:
+        command_issue(user=stranger, device_id="d2", name="reboot")
+    # Someone else's device is answered exactly like a missing one: ids cannot be probed.
+    assert str(hidden.value).replace("d1", "ID") == str(missing.value).replace("d2", "ID")
     with pytest.raises(DeviceUnknown):
         command_issue(user=owner, device_id="nope", name="reboot")
     with pytest.raises(PayloadInvalid):

@@ -163,13 +163,17 @@ async def test_user_cannot_read_subscribe_or_command_a_device_they_may_not_see(s
     bob = await open_socket(stack.ws, token=tokens["bob"])
     await bob.subscribe([b1])
     carol = await open_socket(stack.ws, token=tokens["carol"])
-    await carol.send({"type": "subscribe", "devices": [b1], "ref": "peek"})
-    error = await carol.next(lambda f: f["type"] == "error")
-    assert error["code"] in ("forbidden", "unknown_device") and error["ref"] == "peek"
-    assert (await carol.next(lambda f: f["type"] == "snapshot"))["devices"] == []
-    await carol.send({"type": "command", "device": b1, "name": "reboot", "params": {}, "ref": "cmd"})
-    error = await carol.next(lambda f: f["type"] == "error")
-    assert error["code"] in ("forbidden", "unknown_device") and error["ref"] == "cmd"
+    # Over the WebSocket too, Bob's device is answered exactly like one that does not exist.
+    answers = []
+    for target in (b1, "ghost-device"):
+        await carol.send({"type": "subscribe", "devices": [target], "ref": "peek"})
+        answers.append((await carol.next(lambda f: f["type"] == "error"))["message"].replace(target, "ID"))
+        assert (await carol.next(lambda f: f["type"] == "snapshot"))["devices"] == []
+        await carol.send({"type": "command", "device": target, "name": "reboot", "params": {}, "ref": "cmd"})
+        error = await carol.next(lambda f: f["type"] == "error")
+        assert (error["code"], error["ref"]) == ("unknown_device", "cmd")
+        answers.append(error["message"].replace(target, "ID"))
+    assert answers[:2] == answers[2:]
     assert not await sync_to_async(Command.objects.filter(device_id=b1).exists)()
 
     # Bob's device reports: Bob sees it, Carol's socket gets nothing but her pong.

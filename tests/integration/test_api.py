@@ -134,9 +134,9 @@ def test_unauthenticated_api_call_is_401_in_the_error_shape(web):
     assert post.status == 401 and post.error_code == "unauthorized"
 
 
-def metric(web: str, name: str, **labels: str) -> float | None:
+def metric(web: str, name: str, *, headers: dict | None = None, **labels: str) -> float | None:
     """One sample of /metrics (the sum over matching label sets), or None when absent."""
-    status, body = http_get(web + "/metrics")
+    status, body = http_get(web + "/metrics", headers)
     assert status == 200
     values = []
     for line in body.decode().splitlines():

@@ -212,7 +212,8 @@ async def test_commands_need_a_visible_device_and_valid_fields(running, registry
     theirs, _ = await sync_to_async(registry.device)("theirs", owner=stranger)
     dash = await Dashboard.open(running.ws, token)
 
-    assert (await issue(dash, theirs))["code"] == "forbidden"
+    # Someone else's device is as unknown as a missing one: its existence is not leaked.
+    assert (await issue(dash, theirs))["code"] == "unknown_device"
     assert (await issue(dash, "no-such-device-" + registry.tag))["code"] == "unknown_device"
     assert (await issue(dash, theirs, timeout=-1))["code"] == "bad_request"
     status, body = await sync_to_async(http)("POST", f"{running.web}/api/devices/{theirs}/commands", token,

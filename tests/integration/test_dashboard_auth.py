@@ -50,9 +50,14 @@ async def test_user_sees_only_owned_and_group_shared_devices(stack, people, ids)
     snapshot = await alice.subscribe("*")
     assert sorted(d["id"] for d in snapshot["devices"]) == sorted([devices["a1"], devices["blab"]])
 
+    # Bob's private device is answered exactly like one that does not exist.
     await alice.send({"type": "subscribe", "devices": [devices["bown"]], "ref": "peek"})
-    error = await alice.next(lambda f: f["type"] == "error")
-    assert error["code"] == "forbidden" and error["ref"] == "peek"
+    hidden = await alice.next(lambda f: f["type"] == "error")
+    await alice.send({"type": "subscribe", "devices": ["ghost-device"], "ref": "peek"})
+    missing = await alice.next(lambda f: f["type"] == "error")
+    assert hidden["code"] == "unknown_device" and hidden["ref"] == "peek"
+    assert {**hidden, "message": hidden["message"].replace(devices["bown"], "ID")} == {
+        **missing, "message": missing["message"].replace("ghost-device", "ID")}
 
     # Bob's private device publishes first, then a shared one: Alice gets only the shared one.
     hidden = await sync_to_async(MqttDevice)(stack.mqtt_url, devices["bown"])
@@ -72,13 +77,18 @@ async def test_user_sees_only_owned_and_group_shared_devices(stack, people, ids)
     await staff.close()
 
 
-async def test_session_cookie_needs_an_allowed_origin(stack, alice_session):
+async def test_session_cookie_needs_the_sites_own_origin(stack, alice_session):
     session = alice_session
     await sync_to_async(stack.start_web)()
     cookie = {"Cookie": f"sessionid={session}"}
-    with pytest.raises(InvalidStatus):
-        await Dashboard.open(stack.ws, additional_headers=cookie, origin="http://evil.example")
-    dash = await Dashboard.open(stack.ws, additional_headers=cookie, origin="http://127.0.0.1")
+    port = stack.web_port
+    # Scheme, host and port must all be the site's own (as Django's CSRF check has it).
+    for origin in ("http://evil.example", "http://127.0.0.1:9999", "https://localhost", f"https://127.0.0.1:{port}",
+                   "http://127.0.0.1", f"http://localhost:{port}"):
+        with pytest.raises(InvalidStatus) as refused:
+            await Dashboard.open(stack.ws, additional_headers=cookie, origin=origin)
+        assert refused.value.response.status_code == 403, origin
+    dash = await Dashboard.open(stack.ws, additional_headers=cookie, origin=stack.web)
     await dash.send({"type": "ping"})
     assert (await dash.next())["type"] == "pong"
     await dash.close()
