@@ -38,10 +38,11 @@ def test_samples_published_before_the_bridge_is_back_are_stored(stack, registry,
     wait_until(lambda: stored(device_id) == 1, what="a sample before the restart")
     first.close()
     if sig == signal.SIGKILL:
-        # A killed Mosquitto comes back with its last save (autosave_interval 1): wait for one that holds
-        # the bridge's session and subscription, as a broker running for more than a second has.
+        # A killed Mosquitto comes back with its last complete save (autosave_interval 1): wait for one that
+        # holds the bridge's session and subscription, as a broker running for more than a second has. The log
+        # line comes as a save starts, so the second line after now means the first one has been written.
         saves = private_broker.log.count(SAVED)
-        wait_until(lambda: private_broker.log.count(SAVED) > saves, timeout=10, what="the broker saved its state")
+        wait_until(lambda: private_broker.log.count(SAVED) > saves + 1, timeout=10, what="the broker saved its state")
 
     bridge.freeze()  # the bridge cannot come back before the device
     private_broker.stop() if sig == signal.SIGTERM else private_broker.kill()
