@@ -18,12 +18,12 @@ import paho.mqtt.client as mqtt
 from django.conf import settings
 
 from bridge.client import BrokerConfig
+from devices import topic_rights
 
 logger = logging.getLogger("iotgw.dynsec")
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
-PUBLISH_KINDS = ("telemetry", "status", "commands/response")
 
 
 class DynsecError(Exception):
@@ -37,9 +37,10 @@ def role_name(device_id: str) -> str:
 
 def device_acls(device_id: str) -> list[dict[str, Any]]:
     """A device's rights: publish to its own inbound topics, subscribe to its own commands."""
-    own = f"devices/{device_id}/"
-    acls = [{"acltype": "publishClientSend", "topic": own + kind, "allow": True} for kind in PUBLISH_KINDS]
-    acls.append({"acltype": "subscribeLiteral", "topic": own + "commands", "allow": True})
+    own = topic_rights.own_prefix(device_id)
+    acls = [{"acltype": "publishClientSend", "topic": own + kind, "allow": True}
+            for kind in topic_rights.PUBLISH_KINDS]
+    acls.append({"acltype": "subscribeLiteral", "topic": own + topic_rights.SUBSCRIBE_KIND, "allow": True})
     return acls
 
 
