@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+MQTT_PORT ?= 1883
 
 .PHONY: venv run test lint bench migrate demo clean
 
@@ -23,7 +24,7 @@ demo: migrate
 
 run: demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py gateway --host $(HOST) --port $(PORT) --simulate 3
+	$(BIN)/python manage.py gateway --host $(HOST) --port $(PORT) --mqtt-port $(MQTT_PORT) --simulate 3
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

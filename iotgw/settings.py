@@ -131,6 +131,9 @@ LOGIN_REDIRECT_URL = "/"
 # --- iotgw --------------------------------------------------------------------
 
 MQTT_URL = env.text("MQTT_URL")
+# The all-in-one's broker when MQTT_URL is unset: `auto` embeds Mosquitto when it is installed
+# (MQTT 5, persistence), else amqtt (MQTT 3.1.1 only); `mosquitto` or `amqtt` insists on one.
+IOTGW_EMBEDDED_BROKER = env.text("IOTGW_EMBEDDED_BROKER", "auto")
 MQTT_CLIENT_ID = env.text("MQTT_CLIENT_ID", env.default_client_id())
 MQTT_SHARE_GROUP = env.text("MQTT_SHARE_GROUP", "iotgw")
 # How long the broker keeps the bridge's session (and queues QoS 1 for it) while it is away.
