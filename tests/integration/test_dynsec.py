@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from devices.services import device_rotate_secret, device_set_enabled
+from tests.support import MqttProbe as Client
 from tests.support import free_port, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -48,73 +47,7 @@ def dynsec_broker(tmp_path, processes, settings):
     return port
 
 
-class Client:
-    """A paho v5 client that reports the broker's reason codes (CONNACK, PUBACK, SUBACK)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5)
-        self.events: dict[str, object] = {}
-        self.received: list[mqtt.MQTTMessage] = []
-        self.cond = threading.Condition()
-        self.client.on_connect = lambda _c, _u, _f, rc, _p: self._event("connack", rc.value)
-        self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self._event("disconnected", rc.value)
-        self.client.on_publish = lambda _c, _u, mid, rc, _p: self._event(f"puback-{mid}", rc.value)
-        self.client.on_subscribe = lambda _c, _u, mid, rcs, _p: self._event(f"suback-{mid}", [r.value for r in rcs])
-        self.client.on_message = self._message
-
-    def _event(self, name: str, value: object) -> None:
-        with self.cond:
-            self.events[name] = value
-            self.cond.notify_all()
-
-    def _message(self, _c, _u, msg) -> None:
-        with self.cond:
-            self.received.append(msg)
-            self.cond.notify_all()
-
-    def wait(self, name: str, timeout: float = 10.0) -> object:
-        with self.cond:
-            assert self.cond.wait_for(lambda: name in self.events, timeout), f"no {name}"
-            return self.events.pop(name)
-
-    def try_connect(self, username: str, password: str) -> int:
-        """Connect and return the CONNACK reason code (0 = accepted)."""
-        self.client.username_pw_set(username, password)
-        try:
-            self.client.connect("127.0.0.1", self.port)
-        except OSError:
-            return -1
-        self.client.loop_start()
-        try:
-            return self.wait("connack")
-        except AssertionError:
-            return -1
-        finally:
-            if self.events.get("connack", 0) != 0:
-                self.client.loop_stop()
-
-    def publish(self, topic: str, payload: bytes) -> int:
-        """Publish at QoS 1 and return the PUBACK reason code (0x87 = not authorised)."""
-        info = self.client.publish(topic, payload, qos=1)
-        return self.wait(f"puback-{info.mid}")
-
-    def subscribe(self, topic: str) -> int:
-        _rc, mid = self.client.subscribe(topic, qos=1)
-        return self.wait(f"suback-{mid}")[0]
-
-    def got(self, topic: str, payload: bytes, timeout: float = 10.0) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: any(m.topic == topic and m.payload == payload for m in self.received),
-                                      timeout)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-NOT_AUTHORIZED = 0x87
+from tests.support import NOT_AUTHORIZED  # noqa: E402
 
 
 def test_registered_device_is_confined_to_its_own_topics(dynsec_broker, registry):
