@@ -20,10 +20,19 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from devices.models import Device, Telemetry
-from devices.services import device_register, device_rotate_secret, device_set_enabled
+from devices.services import device_rotate_secret, device_set_enabled
 from tests.conftest import need_binary
 from tests.integration.apiclient import call
-from tests.support import NOT_AUTHORIZED, ROOT, AllInOne, MqttProbe, free_port, stack_env, wait_until
+from tests.support import (
+    NOT_AUTHORIZED,
+    ROOT,
+    AllInOne,
+    MqttProbe,
+    demo_secret,
+    free_port,
+    stack_env,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -84,21 +93,31 @@ def online(device_id: str) -> bool:
     return Device.objects.filter(pk=device_id, online=True).exists()
 
 
-def test_the_readme_example_is_stored_as_written_at_qos_0_and_1(allinone):
-    argv = readme_example()
-    assert argv[argv.index("-t") + 1] == "devices/demo-1/telemetry" and argv[argv.index("-u") + 1] == "demo-1"
-    sample = json.loads(argv[argv.index("-m") + 1])
-    _, secret = device_register(device_id="demo-1")
-    logged_in(allinone, "demo-1", secret).close()
-    argv[argv.index("-p") + 1] = str(allinone.mqtt_port)
-    argv[argv.index("-P") + 1] = secret
-    # QoS 0 connect-publish-disconnect, as written, then with -q 1; six times each (amqtt lost most QoS 0
-    # ones). One at a time, as a person would type it: each run must show up before the next.
-    for run, argv_run in enumerate([argv] * 6 + [argv + ["-q", "1"]] * 6, start=1):
-        result = subprocess.run(argv_run, capture_output=True, text=True, timeout=20)
-        assert result.returncode == 0, result.stderr
-        wait_until(lambda: stored("demo-1", **sample) == run, timeout=10,  # noqa: B023
-                   what=f"run {run} ({' '.join(argv_run[-2:])}) stored")
+@pytest.mark.parametrize("kind", ["mosquitto", "amqtt"])
+def test_the_readme_example_is_stored_as_written_at_qos_0_and_1_while_demo_1_is_simulated(
+        kind, live_db, processes, run_id):
+    if kind == "mosquitto":
+        need_binary("mosquitto")
+    need_binary("mosquitto_pub")
+    env = stack_env(database_url=live_db, redis_url=None, mqtt_url=None, run_id=run_id)
+    gw = AllInOne(env=env, processes=processes, kind=kind, extra=("--simulate", "3")).start()  # as `make run`
+    try:
+        argv = readme_example()
+        assert argv[argv.index("-t") + 1] == "devices/demo-1/telemetry" and argv[argv.index("-u") + 1] == "demo-1"
+        sample = json.loads(argv[argv.index("-m") + 1])
+        argv[argv.index("-p") + 1] = str(gw.mqtt_port)
+        argv[argv.index("-P") + 1] = demo_secret("demo-1")
+        wait_until(lambda: online("demo-1"), what="demo-1 simulated")
+        # QoS 0 connect-publish-disconnect, as written, then with -q 1; six times each (amqtt lost them all at
+        # QoS 0). One at a time, as a person would type it: each run must show up before the next.
+        for run, argv_run in enumerate([argv] * 6 + [argv + ["-q", "1"]] * 6, start=1):
+            result = subprocess.run(argv_run, capture_output=True, text=True, timeout=20)
+            assert result.returncode == 0, result.stderr
+            wait_until(lambda: stored("demo-1", **sample) == run, timeout=10,  # noqa: B023
+                       what=f"run {run} ({' '.join(argv_run[-2:])}) stored")
+    finally:
+        gw.stop()
+        shutil.rmtree(gw.state_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["v3.1.1", "v5"])
