@@ -5,7 +5,8 @@ topic rights of devices/topic_rights.py (DeviceTopics). `_Broker` works around
 what amqtt 0.12.1 gets wrong, each measured here:
 
 - a QoS 0 publish followed at once by DISCONNECT (what `mosquitto_pub` does) was
-  dropped: at end of stream amqtt cancels packet tasks it has not yet run;
+  dropped: it waited in the session's queue for a message loop that started too
+  late (after the retained messages below) or was cancelled with it inside;
 - a new client got every retained message matching *anyone's* subscription
   (every device saw every other device's `status`);
 - an MQTT 5 CONNECT was misparsed and answered with a traceback in the log and
@@ -116,31 +117,21 @@ class DeviceTopics(BaseTopicPlugin):
 
 
 class _Reader(StreamReaderAdapter):
-    """Replays the bytes read to sniff the CONNECT; at end of stream, lets amqtt run its pending packet tasks."""
+    """Replays the bytes read to sniff the CONNECT, then reads on."""
 
     def __init__(self, reader: asyncio.StreamReader, head: bytes) -> None:
         super().__init__(reader)
         self._head = head
 
     async def read(self, n: int = -1) -> bytes:
-        if self._head:
-            if n < 0 or n >= len(self._head):
-                data, self._head = self._head, b""
-                rest = n - len(data) if n >= 0 else -1
-                return data + (await self._read(rest) if rest else b"")
+        if not self._head:
+            return await super().read(n)
+        if 0 <= n < len(self._head):
             data, self._head = self._head[:n], self._head[n:]
             return data
-        return await self._read(n)
-
-    async def _read(self, n: int) -> bytes:
-        try:
-            return await super().read(n)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            # amqtt's reader loop cancels the packet tasks it has not run yet when the stream ends: a QoS 0
-            # PUBLISH just before the client closed was lost. Yielding first lets them run (they do not block).
-            for _ in range(3):
-                await asyncio.sleep(0)
-            raise
+        data, self._head = self._head, b""
+        rest = n - len(data) if n >= 0 else -1
+        return data + (await super().read(rest) if rest else b"")
 
 
 async def _connect_head(reader: asyncio.StreamReader) -> tuple[bytes, int | None]:
@@ -207,14 +198,18 @@ class _Broker(Broker):
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _handle_disconnect(self, client_session: Any, handler: Any, disconnect_waiter: Any) -> None:
-        # A message the client sent just before it disconnected may still wait in the session's queue.
-        queue = client_session.delivered_message_queue
-        while not queue.empty():
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(queue.get_nowait())
-            await self._handle_message_delivery(client_session, handler, done)
-        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+    async def _handle_client_session(self, reader: Any, writer: Any, client_session: Any, handler: Any,
+                                     *args: Any) -> None:
+        try:
+            await super()._handle_client_session(reader, writer, client_session, handler, *args)
+        finally:
+            # Whatever the client sent just before it went (amqtt's message loop may not have run at all, or
+            # was cancelled with the message in its queue) is still delivered.
+            queue = client_session.delivered_message_queue
+            while not queue.empty():
+                done = asyncio.get_running_loop().create_future()
+                done.set_result(queue.get_nowait())
+                await self._handle_message_delivery(client_session, handler, done)
 
     async def kick_stale(self, credentials: Credentials) -> int:
         """Drop each device connection whose device is gone, disabled, or has a new secret; returns how many."""
