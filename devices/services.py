@@ -61,6 +61,8 @@ def device_register(
     """Register a device; returns it with its secret, which is not stored and never shown again."""
     if not DEVICE_ID_RE.match(device_id):
         raise PayloadInvalid("bad_device_id", f"device id {device_id!r} must match {DEVICE_ID_RE.pattern}")
+    if offline_after is not None and offline_after < 0:
+        raise PayloadInvalid("bad_request", "offline_after must be 0 (never) or a number of seconds")
     if device_id == settings.MQTT_BRIDGE_USERNAME:
         # The broker hooks would take this device for the bridge's all-powerful account.
         raise Conflict(f"device id {device_id!r} is the bridge's MQTT username")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 from devices.services import device_rotate_secret, device_set_enabled
 from tests.support import MqttProbe as Client
@@ -107,4 +110,20 @@ def test_rotated_secret_replaces_the_old_one(dynsec_broker, registry):
     fresh = Client(port)
     assert fresh.try_connect(mine, new_secret) == 0
     assert fresh.publish(f"devices/{mine}/telemetry", b"{}") < 0x80  # 0x10: accepted, no subscribers
+    fresh.close()
+
+
+def test_rotatesecret_command_updates_the_broker(dynsec_broker, registry):
+    port = dynsec_broker
+    mine, old_secret = registry.device("ds-cli")
+    device = Client(port)
+    assert device.try_connect(mine, old_secret) == 0
+    out = io.StringIO()
+    call_command("rotatesecret", mine, stdout=out)
+    new_secret = re.search(r"secret:\s+(\S+)", out.getvalue())[1]
+    device.wait("disconnected")
+    device.client.loop_stop()
+    assert Client(port).try_connect(mine, old_secret) != 0
+    fresh = Client(port)
+    assert fresh.try_connect(mine, new_secret) == 0
     fresh.close()

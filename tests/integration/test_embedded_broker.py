@@ -291,3 +291,25 @@ def test_a_taken_mqtt_port_stops_the_gateway_with_what_to_do(live_db, processes,
                                 timeout=60)
     assert result.returncode != 0 and time.monotonic() - started < 30
     assert f"MQTT port {port}" in result.stderr and "MQTT_PORT" in result.stderr, result.stderr
+
+
+def test_a_secret_issued_over_the_api_replaces_the_old_one_on_the_broker(allinone, registry, staff_token):
+    owner = registry.user("owner")
+    device_id, old = registry.device("api-rot", owner=owner)
+    probe = logged_in(allinone, device_id, old)
+    url = f"{allinone.web}/api/devices/{device_id}/secret"
+    assert call("POST", url, token=registry.token(owner)).status == 403  # its owner sees it, but is not staff
+    assert call("POST", f"{allinone.web}/api/devices/nope-{run_tag()}/secret", token=staff_token).status == 404
+
+    reply = call("POST", url, token=staff_token)
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    assert body["id"] == body["mqtt_username"] == device_id and body["secret"] != old
+    probe.wait("disconnected", timeout=15)  # the connection made with the old secret does not outlive it
+    probe.client.loop_stop()
+    assert MqttProbe(allinone.mqtt_port, protocol=allinone.protocol).try_connect(device_id, old) != 0
+    logged_in(allinone, device_id, body["secret"]).close()
+
+
+def run_tag() -> str:
+    return uuid.uuid4().hex[:6]
