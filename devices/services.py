@@ -256,6 +256,13 @@ def _merge_latest(latest: dict, sample: Sample) -> None:
             latest[name] = {"value": value, "ts": ts}
 
 
+def device_presence_sweep(*, now: datetime | None = None) -> tuple[list[str], datetime]:
+    """Mark offline the devices silent past their `offline_after` (default IOTGW_OFFLINE_AFTER); (ids, when)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        return telemetry_sql.devices_mark_silent(now, settings.IOTGW_OFFLINE_AFTER), now
+
+
 def bridge_heartbeat(*, client_id: str, connected: bool, counters: dict) -> None:
     """Record that a bridge is alive, whether it holds a broker connection, and its counters."""
     BridgeHeartbeat.objects.update_or_create(

@@ -164,6 +164,11 @@ IOTGW_PUSH_BUCKETS = int(env.number("IOTGW_PUSH_BUCKETS", 1))
 # 16-18 % → 22-27 %. Under load pushes merge, so there are never more than 100 a second.
 IOTGW_PUSH_INTERVAL = env.number("IOTGW_PUSH_INTERVAL", 0.01)
 IOTGW_HEARTBEAT_SECONDS = env.number("IOTGW_HEARTBEAT_SECONDS", 2.0)
+# Seconds without a message after which a device is marked offline (per device: Device.offline_after;
+# 0: never). A device that never says `offline` — HTTP-only, or behind a half-open TCP link the broker
+# has not noticed — would otherwise stay online forever, and its commands would go `sent` and time out
+# instead of waiting `queued`. Bridges sweep for silent devices every IOTGW_HEARTBEAT_SECONDS.
+IOTGW_OFFLINE_AFTER = env.number("IOTGW_OFFLINE_AFTER", 600.0)
 IOTGW_WS_MAX_FRAME = 64 * 1024
 # Dashboard frames per second per socket (token bucket); past the burst a socket gets
 # `rate_limited`, and one that keeps going past another burst's worth is closed (4429).
