@@ -43,6 +43,11 @@ def number(name: str, default: float) -> float:
         raise ValueError(f"Config '{name}' must be a number, got {value!r}") from None
 
 
+def listing(name: str, default: str = "") -> list[str]:
+    """A comma-separated variable as a list, blanks dropped."""
+    return [item.strip() for item in (text(name, default) or "").split(",") if item.strip()]
+
+
 def require(name: str, why: str) -> str:
     """The variable's value; raises ConfigMissing naming it when unset."""
     value = text(name)

@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 
 
+TEST_SECRET_KEY = "test-" + uuid.uuid4().hex + uuid.uuid4().hex
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,6 +138,9 @@ def stack_env(*, database_url: str, redis_url: str | None, mqtt_url: str | None,
         MQTT_SESSION_EXPIRY="300",
         IOTGW_HEARTBEAT_SECONDS="0.5",
         PYTHONUNBUFFERED="1",
+        # The processes run as in production (iotgw/production.py): DEBUG off, a real secret key.
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY=TEST_SECRET_KEY,
     )
     for name, value in (("REDIS_URL", redis_url), ("MQTT_URL", mqtt_url)):
         if value:

@@ -12,6 +12,7 @@ from django.core.management import BaseCommand, CommandError
 
 from bridge.broker import EmbeddedBrokerError, embedded_broker, port_check
 from bridge.client import BrokerConfig
+from iotgw.production import refusal
 
 logger = logging.getLogger("iotgw.gateway")
 
@@ -28,6 +29,8 @@ class Command(BaseCommand):
                             help="also run N simulated devices demo-1 … demo-N (1 sample/s each)")
 
     def handle(self, *args, host: str, port: int, mqtt_port: int, simulate: int = 0, **options):
+        if why := refusal("all-in-one gateway", split=False):
+            raise CommandError(why)
         from channels.layers import get_channel_layer
         from daphne.server import Server  # installs the asyncio reactor first
         from twisted.internet import reactor
