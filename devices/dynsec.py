@@ -150,6 +150,36 @@ def client_set_password(*, device_id: str, secret: str) -> None:
             dynsec.run({"command": "enableClient", "username": device_id})
 
 
+BRIDGE_ROLE = "iotgw-bridge"
+
+
+def bridge_acls() -> list[dict[str, Any]]:
+    """The bridge's rights: the device topics in (shared among bridges), commands out."""
+    return [
+        {"acltype": "subscribePattern", "topic": "devices/#", "allow": True},
+        {"acltype": "subscribePattern", "topic": "$share/+/devices/#", "allow": True},
+        {"acltype": "publishClientReceive", "topic": "devices/#", "allow": True},
+        {"acltype": "publishClientSend", "topic": "devices/+/commands", "allow": True},
+        {"acltype": "unsubscribePattern", "topic": "#", "allow": True},
+    ]
+
+
+def bridge_account_ensure(*, username: str, password: str) -> None:
+    """Create (or reset) the bridge's broker account and role; safe to run at every deployment."""
+    with _client() as dynsec:
+        dynsec.run({"command": "createRole", "rolename": BRIDGE_ROLE}, ok_errors=("already exists",))
+        for acl in bridge_acls():
+            dynsec.run({"command": "addRoleACL", "rolename": BRIDGE_ROLE, **acl}, ok_errors=("already exists",))
+        answer = dynsec.run({"command": "createClient", "username": username, "password": password,
+                             "roles": [{"rolename": BRIDGE_ROLE}]}, ok_errors=("already exists",))[0]
+        if answer.get("error"):  # it exists: reset it
+            client = dynsec.run({"command": "getClient", "username": username})[0].get("data", {}).get("client", {})
+            dynsec.run({"command": "setClientPassword", "username": username, "password": password},
+                       {"command": "enableClient", "username": username})
+            if BRIDGE_ROLE not in {r.get("rolename") for r in client.get("roles", [])}:
+                dynsec.run({"command": "addClientRole", "username": username, "rolename": BRIDGE_ROLE})
+
+
 ACTIONS = {"client_create": client_create, "client_set_enabled": client_set_enabled,
            "client_set_password": client_set_password}
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from devices.services import device_rotate_secret, device_set_enabled
+from devices.models import Telemetry
+from devices.services import command_issue, device_rotate_secret, device_set_enabled
 from tests.support import MqttProbe as Client
 from tests.support import free_port, wait_until
 
@@ -127,3 +128,25 @@ def test_rotatesecret_command_updates_the_broker(dynsec_broker, registry):
     fresh = Client(port)
     assert fresh.try_connect(mine, new_secret) == 0
     fresh.close()
+
+
+def test_dynsecsetup_gives_a_real_bridge_what_it_needs(dynsec_broker, stack, registry, settings):
+    port = dynsec_broker
+    password = f"bridge-{uuid.uuid4().hex[:8]}"
+    settings.MQTT_BRIDGE_USERNAME, settings.MQTT_BRIDGE_PASSWORD = "iotgw-bridge", password
+    out = io.StringIO()
+    call_command("dynsecsetup", stdout=out)
+    call_command("dynsecsetup", stdout=out)  # idempotent: a deployment runs it at every start
+    assert "ready" in out.getvalue()
+
+    stack.env.update(MQTT_URL=f"mqtt://iotgw-bridge:{password}@127.0.0.1:{port}")
+    stack.start_bridge()  # its shared subscription is granted: it reports itself connected
+    device_id, secret = registry.device("ds-bridged")
+    device = Client(port)
+    assert device.try_connect(device_id, secret) == 0
+    assert device.subscribe(f"devices/{device_id}/commands") == 1
+    assert device.publish(f"devices/{device_id}/telemetry", b'{"kw": 3}') == 0
+    wait_until(lambda: Telemetry.objects.filter(device_id=device_id, data={"kw": 3}).exists(), what="stored")
+    command = command_issue(user=registry.user("ds-ops", staff=True), device_id=device_id, name="ping")
+    assert device.got(f"devices/{device_id}/commands", match=lambda m: str(command.id).encode() in m.payload)
+    device.close()
