@@ -10,10 +10,11 @@ MQTT_PORT ?= 1883
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# requirements-test.lock is the runtime tree (requirements.lock, all the image installs) plus test tooling.
+$(VENV)/.installed: requirements.lock requirements-test.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements-test.lock
 	touch $@
 
 migrate: venv
