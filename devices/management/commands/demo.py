@@ -40,7 +40,9 @@ class Command(BaseCommand):
         if created:
             user.set_password(password)
             user.save()
-        lines = [f"login:     {username} / {password if created else '(unchanged)'}",
+        # Shown while it still is the password: a first run that stopped early (a port taken) printed it too.
+        shown = password if created or user.check_password(password) else "(changed since)"
+        lines = [f"login:     {username} / {shown}",
                  f"API token: {demo_token(user)}"]
         names = {d: d.replace("-", " ").title() for d in DEMO_DEVICES}
         secrets = ensure_devices(list(DEMO_DEVICES), owner=user, names=names)
