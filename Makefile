@@ -4,15 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+MQTT_PORT ?= 1883
 
 .PHONY: venv run test lint bench migrate demo clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# requirements-test.lock is the runtime tree (requirements.lock, all the image installs) plus test tooling.
+$(VENV)/.installed: requirements.lock requirements-test.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements-test.lock
 	touch $@
 
 migrate: venv
@@ -23,7 +25,7 @@ demo: migrate
 
 run: demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py gateway --host $(HOST) --port $(PORT) --simulate 3
+	$(BIN)/python manage.py gateway --host $(HOST) --port $(PORT) --mqtt-port $(MQTT_PORT) --simulate 3
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -17,6 +17,7 @@ from bridge.db import in_db_thread
 from bridge.ingest import Ingestor
 from bridge.mqtt import MqttClient
 from bridge.mqtt_codec import Raw
+from bridge.presence import presence_loop
 from bridge.stats import BridgeStats
 from devices.services import bridge_heartbeat
 
@@ -85,6 +86,8 @@ class Bridge:
             asyncio.ensure_future(self.ingestor.run()),
             asyncio.ensure_future(self._heartbeat()),
             asyncio.ensure_future(self.commands.run()),
+            asyncio.ensure_future(presence_loop(layer=self.layer, stats=self.stats,
+                                                interval=settings.IOTGW_HEARTBEAT_SECONDS)),
         ]
         _current = self
         logger.info("bridge %s connecting to %s:%s (MQTT %s)", self.client_id, self.broker.host, self.broker.port,

@@ -1,8 +1,28 @@
-"""Django admin for the registry."""
+"""Django admin for the registry; secrets and tokens are issued by the services and shown once."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
 
+from devices.exceptions import GatewayError
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
+from devices.services import device_register, device_rotate_secret, device_set_enabled, secret_hash, token_create
+
+SHOWN_ONCE = "admin/devices/shown_once.html"
+
+
+def _shown_once(request: HttpRequest, model_admin: admin.ModelAdmin, *, title: str, what: str, headers: list[str],
+                rows: list[tuple[str, ...]]) -> HttpResponse:
+    """A page with new credentials, answered directly: they never sit in a message cookie or the session."""
+    opts = model_admin.model._meta
+    context = {**model_admin.admin_site.each_context(request), "title": title, "opts": opts, "what": what,
+               "it_is": "they are" if len(rows) > 1 or what.endswith("s") else "it is", "headers": headers,
+               "rows": rows, "back": reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")}
+    response = TemplateResponse(request, SHOWN_ONCE, context)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @admin.register(Device)
@@ -12,6 +32,41 @@ class DeviceAdmin(admin.ModelAdmin):
     search_fields = ("id", "name")
     readonly_fields = ("online", "last_seen", "latest", "created_at")
     filter_horizontal = ("groups",)
+    actions = ["issue_new_secrets"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The id is the MQTT username: fixed once registered.
+        return ("id", *self.readonly_fields) if obj is not None else self.readonly_fields
+
+    def save_model(self, request, obj: Device, form, change: bool) -> None:
+        """Registering goes through the service (secret, broker account); so does enabling or disabling."""
+        if not change:
+            device, obj._new_secret = device_register(device_id=obj.id, name=obj.name, owner=obj.owner,
+                                                      offline_after=obj.offline_after)
+            obj.created_at, obj.secret_hash = device.created_at, device.secret_hash
+            obj._state.adding = False
+            return
+        enabled = obj.enabled
+        super().save_model(request, obj, form, change)
+        if "enabled" in form.changed_data:
+            device_set_enabled(device_id=obj.id, enabled=enabled)
+
+    def response_add(self, request, obj: Device, post_url_continue=None) -> HttpResponse:
+        return _shown_once(request, self, title=f"Device {obj.id} registered", what="its secret",
+                           headers=["device", "MQTT username", "secret"], rows=[(obj.id, obj.id, obj._new_secret)])
+
+    @admin.action(description="Issue a new secret (the old one stops working)")
+    def issue_new_secrets(self, request, queryset) -> HttpResponse | None:
+        rows = []
+        try:
+            with transaction.atomic():
+                for device in queryset.order_by("pk"):
+                    rows.append((device.id, device.id, device_rotate_secret(device_id=device.id)))
+        except GatewayError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return None
+        return _shown_once(request, self, title="New device secrets", what="the new secrets",
+                           headers=["device", "MQTT username", "secret"], rows=rows)
 
 
 @admin.register(Telemetry)
@@ -25,6 +80,23 @@ class TelemetryAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("prefix", "user", "name", "created_at", "revoked_at")
     readonly_fields = ("prefix", "created_at")
+
+    def get_fields(self, request, obj=None):
+        return ("user", "name") if obj is None else ("user", "name", "prefix", "created_at", "revoked_at")
+
+    def save_model(self, request, obj: ApiToken, form, change: bool) -> None:
+        """A new token is made by the service (only its hash is stored); its key is shown once."""
+        if change:
+            return super().save_model(request, obj, form, change)
+        obj._new_key = token_create(user=obj.user, name=obj.name)
+        created = ApiToken.objects.get(key_hash=secret_hash(obj._new_key))
+        obj.pk, obj.prefix, obj.created_at = created.pk, created.prefix, created.created_at
+        obj._state.adding = False
+        return None
+
+    def response_add(self, request, obj: ApiToken, post_url_continue=None) -> HttpResponse:
+        return _shown_once(request, self, title=f"API token for {obj.user}", what="the token",
+                           headers=["user", "name", "token"], rows=[(str(obj.user), obj.name, obj._new_key)])
 
 
 @admin.register(BridgeHeartbeat)

@@ -25,7 +25,7 @@ from devices import metrics
 from devices.api import errors
 from devices.exceptions import DeviceUnknown, NotAuthorized, PayloadInvalid
 from devices.selectors import device_secret_ok, device_state, devices_page, devices_visible_to, telemetry_history
-from devices.services import Inbound, device_register, telemetry_ingest
+from devices.services import Inbound, device_register, device_rotate_secret, telemetry_ingest
 from protocols.payloads import DEVICE_ID_RE, METRIC_RE, parse_samples, parse_ts
 from protocols.ratelimit import BucketMap, RateLimited
 from protocols.wire import format_ts, storable_text
@@ -42,6 +42,8 @@ class DeviceOut(Schema):
     id: str
     name: str
     enabled: bool
+    offline_after: int | None = Field(None, description="seconds of silence before it is marked offline; "
+                                                        "null: the gateway's default; 0: never")
     online: bool
     last_seen: str | None
     latest: dict[str, Any]
@@ -53,11 +55,20 @@ class DeviceIn(Schema):
     name: str = ""
     owner: str | None = Field(None, description="username of the owner; the caller when omitted")
     groups: list[str] = []
+    offline_after: int | None = Field(None, ge=0, le=10 * 365 * 86400,
+                                      description="seconds of silence before the device is marked offline; "
+                                                  "null: the gateway's default (IOTGW_OFFLINE_AFTER); 0: never")
 
 
 class DeviceCreated(DeviceOut):
     mqtt_username: str
     secret: str = Field(..., description="the device's MQTT password; shown in this answer only")
+
+
+class SecretOut(Schema):
+    id: str
+    mqtt_username: str
+    secret: str = Field(..., description="the device's new MQTT password; shown in this answer only")
 
 
 class Sample(Schema):
@@ -90,7 +101,7 @@ class Ingested(Schema):
 
 
 def _out(device) -> dict[str, Any]:
-    return {**device_state(device), "enabled": device.enabled}
+    return {**device_state(device), "enabled": device.enabled, "offline_after": device.offline_after}
 
 
 def _visible(request: HttpRequest, device_id: str):
@@ -132,9 +143,20 @@ def device_create(request: HttpRequest, response: HttpResponse, body: DeviceIn):
         owner = get_user_model().objects.filter(username=body.owner).first() if storable_text(body.owner) else None
         if owner is None:
             raise PayloadInvalid("bad_request", f"no user named {body.owner!r}")
-    device, secret = device_register(device_id=body.id, name=body.name, owner=owner, groups=body.groups)
+    device, secret = device_register(device_id=body.id, name=body.name, owner=owner, groups=body.groups,
+                                     offline_after=body.offline_after)
     response["Location"] = reverse("api:device_detail", kwargs={"device_id": device.id})
     return Status(201, {**_out(device), "mqtt_username": device.id, "secret": secret})
+
+
+@router.post("/devices/{device_id}/secret", response={200: SecretOut, **errors(401, 403, 404)},
+             summary="Issue a new secret (staff); shown once, the old one stops working at once")
+def device_secret_rotate(request: HttpRequest, device_id: str):
+    _visible(request, device_id)
+    if not request.auth.is_staff:
+        raise NotAuthorized("only staff may issue device secrets")
+    secret = device_rotate_secret(device_id=device_id)
+    return {"id": device_id, "mqtt_username": device_id, "secret": secret}
 
 
 @router.get("/devices/{device_id}", response={200: DeviceOut, **errors(401, 404)}, url_name="device_detail",

@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from devices import topic_rights
 from devices.models import Device
 from devices.selectors import device_secret_ok
 from protocols.payloads import DEVICE_ID_RE
@@ -30,7 +31,6 @@ HOOK_SECRET_HEADER = "X-Iotgw-Hook-Secret"
 
 # mosquitto-go-auth's `acc`: 1 read (deliver to the client), 2 write (publish), 3 both, 4 subscribe.
 READ, WRITE, READWRITE, SUBSCRIBE = 1, 2, 3, 4
-PUBLISH_KINDS = ("telemetry", "status", "commands/response")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +115,12 @@ def topic_allowed(*, username: str, topic: str, publish: bool, subscribe: bool) 
         return True
     if not DEVICE_ID_RE.match(username) or not Device.objects.filter(pk=username, enabled=True).exists():
         return False
-    own = f"devices/{username}/"
     if publish and subscribe:
         return False  # no topic is both
     if publish:
-        return topic in {own + kind for kind in PUBLISH_KINDS}
+        return topic_rights.may_publish(device_id=username, topic=topic)
     if subscribe:
-        return topic == own + "commands"
+        return topic_rights.may_subscribe(device_id=username, topic_filter=topic)
     return False
 
 

@@ -18,12 +18,12 @@ import paho.mqtt.client as mqtt
 from django.conf import settings
 
 from bridge.client import BrokerConfig
+from devices import topic_rights
 
 logger = logging.getLogger("iotgw.dynsec")
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
-PUBLISH_KINDS = ("telemetry", "status", "commands/response")
 
 
 class DynsecError(Exception):
@@ -37,9 +37,10 @@ def role_name(device_id: str) -> str:
 
 def device_acls(device_id: str) -> list[dict[str, Any]]:
     """A device's rights: publish to its own inbound topics, subscribe to its own commands."""
-    own = f"devices/{device_id}/"
-    acls = [{"acltype": "publishClientSend", "topic": own + kind, "allow": True} for kind in PUBLISH_KINDS]
-    acls.append({"acltype": "subscribeLiteral", "topic": own + "commands", "allow": True})
+    own = topic_rights.own_prefix(device_id)
+    acls = [{"acltype": "publishClientSend", "topic": own + kind, "allow": True}
+            for kind in topic_rights.PUBLISH_KINDS]
+    acls.append({"acltype": "subscribeLiteral", "topic": own + topic_rights.SUBSCRIBE_KIND, "allow": True})
     return acls
 
 
@@ -147,6 +148,36 @@ def client_set_password(*, device_id: str, secret: str) -> None:
         dynsec.run({"command": "disableClient", "username": device_id})
         if Device.objects.filter(pk=device_id, enabled=True).exists():
             dynsec.run({"command": "enableClient", "username": device_id})
+
+
+BRIDGE_ROLE = "iotgw-bridge"
+
+
+def bridge_acls() -> list[dict[str, Any]]:
+    """The bridge's rights: the device topics in (shared among bridges), commands out."""
+    return [
+        {"acltype": "subscribePattern", "topic": "devices/#", "allow": True},
+        {"acltype": "subscribePattern", "topic": "$share/+/devices/#", "allow": True},
+        {"acltype": "publishClientReceive", "topic": "devices/#", "allow": True},
+        {"acltype": "publishClientSend", "topic": "devices/+/commands", "allow": True},
+        {"acltype": "unsubscribePattern", "topic": "#", "allow": True},
+    ]
+
+
+def bridge_account_ensure(*, username: str, password: str) -> None:
+    """Create (or reset) the bridge's broker account and role; safe to run at every deployment."""
+    with _client() as dynsec:
+        dynsec.run({"command": "createRole", "rolename": BRIDGE_ROLE}, ok_errors=("already exists",))
+        for acl in bridge_acls():
+            dynsec.run({"command": "addRoleACL", "rolename": BRIDGE_ROLE, **acl}, ok_errors=("already exists",))
+        answer = dynsec.run({"command": "createClient", "username": username, "password": password,
+                             "roles": [{"rolename": BRIDGE_ROLE}]}, ok_errors=("already exists",))[0]
+        if answer.get("error"):  # it exists: reset it
+            client = dynsec.run({"command": "getClient", "username": username})[0].get("data", {}).get("client", {})
+            dynsec.run({"command": "setClientPassword", "username": username, "password": password},
+                       {"command": "enableClient", "username": username})
+            if BRIDGE_ROLE not in {r.get("rolename") for r in client.get("roles", [])}:
+                dynsec.run({"command": "addClientRole", "username": username, "rolename": BRIDGE_ROLE})
 
 
 ACTIONS = {"client_create": client_create, "client_set_enabled": client_set_enabled,

@@ -32,6 +32,29 @@ def _database_ok() -> bool:
         return False
 
 
+_schema_current = False
+
+
+def _schema() -> tuple[bool, str | None]:
+    """Whether every migration this code has is applied, and if not, why (checked until it is, then remembered)."""
+    global _schema_current
+    if _schema_current:
+        return True, None
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:
+        return False, f"cannot read the migrations table: {str(exc).strip()[:200]}"
+    if plan:
+        names = [f"{m.app_label}.{m.name}" for m, _backwards in plan]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return False, f"{len(names)} migration(s) not applied ({shown}): run python manage.py migrate"
+    _schema_current = True
+    return True, None
+
+
 def _bridges() -> tuple[bool, list[str]]:
     """Whether a live bridge holds a broker connection, and the silent bridges whose sessions nobody drains."""
     try:
@@ -52,16 +75,21 @@ async def _layer_ok() -> bool:
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: the database, the channel layer, a live bridge, and no silent bridge whose session fills up."""
-    bridge_ok, silent = await sync_to_async(_bridges)()
+    """Readiness: the database and its schema, the channel layer, a live bridge, and no silent bridge."""
+    database = await sync_to_async(_database_ok)()
+    schema, why = await sync_to_async(_schema)() if database else (False, "the database is unreachable")
+    bridge_ok, silent = await sync_to_async(_bridges)() if schema else (False, [])
     checks = {
-        "database": await sync_to_async(_database_ok)(),
+        "database": database,
+        "schema": schema,
         "channel_layer": await _layer_ok(),
         "bridge": bridge_ok,
         "no_silent_bridge": not silent,
     }
     ok = all(checks.values())
     body: dict = {"status": "ok" if ok else "unavailable", "checks": checks}
+    if why:
+        body["reasons"] = {"schema": why}
     if silent:
         body["silent_bridges"] = silent
         body["hint"] = ("the broker keeps queueing a silent bridge's share of the device topics: restart it, "

@@ -18,7 +18,15 @@ class Device(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     groups = models.ManyToManyField(Group, blank=True, related_name="devices")
     secret_hash = models.CharField(max_length=64, editable=False)
+    # The same secret in Mosquitto's password-file form (PBKDF2-SHA512), so the all-in-one's embedded
+    # Mosquitto can check it; empty for a device registered before iotgw kept it (rotate its secret).
+    mqtt_password_hash = models.CharField(max_length=200, blank=True, editable=False)
     enabled = models.BooleanField(default=True)
+    # Seconds without a message before the device is marked offline; empty: IOTGW_OFFLINE_AFTER; 0: never.
+    offline_after = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="seconds of silence before the device is marked offline; empty: the gateway's default "
+                  "(IOTGW_OFFLINE_AFTER); 0: never")
     online = models.BooleanField(default=False)
     last_seen = models.DateTimeField(null=True, blank=True)
     # {metric: {"value": v, "ts": iso}}: the newest value of every metric, by sample time.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import secrets
@@ -37,12 +38,25 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# Mosquitto's password-file hash ("$7$", PBKDF2-SHA512, 12-byte salt), as `mosquitto_passwd` writes it.
+# The iteration count is Mosquitto's own default: the secret is random, so the count adds nothing.
+MOSQUITTO_HASH_ITERATIONS = 101
+
+
+def mosquitto_password_hash(secret: str, *, salt: bytes | None = None) -> str:
+    """A secret in the form a Mosquitto `password_file` line holds after `username:`."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, MOSQUITTO_HASH_ITERATIONS)
+    return f"$7${MOSQUITTO_HASH_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
 def device_register(
     *,
     device_id: str,
     name: str = "",
     owner: AbstractBaseUser | None = None,
     groups: Iterable[str] = (),
+    offline_after: int | None = None,
 ) -> tuple[Device, str]:
     """Register a device; returns it with its secret, which is not stored and never shown again."""
     if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
@@ -51,6 +65,8 @@ def device_register(
     _check_text("name", name, DEVICE_NAME_MAX)
     for group in groups:
         _check_text("group", group, GROUP_NAME_MAX, required=True)
+    if offline_after is not None and offline_after < 0:
+        raise PayloadInvalid("bad_request", "offline_after must be 0 (never) or a number of seconds")
     if device_id == settings.MQTT_BRIDGE_USERNAME:
         # The broker hooks would take this device for the bridge's all-powerful account.
         raise Conflict(f"device id {device_id!r} is the bridge's MQTT username")
@@ -58,7 +74,9 @@ def device_register(
     try:
         with transaction.atomic():
             device = Device.objects.create(id=device_id, name=name or device_id, owner=owner,
-                                           secret_hash=secret_hash(secret))
+                                           secret_hash=secret_hash(secret),
+                                           mqtt_password_hash=mosquitto_password_hash(secret),
+                                           offline_after=offline_after)
             device.groups.set([Group.objects.get_or_create(name=g)[0] for g in groups])
             _dynsec_after_commit("client_create", device_id=device_id, secret=secret)
     except IntegrityError:
@@ -94,7 +112,8 @@ def device_rotate_secret(*, device_id: str) -> str:
     with transaction.atomic():
         device = _device(device_id)
         device.secret_hash = secret_hash(secret)
-        device.save(update_fields=["secret_hash"])
+        device.mqtt_password_hash = mosquitto_password_hash(secret)
+        device.save(update_fields=["secret_hash", "mqtt_password_hash"])
         _dynsec_after_commit("client_set_password", device_id=device_id, secret=secret)
     return secret
 
@@ -122,8 +141,12 @@ def token_create(*, user: AbstractBaseUser, name: str = "") -> str:
     return key
 
 
-def token_revoke(*, key: str | None = None, prefix: str | None = None, user: AbstractBaseUser | None = None) -> int:
-    """Revoke tokens by key, by prefix, or all of a user's; their open WebSockets are closed. Returns how many."""
+def token_revoke(*, key: str | None = None, prefix: str | None = None, user: AbstractBaseUser | None = None,
+                 name: str | None = None) -> int:
+    """Revoke tokens by key, by prefix, or a user's (all, or those of one name); their open WebSockets are closed.
+
+    Returns how many.
+    """
     if key is None and prefix is None and user is None:
         raise PayloadInvalid("bad_request", "name a token key, a prefix or a user")
     qs = ApiToken.objects.filter(revoked_at__isnull=True)
@@ -133,6 +156,8 @@ def token_revoke(*, key: str | None = None, prefix: str | None = None, user: Abs
         qs = qs.filter(prefix=prefix[:12])
     if user is not None:
         qs = qs.filter(user=user)
+    if name is not None:
+        qs = qs.filter(name=name)
     with transaction.atomic():
         ids = list(qs.select_for_update().values_list("pk", flat=True))
         ApiToken.objects.filter(pk__in=ids).update(revoked_at=timezone.now())
@@ -260,6 +285,13 @@ def _merge_latest(latest: dict, sample: Sample) -> None:
         current = latest.get(name)
         if current is None or current["ts"] <= ts:
             latest[name] = {"value": value, "ts": ts}
+
+
+def device_presence_sweep(*, now: datetime | None = None) -> tuple[list[str], datetime]:
+    """Mark offline the devices silent past their `offline_after` (default IOTGW_OFFLINE_AFTER); (ids, when)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        return telemetry_sql.devices_mark_silent(now, settings.IOTGW_OFFLINE_AFTER), now
 
 
 def bridge_heartbeat(*, client_id: str, connected: bool, counters: dict) -> None:

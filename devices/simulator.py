@@ -114,6 +114,8 @@ class Stats:
     command_errors: int = 0
     connected: int = 0
     refused: int = 0
+    logins: int = 0  # connections the broker accepted, ever
+    refusal: str = ""  # the broker's last reason for refusing one
     started: float = field(default_factory=time.monotonic)
     # paho calls back from one thread per device: `+=` on a shared int could lose counts.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -151,6 +153,7 @@ class SimulatedDevice:
         self.last_step = time.monotonic()
         self.connected = False
         self.refused = False
+        self.refusals = 0
         # Telemetry awaiting its PUBACK; bounded, as a message lost with a connection is never acked.
         self.inflight: deque[mqtt.MQTTMessageInfo] = deque(maxlen=10_000)
         config = sim.broker
@@ -208,12 +211,17 @@ class SimulatedDevice:
     def _on_connect(self, client, _userdata, _flags, reason_code, _props) -> None:
         if reason_code.is_failure:
             self.sim.stats.add("refused")
-            if not self.refused:  # paho retries with backoff; say it once, count the rest
+            self.sim.stats.refusal = str(reason_code)
+            self.refusals += 1
+            # Say it once, count the rest (paho retries with backoff); a first refusal may be a device just
+            # registered that the broker has not caught up with yet.
+            if self.refusals == 2:
                 logger.warning("%s: the broker refused the connection (%s); retrying", self.id, reason_code)
             self.refused = True
             return
         self.connected = True
         self.sim.stats.add("connected")
+        self.sim.stats.add("logins")
         client.subscribe(self.topic("commands"), qos=1)
         client.publish(self.topic("status"), b"online", qos=1, retain=True)
 
@@ -244,6 +252,10 @@ class SimulatedDevice:
         self.client.publish(topic, json.dumps(answer).encode(), qos=1, properties=props)
         self.sim.stats.add("commands")
         self.sim.stats.add("command_errors", answer["status"] != "ok")
+
+
+class SimulatorRefused(Exception):
+    """No simulated device could log in to the broker; the message is the broker's reason."""
 
 
 class Simulator:
@@ -279,8 +291,11 @@ class Simulator:
         self._stop.set()
 
     def run(self, *, duration: float | None = None, progress: Callable[[Stats], None] | None = None,
-            progress_every: float = 0.5) -> Stats:
-        """Connect every device, publish until `duration` passes or `stop()`, then disconnect them."""
+            progress_every: float = 0.5, give_up_after: float | None = None) -> Stats:
+        """Connect every device, publish until `duration` passes or `stop()`, then disconnect them.
+
+        With `give_up_after`, a run in which no device could log in by then ends, raising SimulatorRefused.
+        """
         for device in self.devices:
             device.start()
         start = time.monotonic()
@@ -293,6 +308,8 @@ class Simulator:
                 now = time.monotonic()
                 if duration is not None and now - start >= duration:
                     break
+                if give_up_after is not None and self._hopeless(now - start, give_up_after):
+                    raise SimulatorRefused(self.stats.refusal or "no answer from the broker")
                 self._run_timers(now)
                 while due and due[0][0] <= now:
                     t, i = heapq.heappop(due)
@@ -314,6 +331,12 @@ class Simulator:
             if progress is not None:
                 progress(self.stats)
         return self.stats
+
+    def _hopeless(self, elapsed: float, give_up_after: float) -> bool:
+        """No device has logged in: for `give_up_after` seconds, or for 5 s with every one of them refused."""
+        if self.stats.logins:
+            return False
+        return elapsed >= give_up_after or (elapsed >= 5.0 and all(d.refused for d in self.devices))
 
     def _shutdown(self, timeout: float = 5.0) -> None:
         """Every device says `offline` (waiting for the acks together, not one by one), then disconnects."""

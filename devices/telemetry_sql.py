@@ -147,3 +147,23 @@ def devices_update(devices: Iterable[DeviceRow]) -> None:
             "FROM json_to_recordset(%s::json) AS u(i text, l jsonb, s timestamptz, o boolean) WHERE d.id = u.i",
             [doc],
         )
+
+
+def devices_mark_silent(now: datetime, default_after: float) -> list[str]:
+    """Mark offline every online device silent for longer than its `offline_after` (or the default); their ids.
+
+    One statement whatever the fleet: it scans the device table, never telemetry. A
+    device whose ingest commits meanwhile is re-checked after its row lock (PostgreSQL)
+    or serialised with it (SQLite), so a fresh sample is never overruled. Several
+    bridges may run it at once: each row changes, and is returned, once.
+    """
+    after = f"COALESCE(offline_after, {float(default_after)!r})"
+    if connection.vendor == "postgresql":
+        silent = f"last_seen < %s::timestamptz - {after} * interval '1 second'"
+    else:
+        silent = f"julianday(last_seen) < julianday(%s) - {after} / 86400.0"
+    with connection.cursor() as cur:
+        cur.execute(f"UPDATE {DEVICE} SET online = FALSE WHERE online AND {after} > 0 "
+                    f"AND (last_seen IS NULL OR {silent}) RETURNING id",
+                    [connection.ops.adapt_datetimefield_value(now)])
+        return [row[0] for row in cur.fetchall()]

@@ -53,6 +53,11 @@ def origins(name: str) -> list[str]:
     return found
 
 
+def listing(name: str, default: str = "") -> list[str]:
+    """A comma-separated variable as a list, blanks dropped."""
+    return [item.strip() for item in (text(name, default) or "").split(",") if item.strip()]
+
+
 def require(name: str, why: str) -> str:
     """The variable's value; raises ConfigMissing naming it when unset."""
     value = text(name)

@@ -9,10 +9,28 @@ from iotgw import env
 BASE_DIR = env.BASE_DIR
 
 DEBUG = env.flag("DJANGO_DEBUG", default=True)
-SECRET_KEY = env.text("DJANGO_SECRET_KEY", "dev-insecure-change-me-" + "x" * 32)
-ALLOWED_HOSTS = [
-    h.strip() for h in env.text("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()
-]
+# A production process refuses to start with this (iotgw/production.py).
+PLACEHOLDER_SECRET_KEY = "dev-insecure-change-me-" + "x" * 32
+SECRET_KEY = env.text("DJANGO_SECRET_KEY", PLACEHOLDER_SECRET_KEY)
+ALLOWED_HOSTS = env.listing("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+# --- behind a reverse proxy, over HTTPS (README "Production") -------------------------------------------
+# Origins (scheme://host[:port]) a browser may POST from (the login form) and open cookie WebSockets from:
+# the public URL when a proxy puts the site on another scheme or port than Daphne's.
+CSRF_TRUSTED_ORIGINS = env.listing("DJANGO_CSRF_TRUSTED_ORIGINS")
+# The header a TLS-terminating proxy sets to "https" (e.g. X-Forwarded-Proto). Only behind a proxy that
+# always overwrites it: anyone else could claim a secure request.
+_PROXY_SSL_HEADER = env.text("DJANGO_SECURE_PROXY_SSL_HEADER")
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+# Served over HTTPS (directly or by the proxy): secure cookies, plain HTTP redirected, HSTS.
+IOTGW_HTTPS = env.flag("DJANGO_HTTPS")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = IOTGW_HTTPS
+# Health, metrics and the broker hooks are called over the internal network in plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^mqtt/"]
+SECURE_HSTS_SECONDS = int(env.number("DJANGO_HSTS_SECONDS", 31536000 if IOTGW_HTTPS else 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.flag("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.flag("DJANGO_HSTS_PRELOAD")
 
 INSTALLED_APPS = [
     "daphne",
@@ -150,6 +168,9 @@ CORS_PREFLIGHT_MAX_AGE = 3600
 # --- iotgw --------------------------------------------------------------------
 
 MQTT_URL = env.text("MQTT_URL")
+# The all-in-one's broker when MQTT_URL is unset: `auto` embeds Mosquitto when it is installed
+# (MQTT 5, persistence), else amqtt (MQTT 3.1.1 only); `mosquitto` or `amqtt` insists on one.
+IOTGW_EMBEDDED_BROKER = env.text("IOTGW_EMBEDDED_BROKER", "auto")
 MQTT_CLIENT_ID = env.text("MQTT_CLIENT_ID", env.default_client_id())
 # Unset: one bridge, subscribed to devices/# itself (what a broker restart cannot lose, see
 # bridge.client.subscriptions). Set on every bridge to run several: they share $share/<group>/devices/#.
@@ -185,6 +206,11 @@ IOTGW_PUSH_BUCKETS = int(env.number("IOTGW_PUSH_BUCKETS", 1))
 # 16-18 % → 22-27 %. Under load pushes merge, so there are never more than 100 a second.
 IOTGW_PUSH_INTERVAL = env.number("IOTGW_PUSH_INTERVAL", 0.01)
 IOTGW_HEARTBEAT_SECONDS = env.number("IOTGW_HEARTBEAT_SECONDS", 2.0)
+# Seconds without a message after which a device is marked offline (per device: Device.offline_after;
+# 0: never). A device that never says `offline` — HTTP-only, or behind a half-open TCP link the broker
+# has not noticed — would otherwise stay online forever, and its commands would go `sent` and time out
+# instead of waiting `queued`. Bridges sweep for silent devices every IOTGW_HEARTBEAT_SECONDS.
+IOTGW_OFFLINE_AFTER = env.number("IOTGW_OFFLINE_AFTER", 600.0)
 IOTGW_WS_MAX_FRAME = 64 * 1024
 # Dashboard frames per second per socket (token bucket); past the burst a socket gets
 # `rate_limited`, and one that keeps going past another burst's worth is closed (4429).

@@ -11,6 +11,7 @@ import pytest
 from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 from django.db import connections
 
 from tests import support
@@ -46,6 +47,19 @@ def need_binary(name: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + " and IOTGW_REQUIRE_SERVICES is set")
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def same_secret_key():
+    """Sessions and signatures made here are valid in the processes tests start (support.stack_env)."""
+    settings.SECRET_KEY = support.TEST_SECRET_KEY
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files():
+    """collectstatic once, as a deployment does: the processes tests start run with DEBUG off (whitenoise
+    then serves STATIC_ROOT only)."""
+    call_command("collectstatic", "--noinput", verbosity=0)
 
 
 @pytest.fixture

@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 
 
+TEST_SECRET_KEY = "test-" + uuid.uuid4().hex + uuid.uuid4().hex
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,6 +146,9 @@ def stack_env(*, database_url: str, redis_url: str | None, mqtt_url: str | None,
         MQTT_SESSION_EXPIRY="300",
         IOTGW_HEARTBEAT_SECONDS="0.5",
         PYTHONUNBUFFERED="1",
+        # The processes run as in production (iotgw/production.py): DEBUG off, a real secret key.
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY=TEST_SECRET_KEY,
     )
     for name, value in (("REDIS_URL", redis_url), ("MQTT_URL", mqtt_url)):
         if value:
@@ -295,6 +301,80 @@ class MqttDevice:
         self.client.loop_stop()
 
 
+class MqttProbe:
+    """A paho client (v5 unless told otherwise) that reports the broker's reason codes (CONNACK, PUBACK, SUBACK)."""
+
+    def __init__(self, port: int, *, protocol: int = mqtt.MQTTv5, client_id: str | None = None) -> None:
+        self.port = port
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
+                                  protocol=protocol)
+        self.events: dict[str, object] = {}
+        self.received: list[mqtt.MQTTMessage] = []
+        self.cond = threading.Condition()
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: self._event("connack", rc.value)
+        self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self._event("disconnected", rc.value)
+        self.client.on_publish = lambda _c, _u, mid, rc, _p: self._event(f"puback-{mid}", rc.value)
+        self.client.on_subscribe = lambda _c, _u, mid, rcs, _p: self._event(f"suback-{mid}", [r.value for r in rcs])
+        self.client.on_message = self._message
+
+    def _event(self, name: str, value: object) -> None:
+        with self.cond:
+            self.events[name] = value
+            self.cond.notify_all()
+
+    def _message(self, _c, _u, msg) -> None:
+        with self.cond:
+            self.received.append(msg)
+            self.cond.notify_all()
+
+    def wait(self, name: str, timeout: float = 10.0) -> object:
+        with self.cond:
+            assert self.cond.wait_for(lambda: name in self.events, timeout), f"no {name}"
+            return self.events.pop(name)
+
+    def try_connect(self, username: str, password: str) -> int:
+        """Connect and return the CONNACK reason code (0 = accepted)."""
+        self.client.username_pw_set(username, password)
+        try:
+            self.client.connect("127.0.0.1", self.port)
+        except OSError:
+            return -1
+        self.client.loop_start()
+        try:
+            code = self.wait("connack")
+        except AssertionError:
+            code = -1
+        if code != 0:
+            self.client.loop_stop()
+        return code
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """Publish at QoS 1 and return the PUBACK reason code (0x87 = not authorised)."""
+        info = self.client.publish(topic, payload, qos=1)
+        return self.wait(f"puback-{info.mid}")
+
+    def subscribe(self, topic: str) -> int:
+        _rc, mid = self.client.subscribe(topic, qos=1)
+        return self.wait(f"suback-{mid}")[0]
+
+    def got(self, topic: str, payload: bytes | None = None, timeout: float = 10.0,
+            match: Callable[[mqtt.MQTTMessage], bool] | None = None) -> bool:
+        """Wait for a message on `topic` with that payload (or that `match` accepts)."""
+        def seen() -> bool:
+            return any(m.topic == topic and (m.payload == payload if match is None else match(m))
+                       for m in self.received)
+
+        with self.cond:
+            return self.cond.wait_for(seen, timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+NOT_AUTHORIZED = 0x87
+
+
 class Dashboard:
     """A real `websockets` client on /ws/dashboard/, collecting frames."""
 
@@ -400,3 +480,63 @@ class PrivateService:
         if self.popen and self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait(15)
+
+@dataclass
+class AllInOne:
+    """A `manage.py gateway` process with its embedded broker (IOTGW_EMBEDDED_BROKER=kind) and in-memory layer."""
+
+    env: dict[str, str]
+    processes: ProcessGroup
+    kind: str = "auto"
+    web_port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
+    extra: tuple[str, ...] = ()
+    proc: Process | None = None
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.web_port}/ws/dashboard/"
+
+    @property
+    def protocol(self) -> int:
+        """The MQTT version its broker speaks at best: 5 (Mosquitto) or 4, i.e. 3.1.1 (amqtt)."""
+        return mqtt.MQTTv311 if self.kind == "amqtt" else mqtt.MQTTv5
+
+    @property
+    def device_url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.mqtt_port}" + ("?protocol=3.1.1" if self.kind == "amqtt" else "")
+
+    @property
+    def state_dir(self) -> Path:
+        return ROOT / "var" / f"mosquitto-{self.mqtt_port}"
+
+    def start(self, *, ready: str = "/readyz") -> AllInOne:
+        args = [sys.executable, "manage.py", "gateway", "--port", str(self.web_port),
+                "--mqtt-port", str(self.mqtt_port), *self.extra]
+        env = dict(self.env, IOTGW_EMBEDDED_BROKER=self.kind)
+        self.proc = proc = self.processes.start("gateway", args, env)
+        wait_until(lambda: http_get(self.web + ready)[0] == 200 or not proc.alive(), timeout=60, what="the gateway")
+        assert proc.alive(), proc.output()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def log(self) -> str:
+        return self.proc.output() if self.proc else ""
+
+    def wait_log(self, text: str, timeout: float = 15.0) -> str:
+        """Wait until the gateway's output holds `text`; returns the output."""
+        return wait_until(lambda: text in self.log() and self.log(), timeout=timeout, what=f"{text!r} in the log")
+
+
+def demo_secret(device_id: str) -> str:
+    """The secret of a device the gateway's simulator (or `demo`) registered, as kept in var/."""
+    from devices.management.commands.simulate import load_secrets
+
+    return load_secrets()[device_id]

@@ -1,35 +1,135 @@
-"""compose.yaml stays in step with the code: the processes of SPEC §1 and the variables of §2."""
+"""compose.yaml, its files and the image stay in step with the code (read, as there is no Docker engine here)."""
 
 from __future__ import annotations
 
+import re
+import socket
+import tomllib
+
 import yaml
 
+from iotgw import env as iotgw_env
 from tests.support import ROOT
+
+LONG_RUNNING = ("mosquitto", "redis", "postgres", "web", "bridge", "proxy")
+TEST_TOOLING = ("pytest", "pytest-django", "pytest-asyncio", "playwright", "ruff")
 
 
 def load() -> dict:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 
+def conf(name: str) -> dict[str, str]:
+    lines = (ROOT / "compose" / name).read_text().split("\n")
+    return dict(line.split(None, 1) for line in lines if line and not line.startswith("#") and " " in line)
+
+
+def normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: str) -> dict[str, str]:
+    return {normal(line.split("==")[0]): line.split("==")[1].strip() for line in (ROOT / path).read_text().split("\n")
+            if "==" in line and not line.startswith("#")}
+
+
 def test_compose_runs_the_spec_processes():
     services = load()["services"]
-    assert {"mosquitto", "redis", "postgres", "web", "bridge"} <= set(services)
-    assert services["web"]["command"][0] == "daphne" and services["web"]["command"][-1] == "iotgw.asgi:application"
+    assert {"mosquitto", "redis", "postgres", "web", "bridge", "proxy"} <= set(services)
+    web = services["web"]["command"]
+    assert web[0] == "daphne" and web[-1] == "iotgw.asgi:application"
     assert services["bridge"]["command"][-2:] == ["runworker", "mqtt-bridge"]
 
 
-def test_web_and_bridge_get_every_required_variable():
+def test_web_and_bridge_get_every_required_variable_and_run_as_production():
     services = load()["services"]
-    for name in ("web", "bridge"):
+    for name in ("web", "bridge", "migrate"):
         env = services[name]["environment"]
         assert {"DATABASE_URL", "REDIS_URL", "MQTT_URL"} <= set(env), name
-        assert env["MQTT_URL"].startswith("mqtt://mosquitto:")
+        assert env["MQTT_URL"].startswith("mqtt://iotgw-bridge:") and "@mosquitto:" in env["MQTT_URL"]
+        assert env["MQTT_DYNSEC"] == "1" and env["MQTT_DYNSEC_URL"].startswith("mqtt://admin:")
+        assert env["DJANGO_DEBUG"] == "0"
+        assert ":?" in env["DJANGO_SECRET_KEY"], "no placeholder key: compose refuses to start without one"
+        assert env["DJANGO_SECURE_PROXY_SSL_HEADER"] == "X-Forwarded-Proto" and env["DJANGO_CSRF_TRUSTED_ORIGINS"]
 
 
-def test_broker_persists_and_queues_enough_for_a_restarting_bridge():
-    conf = (ROOT / "compose" / "mosquitto.conf").read_text().split("\n")
-    settings = dict(line.split(None, 1) for line in conf if line and not line.startswith("#") and " " in line)
+def test_scaled_bridges_get_distinct_client_ids_from_their_hostnames(monkeypatch):
+    bridge = load()["services"]["bridge"]
+    assert "MQTT_CLIENT_ID" not in bridge["environment"]  # one fixed id made replicas knock each other off
+    assert "container_name" not in bridge and "hostname" not in bridge
+    ids = set()
+    for hostname in ("3f2a9c0d1b7e", "8c1d2e3f4a5b"):  # what two replicas' containers are called
+        monkeypatch.setattr(socket, "gethostname", lambda h=hostname: h)
+        ids.add(iotgw_env.default_client_id())
+    assert len(ids) == 2
+
+
+def test_web_scales_behind_the_proxy():
+    services = load()["services"]
+    assert "ports" not in services["web"] and "8000" in [str(p) for p in services["web"]["expose"]]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("caddy:") and any(":80" in p for p in proxy["ports"])
+    assert "./compose/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    caddyfile = (ROOT / "compose" / "Caddyfile").read_text()
+    upstream = re.search(r"dynamic a \{\s*name (\S+)\s*port (\d+)", caddyfile)
+    assert upstream and upstream.groups() == ("web", "8000"), "every replica of web, found again as it scales"
+    assert "health_uri /healthz" in caddyfile
+
+
+def test_long_running_services_have_healthchecks_and_restart_policies():
+    services = load()["services"]
+    for name in LONG_RUNNING:
+        assert services[name].get("restart") == "unless-stopped", name
+        if name != "proxy":
+            assert services[name]["healthcheck"]["test"], name
+    assert services["bridge"]["healthcheck"]["test"][-1] == "bridgestatus"
+    assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+    for name in ("broker-init", "migrate"):
+        assert services[name]["restart"] == "no", name
+    assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_the_broker_ships_with_device_auth_on_and_a_writable_persistence_directory():
+    settings = conf("mosquitto.conf")
+    assert settings["allow_anonymous"] == "false"
+    assert settings["plugin"].endswith("mosquitto_dynamic_security.so")
+    assert settings["plugin_opt_config_file"].startswith(settings["persistence_location"])
     assert settings["persistence"] == "true"
     # A killed broker loses what changed since its last save: at most a second's worth.
     assert int(settings["autosave_interval"]) <= 1 and settings.get("autosave_on_changes", "false") == "false"
     assert int(settings["max_queued_messages"]) > 1000
+    services = load()["services"]
+    broker, init = services["mosquitto"], services["broker-init"]
+    uid = broker["user"].split(":")[0]
+    assert uid not in ("0", "root")
+    data = next(v for v in broker["volumes"] if v.endswith(":" + settings["persistence_location"].rstrip("/")))
+    assert data.split(":")[0] in load()["volumes"], "a named volume, not a bind mount of a root-owned directory"
+    assert data in init["volumes"] and init["user"] == "root"
+    script = init["command"][0]
+    assert f"chown -R {uid}:" in script and "mosquitto_ctrl dynsec init" in script
+    assert broker["depends_on"]["broker-init"]["condition"] == "service_completed_successfully"
+    assert "dynsecsetup" in " ".join(services["migrate"]["command"]), "the bridge's broker account"
+
+
+def test_the_image_runs_as_a_user_and_holds_no_test_tooling():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    user = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert user and user[-1].split(":")[0] not in ("0", "root")
+    installs = re.findall(r"pip install (.*)", dockerfile)
+    assert installs == ["-r requirements.lock"]
+    runtime, test = pins("requirements.lock"), pins("requirements-test.lock")
+    assert not set(TEST_TOOLING) & set(runtime)
+    assert "-r requirements.lock" in (ROOT / "requirements-test.lock").read_text()
+    assert set(TEST_TOOLING) <= set(test)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"var", ".venv", "db.sqlite3*", ".env"} <= set(ignored), "local secrets and state stay out of the image"
+
+
+def test_every_pinned_dependency_is_in_its_lock():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime, test = pins("requirements.lock"), pins("requirements-test.lock")
+    # The test lock installs the runtime one too (-r), so a test dependency may be pinned in either.
+    for group, lock in ((project["dependencies"], runtime), (project["optional-dependencies"]["test"], runtime | test)):
+        for requirement in group:
+            name, version = re.match(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^;\s]+)", requirement).groups()
+            assert lock.get(normal(name)) == version, requirement

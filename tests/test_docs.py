@@ -10,7 +10,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [p for folder in ("iotgw", "devices", "bridge", "protocols") for p in (ROOT / folder).rglob("*.py")]
 DOCS = [ROOT / "README.md", ROOT / "DEVELOPERS.md", *sorted((ROOT / "docs").glob("*.md"))]
-READERS = {"text", "flag", "number", "require", "origins"}
+
+
+def _readers() -> set[str]:
+    """The functions of iotgw/env.py that read a variable: their first parameter is its `name`."""
+    tree = ast.parse((ROOT / "iotgw" / "env.py").read_text())
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+            and node.args.args and node.args.args[0].arg == "name"}
+
+
+READERS = _readers()
 
 
 def variables_read() -> dict[str, str]:

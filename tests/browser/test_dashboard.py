@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -70,6 +71,7 @@ def gateway(live_db, processes, run_id) -> Iterator[Gateway]:
     gw = Gateway(env=env, port=support.free_port(), mqtt_port=support.free_port(), processes=processes).start()
     yield gw
     gw.stop()
+    shutil.rmtree(support.ROOT / "var" / f"mosquitto-{gw.mqtt_port}", ignore_errors=True)
 
 
 @pytest.fixture
@@ -137,8 +139,8 @@ def test_fleet_view_shows_the_simulated_device_live(gateway, page):
 
 
 def test_device_strings_are_shown_as_text_not_markup(gateway, page):
-    device = support.MqttDevice(f"mqtt://127.0.0.1:{gateway.mqtt_port}?protocol=3.1.1", "demo-1",
-                                protocol=4, will=False)
+    device = support.MqttDevice(f"mqtt://127.0.0.1:{gateway.mqtt_port}", "demo-1", protocol=4, will=False,
+                                password=support.demo_secret("demo-1"))
     try:
         page.wait_for_selector(TEMPERATURE)
         device.telemetry({"note": '<img src=x onerror="window.pwned=1"><b>bold</b>'})

@@ -132,6 +132,12 @@ CASES: dict[tuple[str, str], dict[int, Case]] = {
         409: lambda w: (Command.objects.filter(pk=w.command).update(status="sent"),
                         api("POST", f"/api/commands/{w.command}/cancel", token=w.alice))[1],
     },
+    ("post", "/api/devices/{device_id}/secret"): {
+        200: lambda w: api("POST", f"/api/devices/{w.mine}/secret", token=w.ops),
+        401: lambda w: api("POST", f"/api/devices/{w.mine}/secret"),
+        403: lambda w: api("POST", f"/api/devices/{w.mine}/secret", token=w.alice),
+        404: lambda w: api("POST", f"/api/devices/{w.hidden}/secret", token=w.alice),
+    },
     ("post", "/api/ws-ticket"): {
         200: lambda w: api("POST", "/api/ws-ticket", token=w.alice),
         401: lambda w: api("POST", "/api/ws-ticket"),

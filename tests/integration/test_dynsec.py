@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
+from django.core.management import call_command
 
-from devices.services import device_rotate_secret, device_set_enabled
+from devices.models import Telemetry
+from devices.services import command_issue, device_rotate_secret, device_set_enabled
+from tests.support import MqttProbe as Client
 from tests.support import free_port, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -48,73 +51,7 @@ def dynsec_broker(tmp_path, processes, settings):
     return port
 
 
-class Client:
-    """A paho v5 client that reports the broker's reason codes (CONNACK, PUBACK, SUBACK)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5)
-        self.events: dict[str, object] = {}
-        self.received: list[mqtt.MQTTMessage] = []
-        self.cond = threading.Condition()
-        self.client.on_connect = lambda _c, _u, _f, rc, _p: self._event("connack", rc.value)
-        self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self._event("disconnected", rc.value)
-        self.client.on_publish = lambda _c, _u, mid, rc, _p: self._event(f"puback-{mid}", rc.value)
-        self.client.on_subscribe = lambda _c, _u, mid, rcs, _p: self._event(f"suback-{mid}", [r.value for r in rcs])
-        self.client.on_message = self._message
-
-    def _event(self, name: str, value: object) -> None:
-        with self.cond:
-            self.events[name] = value
-            self.cond.notify_all()
-
-    def _message(self, _c, _u, msg) -> None:
-        with self.cond:
-            self.received.append(msg)
-            self.cond.notify_all()
-
-    def wait(self, name: str, timeout: float = 10.0) -> object:
-        with self.cond:
-            assert self.cond.wait_for(lambda: name in self.events, timeout), f"no {name}"
-            return self.events.pop(name)
-
-    def try_connect(self, username: str, password: str) -> int:
-        """Connect and return the CONNACK reason code (0 = accepted)."""
-        self.client.username_pw_set(username, password)
-        try:
-            self.client.connect("127.0.0.1", self.port)
-        except OSError:
-            return -1
-        self.client.loop_start()
-        try:
-            return self.wait("connack")
-        except AssertionError:
-            return -1
-        finally:
-            if self.events.get("connack", 0) != 0:
-                self.client.loop_stop()
-
-    def publish(self, topic: str, payload: bytes) -> int:
-        """Publish at QoS 1 and return the PUBACK reason code (0x87 = not authorised)."""
-        info = self.client.publish(topic, payload, qos=1)
-        return self.wait(f"puback-{info.mid}")
-
-    def subscribe(self, topic: str) -> int:
-        _rc, mid = self.client.subscribe(topic, qos=1)
-        return self.wait(f"suback-{mid}")[0]
-
-    def got(self, topic: str, payload: bytes, timeout: float = 10.0) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: any(m.topic == topic and m.payload == payload for m in self.received),
-                                      timeout)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-NOT_AUTHORIZED = 0x87
+from tests.support import NOT_AUTHORIZED  # noqa: E402
 
 
 def test_registered_device_is_confined_to_its_own_topics(dynsec_broker, registry):
@@ -175,3 +112,41 @@ def test_rotated_secret_replaces_the_old_one(dynsec_broker, registry):
     assert fresh.try_connect(mine, new_secret) == 0
     assert fresh.publish(f"devices/{mine}/telemetry", b"{}") < 0x80  # 0x10: accepted, no subscribers
     fresh.close()
+
+
+def test_rotatesecret_command_updates_the_broker(dynsec_broker, registry):
+    port = dynsec_broker
+    mine, old_secret = registry.device("ds-cli")
+    device = Client(port)
+    assert device.try_connect(mine, old_secret) == 0
+    out = io.StringIO()
+    call_command("rotatesecret", mine, stdout=out)
+    new_secret = re.search(r"secret:\s+(\S+)", out.getvalue())[1]
+    device.wait("disconnected")
+    device.client.loop_stop()
+    assert Client(port).try_connect(mine, old_secret) != 0
+    fresh = Client(port)
+    assert fresh.try_connect(mine, new_secret) == 0
+    fresh.close()
+
+
+def test_dynsecsetup_gives_a_real_bridge_what_it_needs(dynsec_broker, stack, registry, settings):
+    port = dynsec_broker
+    password = f"bridge-{uuid.uuid4().hex[:8]}"
+    settings.MQTT_BRIDGE_USERNAME, settings.MQTT_BRIDGE_PASSWORD = "iotgw-bridge", password
+    out = io.StringIO()
+    call_command("dynsecsetup", stdout=out)
+    call_command("dynsecsetup", stdout=out)  # idempotent: a deployment runs it at every start
+    assert "ready" in out.getvalue()
+
+    stack.env.update(MQTT_URL=f"mqtt://iotgw-bridge:{password}@127.0.0.1:{port}")
+    stack.start_bridge()  # its shared subscription is granted: it reports itself connected
+    device_id, secret = registry.device("ds-bridged")
+    device = Client(port)
+    assert device.try_connect(device_id, secret) == 0
+    assert device.subscribe(f"devices/{device_id}/commands") == 1
+    assert device.publish(f"devices/{device_id}/telemetry", b'{"kw": 3}') == 0
+    wait_until(lambda: Telemetry.objects.filter(device_id=device_id, data={"kw": 3}).exists(), what="stored")
+    command = command_issue(user=registry.user("ds-ops", staff=True), device_id=device_id, name="ping")
+    assert device.got(f"devices/{device_id}/commands", match=lambda m: str(command.id).encode() in m.payload)
+    device.close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import Telemetry
-from tests.support import Dashboard, MqttDevice, free_port, http_get, stack_env, wait_until
+from tests.support import ROOT, Dashboard, MqttDevice, free_port, http_get, stack_env, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -26,22 +27,24 @@ def gateway(live_db, processes, run_id):
         return http_get(f"http://127.0.0.1:{web}/readyz")[0] == 200
 
     wait_until(ready, timeout=40, what="gateway ready")
-    return web, f"mqtt://127.0.0.1:{mqtt_port}?protocol=3.1.1", proc
+    yield web, f"mqtt://127.0.0.1:{mqtt_port}", proc
+    proc.stop()
+    shutil.rmtree(ROOT / "var" / f"mosquitto-{mqtt_port}", ignore_errors=True)
 
 
 @pytest.fixture
 def owned(registry):
     user = registry.user("solo")
-    return registry.token(user), registry.device("laptop", owner=user)[0]
+    return registry.token(user), registry.device("laptop", owner=user)
 
 
-async def test_gateway_without_redis_or_broker_carries_a_publish_to_a_dashboard(gateway, owned):
+async def test_gateway_without_redis_or_broker_carries_a_publish_to_a_dashboard(owned, gateway):
     web, mqtt_url, proc = gateway
-    token, device_id = owned
+    token, (device_id, secret) = owned
     assert "embedded" in proc.output() and "in-memory" in proc.output()
     dash = await Dashboard.open(f"ws://127.0.0.1:{web}/ws/dashboard/", token)
     await dash.subscribe([device_id])
-    device = await sync_to_async(MqttDevice)(mqtt_url, device_id, protocol=4)
+    device = await sync_to_async(MqttDevice)(mqtt_url, device_id, protocol=4, password=secret)
     await sync_to_async(device.telemetry)({"ts": "2026-03-04T05:06:07+01:00", "lux": 310})
 
     items = await dash.telemetry_until(1, device_id)

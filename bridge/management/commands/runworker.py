@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management import CommandError
 
 from bridge.worker import BRIDGE_CHANNEL, BridgeWorker
+from iotgw.production import refusal
 
 
 class Command(ChannelsRunworker):
@@ -18,4 +19,6 @@ class Command(ChannelsRunworker):
             for name in ("REDIS_URL", "MQTT_URL"):
                 if not getattr(settings, name):
                     raise CommandError(f"Config '{name}' is missing, and has no default: the bridge needs it.")
+            if why := refusal("bridge", split=True):
+                raise CommandError(why)
         super().handle(*args, **options)

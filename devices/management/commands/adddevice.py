@@ -15,8 +15,10 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="")
         parser.add_argument("--owner", help="username of the owner")
         parser.add_argument("--group", action="append", default=[], help="a group to share it with (repeatable)")
+        parser.add_argument("--offline-after", type=int, default=None, metavar="SECONDS",
+                            help="silence before it is marked offline (default IOTGW_OFFLINE_AFTER; 0: never)")
 
-    def handle(self, *args, device_id, name, owner, group, **options):
+    def handle(self, *args, device_id, name, owner, group, offline_after, **options):
         user = None
         if owner:
             try:
@@ -24,7 +26,8 @@ class Command(BaseCommand):
             except get_user_model().DoesNotExist:
                 raise CommandError(f"no user named {owner!r}") from None
         try:
-            device, secret = device_register(device_id=device_id, name=name, owner=user, groups=group)
+            device, secret = device_register(device_id=device_id, name=name, owner=user, groups=group,
+                                             offline_after=offline_after)
         except GatewayError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"device:   {device.id}\nusername: {device.id}\nsecret:   {secret}\n")

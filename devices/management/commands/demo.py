@@ -3,10 +3,27 @@
 from django.contrib.auth import get_user_model
 from django.core.management import BaseCommand
 
-from devices.models import Device
-from devices.services import device_register, token_create
+from devices.management.commands.simulate import SECRETS_FILE, ensure_devices, kept_get, kept_put
+from devices.selectors import token_user
+from devices.services import token_create, token_revoke
 
 DEMO_DEVICES = ("demo-1", "demo-2", "demo-3")
+DEMO_TOKEN_NAME = "demo"
+TOKEN_FILE = SECRETS_FILE.with_name("demo-token.json")
+
+
+def demo_token(user) -> str:
+    """The demo user's API token: the one kept in var/ while it still works, else a new one replacing the old.
+
+    So each `make run` prints the same token instead of adding another one that never expires.
+    """
+    kept = kept_get(TOKEN_FILE)
+    if isinstance(kept, str) and getattr(token_user(kept), "pk", None) == user.pk:
+        return kept
+    token_revoke(user=user, name=DEMO_TOKEN_NAME)
+    key = token_create(user=user, name=DEMO_TOKEN_NAME)
+    kept_put(TOKEN_FILE, key)
+    return key
 
 
 class Command(BaseCommand):
@@ -23,12 +40,13 @@ class Command(BaseCommand):
         if created:
             user.set_password(password)
             user.save()
-        lines = [f"login:     {username} / {password if created else '(unchanged)'}",
-                 f"API token: {token_create(user=user, name='demo')}"]
+        # Shown while it still is the password: a first run that stopped early (a port taken) printed it too.
+        shown = password if created or user.check_password(password) else "(changed since)"
+        lines = [f"login:     {username} / {shown}",
+                 f"API token: {demo_token(user)}"]
+        names = {d: d.replace("-", " ").title() for d in DEMO_DEVICES}
+        secrets = ensure_devices(list(DEMO_DEVICES), owner=user, names=names)
         for device_id in DEMO_DEVICES:
-            if Device.objects.filter(pk=device_id).exists():
-                lines.append(f"device:    {device_id} (already registered)")
-                continue
-            _, secret = device_register(device_id=device_id, name=device_id.replace("-", " ").title(), owner=user)
+            secret = secrets[device_id] or "(disabled)"
             lines.append(f"device:    {device_id}  MQTT username {device_id}  secret {secret}")
         self.stdout.write("\n".join(lines))

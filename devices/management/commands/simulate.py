@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -15,8 +18,11 @@ from django.core.management import BaseCommand, CommandError
 
 from bridge.client import BrokerConfig
 from devices.models import Device
-from devices.services import device_register
-from devices.simulator import Simulator, Stats, progress_line
+from devices.selectors import device_secret_ok
+from devices.services import device_register, device_rotate_secret
+from devices.simulator import Simulator, SimulatorRefused, Stats, progress_line
+
+logger = logging.getLogger("iotgw.simulator")
 
 # Secrets are shown once at registration; keep the ones we created so a later run can log in again.
 SECRETS_FILE = settings.BASE_DIR / "var" / "simulator-secrets.json"
@@ -27,27 +33,38 @@ def _database() -> str:
     return str(settings.DATABASES["default"]["NAME"])
 
 
-def _secrets_file() -> dict[str, dict[str, str]]:
+def _kept(path: Path) -> dict:
     try:
-        data = json.loads(SECRETS_FILE.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
+def kept_get(path: Path) -> Any:
+    """What this machine kept in `path` for the current database, or None."""
+    return _kept(path).get(_database())
+
+
+def kept_put(path: Path, value: Any) -> None:
+    """Keep `value` in `path` for the current database, readable by this user only."""
+    data = _kept(path)
+    data[_database()] = value
+    path.parent.mkdir(exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+
+
 def load_secrets() -> dict[str, str]:
-    """Secrets of devices this machine's simulator registered earlier in this database."""
-    return dict(_secrets_file().get(_database(), {}))
+    """Secrets of devices this machine's simulator (or `demo`) registered earlier in this database."""
+    kept = kept_get(SECRETS_FILE)
+    return dict(kept) if isinstance(kept, dict) else {}
 
 
 def save_secrets(secrets: dict[str, str]) -> None:
     """Keep the secrets, readable by this user only."""
-    data = _secrets_file()
-    data[_database()] = secrets
-    SECRETS_FILE.parent.mkdir(exist_ok=True)
-    fd = os.open(SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
+    kept_put(SECRETS_FILE, secrets)
 
 
 def devices_latest(device_ids: list[str]) -> dict[str, dict]:
@@ -56,26 +73,52 @@ def devices_latest(device_ids: list[str]) -> dict[str, dict]:
     return {pk: {name: m.get("value") for name, m in (latest or {}).items()} for pk, latest in rows}
 
 
-def ensure_devices(device_ids: list[str], *, owner_name: str | None = None) -> dict[str, str | None]:
-    """Register the devices that are missing; returns each id with its secret where one is known."""
-    owner = None
+def ensure_devices(device_ids: list[str], *, owner_name: str | None = None, owner=None,
+                   names: dict[str, str] | None = None) -> dict[str, str | None]:
+    """Register the missing devices, and give a new secret to those whose secret is not known here.
+
+    Returns each id with its secret (None for a disabled device). The secrets are kept in
+    var/simulator-secrets.json, so a later run logs in again with them.
+    """
     if owner_name:
         owner = get_user_model().objects.filter(username=owner_name).first()
         if owner is None:
             raise CommandError(f"no user {owner_name!r}")
     secrets = load_secrets()
-    existing = set(Device.objects.filter(pk__in=device_ids).values_list("pk", flat=True))
-    created = False
+    enabled = dict(Device.objects.filter(pk__in=device_ids).values_list("pk", "enabled"))
+    changed = False
     for device_id in device_ids:
-        if device_id not in existing:
-            _, secrets[device_id] = device_register(device_id=device_id, name=device_id, owner=owner)
-            created = True
-    if created:
+        if device_id not in enabled:
+            name = (names or {}).get(device_id, device_id)
+            _, secrets[device_id] = device_register(device_id=device_id, name=name, owner=owner)
+            changed = True
+        elif enabled[device_id] and not device_secret_ok(device_id, secrets.get(device_id) or ""):
+            # A simulated device's secret is ours to re-issue: without it, it cannot log in to a broker.
+            secrets[device_id] = device_rotate_secret(device_id=device_id)
+            changed = True
+    if changed:
         try:
             save_secrets(secrets)
-        except OSError:
-            pass  # the run works without it; only a later run against an authenticating broker would not
-    return {d: secrets.get(d) for d in device_ids}
+        except OSError as exc:
+            logger.warning("device secrets not kept in %s (%s): a later run will issue new ones", SECRETS_FILE, exc)
+    return {d: secrets.get(d) if enabled.get(d, True) else None for d in device_ids}
+
+
+# How long a run may go without a single device logged in before it stops and says why.
+GIVE_UP_AFTER = 15.0
+
+
+def _refusal_hint(reason: str, broker: BrokerConfig) -> str:
+    """One line: what the broker said, and what usually fixes it."""
+    where = f"{broker.host}:{broker.port}"
+    if "protocol" in reason.lower() and broker.protocol == 5:
+        fix = "that broker speaks MQTT 3.1.1 only: add ?protocol=3.1.1 to the URL"
+    elif "not authori" in reason.lower() or "bad user" in reason.lower():
+        fix = ("the devices' credentials are not that broker's: it must check them against this registry "
+               "(the all-in-one gateway's broker does; see docs/broker-auth.md)")
+    else:
+        fix = "is a broker listening there?"
+    return f"no simulated device could log in to {where} ({reason}): {fix}"
 
 
 class Command(BaseCommand):
@@ -109,9 +152,11 @@ class Command(BaseCommand):
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, lambda *_: sim.stop()) if main else None
         try:
-            stats = sim.run(duration=duration, progress=self._progress)
+            stats = sim.run(duration=duration, progress=self._progress, give_up_after=GIVE_UP_AFTER)
         except KeyboardInterrupt:
             stats = sim.stats
+        except SimulatorRefused as exc:
+            raise CommandError(_refusal_hint(str(exc), broker)) from None
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
