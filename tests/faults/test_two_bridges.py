@@ -62,7 +62,7 @@ def test_two_bridges_store_each_sample_once_and_retiring_a_dead_one_stores_its_s
     wait_until(lambda: readyz(stack.web)[1].get("silent_bridges") == [first], timeout=30,
                what="readiness naming the silent bridge")
     status, body = readyz(stack.web)
-    assert status == 503 and body["checks"] == {"database": True, "channel_layer": True, "bridge": True,
+    assert status == 503 and body["checks"] == {"database": True, "schema": True, "channel_layer": True, "bridge": True,
                                                 "no_silent_bridge": False}
     assert bridge_live(stack.web, first) == 0 and bridge_live(stack.web, second) == 1
     assert stored(device_id) < 600, "the dead bridge's share is waiting in its session"
