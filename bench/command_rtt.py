@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import sys
 import time
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 def _standalone(args: argparse.Namespace, logdir: Path, mqtt_url: str, ensure_database: Any, migrate: Any) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update(DJANGO_SETTINGS_MODULE="iotgw.settings", DATABASE_URL=args.database_url, REDIS_URL=args.redis_url,
-               MQTT_URL=mqtt_url, PYTHONUNBUFFERED="1", IOTGW_HEARTBEAT_SECONDS="0.5")
+               MQTT_URL=mqtt_url, PYTHONUNBUFFERED="1", IOTGW_HEARTBEAT_SECONDS="0.5", DJANGO_DEBUG="0",
+               DJANGO_SECRET_KEY=secrets.token_urlsafe(50))
     ensure_database(args.database_url, args.database_url.rsplit("/", 1)[1])
     migrate(env)
     os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL", "MQTT_URL")})

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import subprocess
 import threading
 import time
@@ -115,7 +116,7 @@ class Bench:
         env.update(
             DJANGO_SETTINGS_MODULE="iotgw.settings", DJANGO_DEBUG="0", DATABASE_URL=self.args.database_url,
             REDIS_URL=self.args.redis_url, MQTT_URL=self.mqtt_url, MQTT_CLIENT_ID=f"bench-{self.run_id}",
-            MQTT_SHARE_GROUP=f"bench{self.run_id}", MQTT_SESSION_EXPIRY="120", IOTGW_LOG_LEVEL="WARNING",
+            MQTT_SESSION_EXPIRY="120", IOTGW_LOG_LEVEL="WARNING", DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
             IOTGW_HEARTBEAT_SECONDS="0.5", PYTHONUNBUFFERED="1",
         )
         return env
@@ -182,8 +183,10 @@ class Bench:
               f"{a.dashboards} dashboards watching every device + {a.slice_dashboards} watching a slice each, "
               f"{a.devices} devices", flush=True)
         self.vacuum()  # what the previous scenario left behind, as autovacuum would between them
-        stack = BenchStack(dict(self.env, **dict(kv.split("=", 1) for kv in self.args.gateway_env)), self.logdir,
-                           name)
+        # One bridge subscribes to devices/# itself, as deployed by default; several share a group.
+        group = {"MQTT_SHARE_GROUP": f"bench{self.run_id}"} if bridges > 1 and not naive else {}
+        stack = BenchStack(dict(self.env, **group, **dict(kv.split("=", 1) for kv in self.args.gateway_env)),
+                           self.logdir, name)
         kind = {"gateway": "g", "naive": "n", "scaleout": "s"}[name]
         out: dict = {"webs": webs, "bridges": 0 if naive else bridges, "naive": naive, "phases": []}
         try:
