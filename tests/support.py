@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,10 +31,23 @@ OUTPUT = ROOT / "test-output"
 TEST_SECRET_KEY = "test-" + uuid.uuid4().hex + uuid.uuid4().hex
 
 
+# Below the kernel's ephemeral range (32768-60999 here): a port the kernel handed out for a bind to 0 can be
+# taken by any outgoing connection before the server binds it, which made Daphne fail with EADDRINUSE.
+PORT_RANGE = (20000, 32000)
+_random = random.SystemRandom()  # not the global generator, which Hypothesis seeds
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, outside the range the kernel picks for outgoing connections."""
+    for _ in range(200):
+        port = _random.randint(*PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
 def database_url(db: dict) -> str:
