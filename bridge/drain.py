@@ -76,7 +76,7 @@ def session_remove(config: BrokerConfig, client_id: str) -> None:
     if config.username:
         client.username_pw_set(config.username, config.password)
     if config.tls:
-        client.tls_set()
+        client.tls_set_context(config.ssl_context())
     rc = client.connect(config.host, config.port, **({"clean_start": True} if v5 else {}))
     if rc != mqtt.MQTT_ERR_SUCCESS:
         raise ConnectionError(f"could not connect to the broker: {mqtt.error_string(rc)}")

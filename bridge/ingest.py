@@ -160,6 +160,8 @@ class Ingestor:
             item = response = None
             try:
                 device_id, kind = parse_topic(raw.topic)
+                if raw.oversize:  # skipped unread by the MQTT client (3.1.1: the broker knows no limit)
+                    raise PayloadInvalid("too_large", f"payload of {raw.oversize} bytes is over the packet limit")
                 if kind == TELEMETRY:
                     samples = parse_samples(raw.payload, received_at=received_at, max_bytes=self._max_payload,
                                             max_skew=self._max_skew)

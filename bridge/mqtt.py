@@ -5,6 +5,7 @@ A socket read is split into packets in one loop (bridge.mqtt_codec) and its PUBL
 are handed on as one list. Inbound QoS 1 messages are acked only when `ack()` is told
 to, after the commit; a message that came on an earlier connection is never acked on
 a later one (its packet id may mean another message by then): the broker resends it.
+What of MQTT 3.1.1 and 5 it implements, and what it refuses: docs/mqtt-client.md.
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ from collections.abc import Callable
 
 from bridge.client import BrokerConfig
 from bridge.mqtt_codec import (
+    AUTH,
     CONNACK,
     CORRELATION_DATA,
     DISCONNECT,
     DISCONNECT_PACKET,
+    MALFORMED,
+    MAX_REMAINING,
+    MAXIMUM_PACKET_SIZE,
+    MAXIMUM_QOS,
+    PACKET_TOO_LARGE,
     PINGREQ_PACKET,
     PINGRESP,
+    PROTOCOL_ERROR,
     PUBACK,
-    PUBCOMP,
-    PUBREC,
-    PUBREL,
+    REASON_STRING,
     RECEIVE_MAXIMUM,
     RESPONSE_TOPIC,
     SERVER_KEEP_ALIVE,
@@ -38,11 +44,12 @@ from bridge.mqtt_codec import (
     ProtocolError,
     Raw,
     decode_ack,
+    decode_auth,
     decode_connack,
     decode_disconnect,
     decode_suback,
-    encode_ack,
     encode_connect,
+    encode_disconnect,
     encode_properties,
     encode_pubacks,
     encode_publish,
@@ -55,6 +62,13 @@ logger = logging.getLogger("iotgw.bridge")
 
 NO_PROPERTIES = b"\x00"
 MAX_IN_FLIGHT = 65_000  # packet ids are 16 bits; a few stay free for SUBSCRIBE
+# Room for a PUBLISH's fixed header, topic (a device topic is under 100 bytes), packet id and v5
+# properties on top of the largest payload the bridge accepts (IOTGW_MAX_PAYLOAD).
+PACKET_HEADROOM = 4096
+BAD_AUTHENTICATION_METHOD, QOS_NOT_SUPPORTED = 0x8C, 0x9B
+# Seconds between attempts while the broker asks for enhanced authentication: only its operator can
+# change that, and when they have, the bridge comes back by itself (as after any broker outage).
+REFUSED_DELAY = 300.0
 
 
 class PublishRefused(ConnectionError):
@@ -67,6 +81,10 @@ class PublishRefused(ConnectionError):
 
 class ConnectRefused(ConnectionError):
     """The broker answered CONNECT with a failure."""
+
+
+class AuthUnsupported(ConnectRefused):
+    """The broker asked for MQTT 5 enhanced authentication (AUTH, or CONNACK 0x8C), which iotgw does not do."""
 
 
 class MqttClient:
@@ -82,9 +100,11 @@ class MqttClient:
         keepalive: int = 30,
         session_expiry: int = 0,
         receive_maximum: int = 0,
+        max_packet_size: int = 64 * 1024 + PACKET_HEADROOM,
         connect_timeout: float = 10.0,
         min_delay: float = 1.0,
         max_delay: float = 30.0,
+        refused_delay: float = REFUSED_DELAY,
     ) -> None:
         self.config = config
         self.client_id = client_id
@@ -97,13 +117,20 @@ class MqttClient:
         self.keepalive = keepalive
         self.session_expiry = session_expiry
         self.receive_maximum = receive_maximum
+        # Advertised in a v5 CONNECT, and enforced on reads with either version.
+        self.max_packet_size = max_packet_size
         self.connect_timeout = connect_timeout
         self.min_delay = min_delay
         self.max_delay = max_delay
+        self.refused_delay = refused_delay
         self.generation = 0  # +1 per connection; Raws carry the one they came on
-        self._ssl = ssl.create_default_context() if config.tls else None  # CERT_REQUIRED, hostname checked
+        self._ssl = config.ssl_context()  # CERT_REQUIRED, hostname checked
         self._conn: _Connection | None = None  # the connection with a successful CONNACK, if any
-        self._inflight: dict[int, tuple[asyncio.Future, int]] = {}  # our publishes awaiting their ack
+        self._broker_max_packet = MAX_REMAINING + 5  # the broker's v5 Maximum Packet Size, from CONNACK
+        self._broker_max_qos = 1
+        self._auth_said = False  # the enhanced-authentication error is logged once, until a connection lasts
+        self._peak = 0
+        self._inflight: dict[int, asyncio.Future] = {}  # our QoS 1 publishes awaiting their PUBACK
         self._subscribing: dict[int, list[str]] = {}
         self._unsubscribing: dict[int, asyncio.Future] = {}
         self._quota = MAX_IN_FLIGHT
@@ -116,6 +143,11 @@ class MqttClient:
     def connected(self) -> bool:
         """Whether a connection is up (CONNACK received, not lost since)."""
         return self._conn is not None
+
+    @property
+    def peak_buffered(self) -> int:
+        """The most bytes of one incomplete packet this client has held (at most `max_packet_size` + 5)."""
+        return self._peak
 
     def start(self) -> None:
         """Connect in the background, and reconnect whenever the connection is lost."""
@@ -141,11 +173,14 @@ class MqttClient:
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
                       response_topic: str | None = None, correlation_data: bytes | None = None) -> None:
-        """Publish and wait for the broker's PUBACK (QoS 1) or PUBCOMP (QoS 2).
+        """Publish at QoS 0, or at QoS 1 and wait for the broker's PUBACK.
 
         No queue while the broker is away: ConnectionError at once, or when the connection
         is lost before the ack (the message may or may not have reached the broker).
+        PublishRefused, without sending, for what the broker said it would refuse (0x95, 0x9B).
         """
+        if qos not in (0, 1):
+            raise ValueError("the bridge publishes at QoS 0 or 1 (QoS 2 is not implemented)")
         properties = NO_PROPERTIES
         if self.v5 and (response_topic or correlation_data):
             props = [(RESPONSE_TOPIC, response_topic)] if response_topic else []
@@ -153,9 +188,11 @@ class MqttClient:
             properties = encode_properties(props)
         if self._conn is None:
             raise ConnectionError("not connected to the broker")
+        if qos > self._broker_max_qos:
+            raise PublishRefused(QOS_NOT_SUPPORTED)
         if not qos:
-            self._conn.transport.write(encode_publish(topic, payload, qos=0, v5=self.v5, retain=retain,
-                                                      properties=properties))
+            packet = encode_publish(topic, payload, qos=0, v5=self.v5, retain=retain, properties=properties)
+            self._conn.transport.write(self._fitting(packet))
             return
         while len(self._inflight) >= self._quota:  # the broker's Receive Maximum
             await self._slot()
@@ -164,15 +201,21 @@ class MqttClient:
             raise ConnectionError("connection to the broker lost")
         mid = self._allocate()
         future = asyncio.get_running_loop().create_future()
-        self._inflight[mid] = (future, qos)
+        packet = encode_publish(topic, payload, qos=1, mid=mid, v5=self.v5, retain=retain, properties=properties)
+        self._inflight[mid] = future
         try:
-            conn.transport.write(encode_publish(topic, payload, qos=qos, mid=mid, v5=self.v5, retain=retain,
-                                                properties=properties))
+            conn.transport.write(self._fitting(packet))
             await future
         finally:
-            if self._inflight.get(mid, (None,))[0] is future:
+            if self._inflight.get(mid) is future:
                 del self._inflight[mid]
             self._release()
+
+    def _fitting(self, packet: bytes) -> bytes:
+        """The packet, if it is within the broker's Maximum Packet Size (it would disconnect us otherwise)."""
+        if len(packet) > self._broker_max_packet:
+            raise PublishRefused(PACKET_TOO_LARGE)
+        return packet
 
     async def unsubscribe(self, topics: list[str]) -> None:
         """UNSUBSCRIBE from topic filters on the current connection and wait for the UNSUBACK."""
@@ -185,7 +228,7 @@ class MqttClient:
         await future
 
     def ack(self, raws: list[Raw]) -> None:
-        """Acknowledge messages of the current connection: one write of PUBACKs (and PUBRECs for QoS 2)."""
+        """Acknowledge QoS 1 messages of the current connection: one write of PUBACKs."""
         conn = self._conn
         if conn is None:
             return
@@ -193,27 +236,39 @@ class MqttClient:
         mids = [raw.mid for raw in raws if raw.qos == 1 and raw.generation == generation]
         if mids:
             conn.transport.write(encode_pubacks(mids))
-        for raw in raws:
-            if raw.qos == 2 and raw.generation == generation:
-                conn.transport.write(encode_ack(PUBREC, raw.mid))
 
     # --- connection lifecycle ---------------------------------------------------------------
 
     async def _run(self) -> None:
         delay = self.min_delay
         while True:
+            wait = delay
             try:
                 conn = await self._open()
+            except AuthUnsupported as exc:
+                wait = self._auth_refused(exc)
             except ConnectRefused as exc:
                 logger.error("%s; retrying in %.0fs", exc, delay)
             except (OSError, TimeoutError, ProtocolError) as exc:
+                why = self.config.explain_tls(exc) if isinstance(exc, ssl.SSLError) else exc or type(exc).__name__
                 logger.warning("cannot connect to the broker at %s:%s (%s); retrying in %.0fs",
-                               self.config.host, self.config.port, exc or type(exc).__name__, delay)
+                               self.config.host, self.config.port, why, delay)
             else:
-                delay = self.min_delay
+                delay = wait = self.min_delay
                 await asyncio.shield(conn.closed)
-            await asyncio.sleep(delay)
+                if conn.refusal is not None:
+                    wait = self._auth_refused(conn.refusal)
+                else:
+                    self._auth_said = False
+            await asyncio.sleep(wait)
             delay = min(delay * 2, self.max_delay)
+
+    def _auth_refused(self, exc: AuthUnsupported) -> float:
+        """Say it once (retrying cannot help until the broker's operator acts), then retry rarely."""
+        level = logging.DEBUG if self._auth_said else logging.ERROR
+        self._auth_said = True
+        logger.log(level, "%s; retrying every %gs", exc, self.refused_delay)
+        return self.refused_delay
 
     async def _open(self) -> _Connection:
         """One connection: TCP (TLS), CONNECT, then wait for the CONNACK."""
@@ -229,9 +284,11 @@ class MqttClient:
                 transport.write(encode_connect(
                     client_id=self.client_id, v5=self.v5, keepalive=self.keepalive, clean=False,
                     username=self.config.username, password=self.config.password,
-                    session_expiry=self.session_expiry, receive_maximum=self.receive_maximum))
+                    session_expiry=self.session_expiry, receive_maximum=self.receive_maximum,
+                    max_packet_size=self.max_packet_size))
                 await conn.connack
         except BaseException:
+            conn.ours = True
             if transport is not None:
                 transport.abort()
             raise
@@ -240,11 +297,17 @@ class MqttClient:
     def _connack(self, conn: _Connection, body: bytes) -> None:
         """CONNACK: on success the connection goes live before any PUBLISH read with it is handed on."""
         session_present, code, props = decode_connack(body, v5=self.v5)
+        if code == BAD_AUTHENTICATION_METHOD and self.v5:
+            conn.fail_connect(self._auth_unsupported(f"CONNACK {reason_name(code)}"))
+            return
         if code:
             why = reason_name(code) if self.v5 else V3_CONNACK.get(code, f"return code {code}")
-            conn.fail_connect(ConnectRefused(f"broker refused the connection: {why}"))
+            text = f" ({props[REASON_STRING]})" if REASON_STRING in props else ""
+            conn.fail_connect(ConnectRefused(f"broker refused the connection: {why}{text}"))
             return
         self._quota = min(props.get(RECEIVE_MAXIMUM, MAX_IN_FLIGHT), MAX_IN_FLIGHT)
+        self._broker_max_packet = props.get(MAXIMUM_PACKET_SIZE, MAX_REMAINING + 5)
+        self._broker_max_qos = props.get(MAXIMUM_QOS, 1)
         self._conn = conn
         conn.start_keepalive(props.get(SERVER_KEEP_ALIVE, self.keepalive))
         if self.subscriptions:
@@ -266,7 +329,7 @@ class MqttClient:
             return
         conn.announced = True
         error = ConnectionError(f"connection to the broker lost ({why})")
-        for mid, (future, _qos) in list(self._inflight.items()):
+        for mid, future in list(self._inflight.items()):
             if not future.done():
                 future.set_exception(error)
             del self._inflight[mid]
@@ -283,12 +346,10 @@ class MqttClient:
         """Every packet other than PUBLISH."""
         for first, body in packets:
             kind = first >> 4
-            if kind == PUBACK or kind == PUBCOMP or kind == PUBREC:
-                self._publish_acked(conn, kind, *decode_ack(body))
+            if kind == PUBACK:
+                self._publish_acked(*decode_ack(body))
             elif kind == PINGRESP:
                 conn.ping_outstanding = False
-            elif kind == PUBREL:  # the end of an inbound QoS 2 exchange (we subscribe at QoS 1: rare)
-                conn.transport.write(encode_ack(PUBCOMP, decode_ack(body)[0]))
             elif kind == SUBACK:
                 self._subacked(*decode_suback(body, v5=self.v5))
             elif kind == CONNACK and not conn.was_live:
@@ -301,23 +362,26 @@ class MqttClient:
                 future = self._unsubscribing.pop(decode_ack(body)[0], None)
                 if future is not None and not future.done():
                     future.set_result(None)
-            else:
-                raise ProtocolError(f"unexpected packet type {kind}")
+            elif kind == AUTH and self.v5:
+                method = decode_auth(body)[1]
+                raise self._auth_unsupported(f"AUTH, method {method!r}" if method else "AUTH")
+            else:  # PUBREC, PUBREL, PUBCOMP among them: the bridge never takes part in QoS 2
+                raise ProtocolError(f"unexpected packet type {kind}", PROTOCOL_ERROR)
 
-    def _publish_acked(self, conn: _Connection, kind: int, mid: int, reason: int) -> None:
-        entry = self._inflight.get(mid)
-        if entry is None:
-            if kind == PUBREC:  # a QoS 2 publish we no longer wait for: complete it anyway
-                conn.transport.write(encode_ack(PUBREL, mid))
+    def _auth_unsupported(self, what: str) -> AuthUnsupported:
+        return AuthUnsupported(
+            f"the broker at {self.config.host}:{self.config.port} asked for MQTT 5 enhanced authentication "
+            f"({what}), which iotgw does not support: let the bridge log in on that listener with the user "
+            "name and password in MQTT_URL (mqtt://user:password@host) or a client certificate "
+            "(mqtts://host?cafile=…&certfile=…&keyfile=…)")
+
+    def _publish_acked(self, mid: int, reason: int) -> None:
+        future = self._inflight.get(mid)
+        if future is None or future.done():
             return
-        future, qos = entry
         if reason >= 0x80:
-            del self._inflight[mid]
-            if not future.done():
-                future.set_exception(PublishRefused(reason))
-        elif kind == PUBREC:
-            conn.transport.write(encode_ack(PUBREL, mid))
-        elif not future.done():
+            future.set_exception(PublishRefused(reason))
+        else:
             future.set_result(None)
 
     def _subacked(self, mid: int, codes: list[int]) -> None:
@@ -364,12 +428,14 @@ class _Connection(asyncio.Protocol):
     def __init__(self, client: MqttClient, generation: int) -> None:
         self.client = client
         self.generation = generation
-        self.reader = PacketReader(v5=client.v5, generation=generation)
+        self.reader = PacketReader(v5=client.v5, generation=generation, max_packet=client.max_packet_size)
         self.transport: asyncio.Transport | None = None
+        self.refusal: AuthUnsupported | None = None  # why the broker cannot be served, seen after CONNACK
         loop = asyncio.get_running_loop()
         self.connack: asyncio.Future = loop.create_future()
         self.closed: asyncio.Future = loop.create_future()
         self.was_live = False
+        self.ours = False  # we closed it (not the broker)
         self.announced = False
         self.ping_outstanding = False
         self._ping: asyncio.TimerHandle | None = None
@@ -385,18 +451,49 @@ class _Connection(asyncio.Protocol):
             raws, others = self.reader.feed(data)
             if others:
                 self.client._control(self, others)
-        except (ProtocolError, ValueError) as exc:
-            logger.error("broker sent a malformed packet (%s); reconnecting", exc)
-            self.transport.abort()
+        except AuthUnsupported as exc:
+            self.client._peak = max(self.client._peak, self.reader.peak)
+            if self.was_live:
+                self.refusal = exc
+                self.drop(PROTOCOL_ERROR)
+            else:
+                self.fail_connect(exc)
             return
+        except (ProtocolError, ValueError) as exc:
+            self.client._peak = max(self.client._peak, self.reader.peak)
+            reason = exc.reason if isinstance(exc, ProtocolError) else MALFORMED
+            logger.error("broker sent what MQTT forbids (%s); %s and reconnecting", exc,
+                         f"DISCONNECT {reason_name(reason)}" if self.client.v5 else "closing")
+            self.drop(reason)
+            return
+        if self.reader.peak > self.client._peak:
+            self.client._peak = self.reader.peak
         if raws:
             self.client.on_messages(raws)
+
+    def drop(self, reason: int) -> None:
+        """Stop reading and close, after a v5 DISCONNECT with `reason` once the connection is live."""
+        self.ours = True
+        if self.client.v5 and self.was_live:
+            self.transport.write(encode_disconnect(reason))
+            self.transport.close()  # reads stop now; the DISCONNECT is flushed first
+            asyncio.get_running_loop().call_later(2, self.transport.abort)  # unless the broker reads nothing
+        else:
+            self.transport.abort()
 
     def eof_received(self) -> bool:
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.client._connection_ended(self, f"{exc}" if exc else "closed by the broker")
+        # TLS 1.3: a broker refuses a client certificate after the handshake, so it shows up here; its
+        # alert is often lost to the reset that our CONNECT, arriving after its close, provokes.
+        refused = (self.client.config.tls and not self.was_live and not self.ours
+                   and (exc is None or isinstance(exc, ConnectionError)))
+        if isinstance(exc, ssl.SSLError) or refused:
+            why = self.client.config.explain_tls(exc)
+        else:
+            why = exc or "closed by the broker"
+        self.client._connection_ended(self, f"{why}")
 
     def start_keepalive(self, seconds: int) -> None:
         """PINGREQ every `seconds`; no PINGRESP by the next one means the connection is dead."""
@@ -417,6 +514,7 @@ class _Connection(asyncio.Protocol):
         self._ping = asyncio.get_running_loop().call_later(self.keepalive, self._keepalive)
 
     def fail_connect(self, exc: Exception) -> None:
+        self.ours = True
         if not self.connack.done():
             self.connack.set_exception(exc)
         self.transport.close()

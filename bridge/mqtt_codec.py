@@ -1,8 +1,10 @@
 """MQTT 5.0 and 3.1.1 packets as bytes, without I/O: what bridge.mqtt's client writes and reads.
 
-Only what the bridge needs: CONNECT, SUBSCRIBE, PUBLISH and the acks out; every packet a
-broker sends in. Inbound PUBLISHes are the hot path: `PacketReader.feed` turns a whole
-socket read into Raws in one loop, and skips their v5 properties unread.
+Only what the bridge needs (docs/mqtt-client.md): CONNECT, SUBSCRIBE, UNSUBSCRIBE, PUBLISH
+at QoS 0 and 1, PUBACK, PINGREQ and DISCONNECT out; every packet a broker may send in.
+Inbound PUBLISHes are the hot path: `PacketReader.feed` turns a whole socket read into Raws
+in one loop, and skips their v5 properties unread. It never holds more than one packet of
+its `max_packet` bytes: a larger one is refused from its length alone, before its body.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"  # v5: reason 0 (normal), no properties; v3.1.1: the whole packet
 
 # v5 property identifiers the bridge reads or writes.
-RESPONSE_TOPIC, CORRELATION_DATA, SESSION_EXPIRY = 0x08, 0x09, 0x11
-SERVER_KEEP_ALIVE, REASON_STRING, RECEIVE_MAXIMUM, TOPIC_ALIAS = 0x13, 0x1F, 0x21, 0x23
+RESPONSE_TOPIC, CORRELATION_DATA, SESSION_EXPIRY, SERVER_KEEP_ALIVE = 0x08, 0x09, 0x11, 0x13
+AUTHENTICATION_METHOD, REASON_STRING, RECEIVE_MAXIMUM, TOPIC_ALIAS = 0x15, 0x1F, 0x21, 0x23
+MAXIMUM_QOS, MAXIMUM_PACKET_SIZE = 0x24, 0x27
+
+# v5 reason codes the client sends in DISCONNECT.
+MALFORMED, PROTOCOL_ERROR, TOPIC_ALIAS_INVALID, PACKET_TOO_LARGE = 0x81, 0x82, 0x94, 0x95
+# The largest remaining length a packet may announce (4-byte variable byte integer).
+MAX_REMAINING = 268_435_455
 
 _BYTE, _TWO, _FOUR, _VARINT, _BINARY, _STRING, _PAIR = range(7)
 _PROPERTY_TYPES = {
@@ -35,11 +43,14 @@ REASONS = {
     0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error",
     0x83: "implementation specific error", 0x84: "unsupported protocol version", 0x85: "client identifier not valid",
     0x86: "bad user name or password", 0x87: "not authorized", 0x88: "server unavailable", 0x89: "server busy",
-    0x8A: "banned", 0x8B: "server shutting down", 0x8D: "keep alive timeout", 0x8E: "session taken over",
-    0x8F: "topic filter invalid", 0x90: "topic name invalid", 0x93: "receive maximum exceeded",
-    0x94: "topic alias invalid", 0x95: "packet too large", 0x97: "quota exceeded", 0x99: "payload format invalid",
-    0x9C: "use another server", 0x9D: "server moved", 0x9E: "shared subscriptions not supported",
-    0x9F: "connection rate exceeded", 0xA2: "wildcard subscriptions not supported",
+    0x8A: "banned", 0x8B: "server shutting down", 0x8C: "bad authentication method", 0x8D: "keep alive timeout",
+    0x8E: "session taken over", 0x8F: "topic filter invalid", 0x90: "topic name invalid",
+    0x91: "packet identifier in use", 0x92: "packet identifier not found", 0x93: "receive maximum exceeded",
+    0x94: "topic alias invalid", 0x95: "packet too large", 0x96: "message rate too high", 0x97: "quota exceeded",
+    0x98: "administrative action", 0x99: "payload format invalid", 0x9A: "retain not supported",
+    0x9B: "QoS not supported", 0x9C: "use another server", 0x9D: "server moved",
+    0x9E: "shared subscriptions not supported", 0x9F: "connection rate exceeded", 0xA0: "maximum connect time",
+    0xA1: "subscription identifiers not supported", 0xA2: "wildcard subscriptions not supported",
 }
 # v3.1.1 CONNACK return codes.
 V3_CONNACK = {1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
@@ -47,18 +58,34 @@ V3_CONNACK = {1: "unacceptable protocol version", 2: "identifier rejected", 3: "
 
 
 class ProtocolError(Exception):
-    """The broker sent bytes that are not valid MQTT: the connection must be dropped."""
+    """The broker sent what MQTT forbids: the connection must be dropped (v5: DISCONNECT with `reason`)."""
+
+    def __init__(self, message: str, reason: int = MALFORMED) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PacketTooLarge(ProtocolError):
+    """A packet announced more bytes than the reader's `max_packet`: refused before its body is read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, PACKET_TOO_LARGE)
 
 
 @dataclass(slots=True)
 class Raw:
-    """An inbound PUBLISH, tagged with the connection (generation) it came on."""
+    """An inbound PUBLISH, tagged with the connection (generation) it came on.
+
+    `oversize` > 0: a 3.1.1 message too large to hold, skipped unread (its payload is empty): the
+    ingest rejects it as `too_large` and acks it, where closing would only have it sent again.
+    """
 
     topic: str
     payload: bytes
     qos: int
     mid: int
     generation: int
+    oversize: int = 0
 
 
 def reason_name(code: int) -> str:
@@ -113,13 +140,15 @@ def encode_properties(properties: list[tuple[int, Any]]) -> bytes:
 
 
 def encode_connect(*, client_id: str, v5: bool, keepalive: int, clean: bool = False, username: str | None = None,
-                   password: str | None = None, session_expiry: int = 0, receive_maximum: int = 0) -> bytes:
-    """CONNECT; a v5 one carries Session Expiry Interval and Receive Maximum when given."""
+                   password: str | None = None, session_expiry: int = 0, receive_maximum: int = 0,
+                   max_packet_size: int = 0) -> bytes:
+    """CONNECT; a v5 one carries Session Expiry Interval, Receive Maximum and Maximum Packet Size when given."""
     flags = (0x80 if username is not None else 0) | (0x40 if password is not None else 0) | (0x02 if clean else 0)
     body = _string("MQTT") + bytes((5 if v5 else 4, flags)) + keepalive.to_bytes(2, "big")
     if v5:
         props = [(SESSION_EXPIRY, session_expiry)] if session_expiry else []
         props += [(RECEIVE_MAXIMUM, receive_maximum)] if receive_maximum else []
+        props += [(MAXIMUM_PACKET_SIZE, max_packet_size)] if max_packet_size else []
         body += encode_properties(props)
     body += _string(client_id)
     if username is not None:
@@ -158,9 +187,9 @@ def encode_pubacks(mids: list[int]) -> bytes:
     return struct.pack(f">{len(mids)}I", *[0x40020000 | mid for mid in mids])
 
 
-def encode_ack(kind: int, mid: int) -> bytes:
-    """PUBREC, PUBREL or PUBCOMP of a QoS 2 exchange (success)."""
-    return bytes(((kind << 4) | (2 if kind == PUBREL else 0), 2)) + mid.to_bytes(2, "big")
+def encode_disconnect(reason: int = 0, *, v5: bool = True) -> bytes:
+    """DISCONNECT; a v5 one with its reason code (0: normal), no properties."""
+    return bytes((0xE0, 1, reason)) if v5 and reason else DISCONNECT_PACKET
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -231,7 +260,7 @@ def decode_connack(body: bytes, *, v5: bool) -> tuple[bool, int, dict[int, Any]]
 
 
 def decode_ack(body: bytes) -> tuple[int, int]:
-    """(packet id, reason code) of a PUBACK/PUBREC/PUBREL/PUBCOMP; a short one is a success."""
+    """(packet id, reason code) of a PUBACK; a short one is a success."""
     if len(body) < 2:
         raise ProtocolError("acknowledgement too short")
     return (body[0] << 8) | body[1], body[2] if len(body) > 2 else 0
@@ -253,20 +282,37 @@ def decode_disconnect(body: bytes) -> tuple[int, str | None]:
     return body[0], props.get(REASON_STRING)
 
 
+def decode_auth(body: bytes) -> tuple[int, str | None]:
+    """(reason code, authentication method) of a v5 AUTH from the broker."""
+    if not body:
+        return 0, None
+    props = decode_properties(body, 1)[0] if len(body) > 1 else {}
+    return body[0], props.get(AUTHENTICATION_METHOD)
+
+
 class PacketReader:
     """Splits a byte stream into packets: PUBLISHes become Raws, every other packet a (first byte, body).
 
     A packet cut by the end of a read stays buffered until the rest has arrived; the
     pieces are joined once, when they are complete, so a large packet costs no re-copying.
+    A packet whose remaining length is over `max_packet` raises PacketTooLarge before any
+    of it is kept (the fixed header is slack: Mosquitto 2.0.11 counts only part of it when
+    it applies a client's Maximum Packet Size), except a 3.1.1 PUBLISH: its body is skipped as it streams past and it
+    comes out as an empty Raw marked `oversize` (3.1.1 has no way to tell the broker the
+    limit, and a broker resends an unacknowledged message on every reconnect).
     """
 
-    def __init__(self, *, v5: bool, generation: int = 0) -> None:
+    def __init__(self, *, v5: bool, generation: int = 0, max_packet: int = MAX_REMAINING) -> None:
+        if max_packet < 128:
+            raise ValueError("max_packet must be at least 128 bytes")
         self.v5 = v5
         self.generation = generation
+        self.max_packet = max_packet
+        self.peak = 0  # the most bytes of an incomplete packet held at once
         self._parts: list[bytes] = []
         self._have = 0
         self._need = 0
-        self._aliases: dict[int, str] = {}
+        self._skip = 0  # bytes of an oversize 3.1.1 PUBLISH still to pass unread
 
     @property
     def buffered(self) -> int:
@@ -275,17 +321,30 @@ class PacketReader:
 
     def feed(self, data: bytes) -> tuple[list[Raw], list[tuple[int, bytes]]]:
         """Every complete packet in what has arrived so far, in two lists."""
+        raws: list[Raw] = []
+        others: list[tuple[int, bytes]] = []
+        if self._skip:
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return raws, others
+            data, self._skip = data[self._skip:], 0
         if self._parts:
             self._parts.append(data)
             self._have += len(data)
+            self.peak = max(self.peak, self._have)
             if self._have < self._need:
-                return [], []
+                return raws, others
             data = b"".join(self._parts)
             self._parts = []
-        raws: list[Raw] = []
-        others: list[tuple[int, bytes]] = []
+        pos = 0
         try:
-            pos, need = _split(data, self.v5, self.generation, self._aliases, raws, others)
+            while True:
+                pos, need = _split(data, pos, self.v5, self.generation, self.max_packet, raws, others)
+                if need != _OVERSIZE:
+                    break
+                pos, need = self._oversize(data, pos, raws)
+                if need:
+                    break
         except IndexError:
             raise ProtocolError("packet shorter than its contents") from None
         if pos < len(data):
@@ -293,16 +352,54 @@ class PacketReader:
             self._parts = [rest]
             self._have = len(rest)
             self._need = need
+            self.peak = max(self.peak, self._have)
         else:
             self._have = 0
         return raws, others
 
+    def _oversize(self, data: bytes, pos: int, raws: list[Raw]) -> tuple[int, int]:
+        """A packet over the limit at `pos`: raise, or (3.1.1 PUBLISH) emit it empty and skip its body.
 
-def _split(data: bytes, v5: bool, generation: int, aliases: dict[int, str], raws: list[Raw],
+        Returns (position after it, 0), or (pos, bytes needed from pos) while its header is incomplete.
+        """
+        first = data[pos]
+        length, head = decode_varint(data, pos + 1)
+        what = f"a packet of {length} bytes (type {first >> 4}) is over the {self.max_packet}-byte limit"
+        if self.v5 or first >> 4 != PUBLISH:
+            raise PacketTooLarge(what)
+        qos = (first >> 1) & 3
+        if qos > 1:
+            raise ProtocolError("PUBLISH at QoS 2 or 3: the bridge subscribes at QoS 1 at most", PROTOCOL_ERROR)
+        if head + 2 > len(data):
+            return pos, head + 2 - pos
+        start = head + 2 + ((data[head] << 8) | data[head + 1]) + (2 if qos else 0)
+        if start > head + length:
+            raise ProtocolError("PUBLISH header longer than the packet")
+        if start - pos > self.max_packet:
+            raise PacketTooLarge(what + ", and so is its topic")
+        if start > len(data):
+            return pos, start - pos
+        topic = data[head + 2:start - (2 if qos else 0)].decode("utf-8", "replace")
+        mid = (data[start - 2] << 8) | data[start - 1] if qos else 0
+        raws.append(Raw(topic, b"", qos, mid, self.generation, head + length - start))
+        stop = head + length
+        if stop > len(data):
+            self._skip = stop - len(data)
+            return len(data), 0
+        return stop, 0
+
+
+_OVERSIZE = -1  # _split's "need" when the next packet is over the limit
+
+
+def _split(data: bytes, pos: int, v5: bool, generation: int, limit: int, raws: list[Raw],
            others: list[tuple[int, bytes]]) -> tuple[int, int]:
-    """The hot loop: (position after the last complete packet, bytes the next one needs from there)."""
+    """The hot loop: (position after the last complete packet, bytes the next one needs from there).
+
+    The next one's need is _OVERSIZE when its remaining length is over `limit` (at least 128,
+    so a one-byte length never is).
+    """
     end = len(data)
-    pos = 0
     append = raws.append
     while end - pos >= 2:
         first = data[pos]
@@ -312,6 +409,8 @@ def _split(data: bytes, v5: bool, generation: int, aliases: dict[int, str], raws
             length, head = decode_varint(data, pos + 1)
             if length < 0:
                 return pos, end - pos + 1  # the length itself is incomplete
+            if length > limit:
+                return pos, _OVERSIZE
         stop = head + length
         if stop > end:
             return pos, stop - pos
@@ -321,13 +420,14 @@ def _split(data: bytes, v5: bool, generation: int, aliases: dict[int, str], raws
             qos = (first >> 1) & 3
             mid = 0
             if qos:
-                if qos == 3:
-                    raise ProtocolError("PUBLISH with QoS 3")
+                if qos > 1:  # the broker must not send above the subscription's maximum QoS (1)
+                    raise ProtocolError("PUBLISH at QoS 2 or 3: the bridge subscribes at QoS 1 at most",
+                                        PROTOCOL_ERROR)
                 mid = (data[start] << 8) | data[start + 1]
                 start += 2
             if v5:
                 if data[start] or not topic:  # properties present (rare): read them for a Topic Alias
-                    topic, start = _publish_properties(data, start, topic, aliases)
+                    start = _publish_properties(data, start, topic)
                 else:
                     start += 1
             if start > stop:
@@ -339,15 +439,11 @@ def _split(data: bytes, v5: bool, generation: int, aliases: dict[int, str], raws
     return pos, 2
 
 
-def _publish_properties(data: bytes, pos: int, topic: str, aliases: dict[int, str]) -> tuple[str, int]:
-    """Skip a PUBLISH's properties, honouring a Topic Alias (we never allow one, but a broker might)."""
+def _publish_properties(data: bytes, pos: int, topic: str) -> int:
+    """Skip a PUBLISH's properties; a Topic Alias is refused: the bridge allows none (Topic Alias Maximum 0)."""
     props, pos = decode_properties(data, pos)
-    alias = props.get(TOPIC_ALIAS)
-    if alias is not None:
-        if topic:
-            aliases[alias] = topic
-        elif alias in aliases:
-            topic = aliases[alias]
-        else:
-            raise ProtocolError(f"unknown topic alias {alias}")
-    return topic, pos
+    if TOPIC_ALIAS in props:
+        raise ProtocolError(f"Topic Alias {props[TOPIC_ALIAS]} although the bridge allows none", TOPIC_ALIAS_INVALID)
+    if not topic:
+        raise ProtocolError("PUBLISH without a topic", PROTOCOL_ERROR)
+    return pos

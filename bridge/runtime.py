@@ -15,7 +15,7 @@ from bridge.client import BrokerConfig, subscriptions
 from bridge.commands import CommandDispatcher
 from bridge.db import in_db_thread
 from bridge.ingest import Ingestor
-from bridge.mqtt import MqttClient
+from bridge.mqtt import PACKET_HEADROOM, MqttClient
 from bridge.mqtt_codec import Raw
 from bridge.presence import presence_loop
 from bridge.stats import BridgeStats
@@ -69,6 +69,7 @@ class Bridge:
             # v5: clean_start=0 and this expiry keep the session across restarts (v3.1.1: clean_session=0).
             session_expiry=settings.MQTT_SESSION_EXPIRY,
             receive_maximum=settings.MQTT_RECEIVE_MAXIMUM,
+            max_packet_size=settings.IOTGW_MAX_PAYLOAD + PACKET_HEADROOM,
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

@@ -58,7 +58,7 @@ class DynsecClient:
         if self.config.username:
             self._client.username_pw_set(self.config.username, self.config.password)
         if self.config.tls:
-            self._client.tls_set()
+            self._client.tls_set_context(self.config.ssl_context())
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *_args: self._ready.set()
         self._client.on_message = self._on_message

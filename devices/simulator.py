@@ -163,7 +163,7 @@ class SimulatedDevice:
         # The device logs in as itself; on an anonymous broker a missing secret does no harm.
         self.client.username_pw_set(device_id, secret)
         if config.tls:
-            self.client.tls_set()
+            self.client.tls_set_context(config.ssl_context())
         self.client.will_set(self.topic("status"), b"offline", qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect

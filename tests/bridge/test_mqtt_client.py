@@ -334,3 +334,62 @@ async def test_publish_refused_by_a_v5_puback_raises(dynsec_broker):
         assert client.connected
     finally:
         await client.stop()
+
+
+async def test_mosquitto_honours_the_maximum_packet_size_the_bridge_advertises(private_broker):
+    """Mosquitto drops for the bridge what is over its limit (and acks the publisher); the rest arrives, in order."""
+    _configured(private_broker, "log_type all\n")
+    probe = Probe()
+    client = make_client(private_broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}", max_packet_size=2048)
+    await probe.until(lambda: probe.connects, what="CONNACK")
+    await asyncio.to_thread(_subscribed_barrier, private_broker.url, "5")
+    publisher = paho_client(private_broker.url)
+    # On t/x, a payload of 2038 bytes makes a remaining length of 2046: 2048 bytes as Mosquitto 2.0.11 counts
+    # (without the packet-type byte), the largest it lets through.
+    sizes = [10, 5000, 20, 2039, 2038, 300_000, 30]
+    try:
+        for n, size in enumerate(sizes):
+            await paho_publish(publisher, "t/x", bytes([n]) * size)
+        await probe.until(lambda: probe.raws and probe.raws[-1].payload[:1] == bytes([6]), what="the last message")
+        assert [len(raw.payload) for raw in probe.raws] == [10, 20, 2038, 30]
+        assert private_broker.log.count("Dropping too large outgoing PUBLISH") == 3
+        assert client.peak_buffered <= 2048 + 5
+        assert len(probe.connects) == 1 and not probe.disconnects
+    finally:
+        close(publisher)
+        await client.stop()
+
+
+async def test_publish_over_the_brokers_maximum_packet_size_is_refused_and_the_connection_stays(private_broker):
+    _configured(private_broker, "max_packet_size 1000\n")  # Mosquitto advertises it in CONNACK
+    probe = Probe()
+    client = make_client(private_broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
+    try:
+        await probe.until(lambda: probe.connects)
+        with pytest.raises(PublishRefused) as refused:
+            async with asyncio.timeout(10):
+                await client.publish("t/big", b"x" * 2000)
+        assert refused.value.reason == 0x95
+        async with asyncio.timeout(10):
+            await client.publish("t/small", b"x" * 100)
+        await probe.until(lambda: probe.payloads() == [b"x" * 100], what="the small one back")
+        assert len(probe.connects) == 1 and not probe.disconnects
+    finally:
+        await client.stop()
+
+
+async def test_qos1_publish_to_a_broker_allowing_qos0_only_is_refused_not_sent(private_broker):
+    _configured(private_broker, "max_qos 0\n")
+    probe = Probe()
+    client = make_client(private_broker.url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}")
+    try:
+        await probe.until(lambda: probe.connects)
+        with pytest.raises(PublishRefused) as refused:
+            async with asyncio.timeout(10):
+                await client.publish("t/x", b"x", qos=1)
+        assert refused.value.reason == 0x9B
+        await client.publish("t/x", b"x", qos=0)
+        await probe.until(lambda: probe.payloads() == [b"x"], what="the QoS 0 one back")
+        assert len(probe.connects) == 1 and not probe.disconnects
+    finally:
+        await client.stop()

@@ -1,4 +1,4 @@
-"""The bridge's MQTT codec on bytes alone: variable-length integers, PUBLISH both ways, stream splitting."""
+"""The bridge's MQTT codec on bytes alone: variable-length integers, PUBLISH both ways, stream splitting, limits."""
 
 from __future__ import annotations
 
@@ -6,18 +6,22 @@ import pytest
 
 from bridge.mqtt_codec import (
     CORRELATION_DATA,
+    MAXIMUM_PACKET_SIZE,
     PUBACK,
     RESPONSE_TOPIC,
     SESSION_EXPIRY,
     TOPIC_ALIAS,
     PacketReader,
+    PacketTooLarge,
     ProtocolError,
+    Raw,
     decode_ack,
     decode_connack,
     decode_properties,
     decode_suback,
     decode_varint,
     encode_connect,
+    encode_disconnect,
     encode_properties,
     encode_pubacks,
     encode_publish,
@@ -93,21 +97,84 @@ def test_large_payload_uses_a_multi_byte_remaining_length():
     payload = bytes(range(256)) * 300  # 76,800 bytes: a 3-byte remaining length
     packet = encode_publish("big", payload, qos=1, mid=2, v5=True)
     assert packet[1] & 0x80 and packet[2] & 0x80 and not packet[3] & 0x80
-    assert _one(packet, v5=True).payload == payload
+    [raw], _ = PacketReader(v5=True, max_packet=len(packet)).feed(packet)
+    assert raw.payload == payload
 
 
-def test_topic_alias_is_learnt_then_resolved():
-    reader = PacketReader(v5=True)
+def _announcing(length: int, *, first: int = 0x32, topic: bytes = b"devices/d1/telemetry", mid: int = 7) -> bytes:
+    """The start of a packet that announces `length` bytes: fixed header, then a PUBLISH's topic and id."""
+    return bytes((first,)) + encode_varint(length) + len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("first", [0x32, 0x90])  # a QoS 1 PUBLISH, a SUBACK
+def test_a_v5_packet_announced_over_the_limit_is_refused_before_its_body(first):
+    reader = PacketReader(v5=True, max_packet=1024)
+    with pytest.raises(PacketTooLarge) as refused:
+        reader.feed(_announcing(200_000_000, first=first) + b"x" * 100_000)
+    assert refused.value.reason == 0x95
+    assert reader.buffered == 0 and reader.peak == 0
+
+
+def test_the_limit_is_on_the_remaining_length_a_packet_at_it_passes():
+    """The fixed header is slack: Mosquitto 2.0.11 leaves its first byte out when it checks a client's limit."""
+    packet = encode_publish("t", b"x" * 1000, qos=1, mid=1, v5=True)
+    remaining = len(packet) - 3  # a two-byte remaining length
+    [raw], _ = PacketReader(v5=True, max_packet=remaining).feed(packet)
+    assert len(raw.payload) == 1000
+    with pytest.raises(PacketTooLarge):
+        PacketReader(v5=True, max_packet=remaining - 1).feed(packet)
+
+
+def test_a_v311_publish_over_the_limit_is_skipped_as_it_streams_and_comes_out_empty():
+    body = 3_000_000
+    header = _announcing(2 + 20 + 2 + body)
+    after = encode_publish("devices/d2/telemetry", b"{}", qos=1, mid=8, v5=False)
+    stream = header + b"y" * body + after
+    reader = PacketReader(v5=False, generation=3, max_packet=1024)
+    raws = []
+    for i in range(0, len(stream), 65_536):
+        got, others = reader.feed(stream[i:i + 65_536])
+        raws += got
+        assert others == [] and reader.buffered <= 1024
+    assert raws == [Raw("devices/d1/telemetry", b"", 1, 7, 3, body), Raw("devices/d2/telemetry", b"{}", 1, 8, 3)]
+    assert reader.peak <= len(after)
+
+
+def test_a_v311_oversize_publish_whose_header_is_cut_waits_for_the_header_only():
+    reader = PacketReader(v5=False, max_packet=256)
+    header = _announcing(2 + 20 + 2 + 10_000)
+    assert reader.feed(header[:4]) == ([], [])
+    assert reader.feed(header[4:-1]) == ([], [])
+    [raw], _ = reader.feed(header[-1:] + b"z" * 10_000)
+    assert (raw.topic, raw.mid, raw.oversize, reader.buffered) == ("devices/d1/telemetry", 7, 10_000, 0)
+
+
+def test_a_v311_packet_over_the_limit_other_than_publish_is_refused():
+    with pytest.raises(PacketTooLarge):
+        PacketReader(v5=False, max_packet=256).feed(_announcing(100_000, first=0x90))
+
+
+def test_a_topic_alias_from_the_broker_is_refused_as_topic_alias_invalid():
+    """The bridge's CONNECT sets no Topic Alias Maximum (0): a broker must not send one."""
     alias = encode_properties([(TOPIC_ALIAS, 3)])
-    raws, _ = reader.feed(encode_publish("devices/d1/telemetry", b"1", qos=0, v5=True, properties=alias)
-                          + encode_publish("", b"2", qos=0, v5=True, properties=alias))
-    assert [(r.topic, r.payload) for r in raws] == [("devices/d1/telemetry", b"1"), ("devices/d1/telemetry", b"2")]
+    for packet in (encode_publish("devices/d1/telemetry", b"1", qos=0, v5=True, properties=alias),
+                   encode_publish("", b"2", qos=0, v5=True, properties=alias)):
+        with pytest.raises(ProtocolError) as refused:
+            PacketReader(v5=True).feed(packet)
+        assert refused.value.reason == 0x94
 
 
-def test_unknown_topic_alias_is_a_protocol_error():
-    with pytest.raises(ProtocolError):
-        PacketReader(v5=True).feed(encode_publish("", b"2", qos=0, v5=True,
-                                                  properties=encode_properties([(TOPIC_ALIAS, 4)])))
+def test_a_v5_publish_without_topic_or_alias_is_a_protocol_error():
+    with pytest.raises(ProtocolError) as refused:
+        PacketReader(v5=True).feed(encode_publish("", b"2", qos=0, v5=True))
+    assert refused.value.reason == 0x82
+
+
+@pytest.mark.parametrize("v5", [True, False])
+def test_a_qos2_publish_is_a_protocol_error_the_bridge_subscribes_at_qos1(v5):
+    with pytest.raises(ProtocolError) as refused:
+        PacketReader(v5=v5).feed(encode_publish("devices/d1/telemetry", b"{}", qos=2, mid=4, v5=v5))
+    assert refused.value.reason == 0x82
 
 
 def test_several_packets_and_a_partial_one_leave_the_partial_buffered():
@@ -169,6 +236,16 @@ def test_v5_connect_asks_for_a_persistent_session_with_expiry_and_receive_maximu
     props, end = decode_properties(body, 10)
     assert props == {SESSION_EXPIRY: 300, 0x21: 2000}
     assert body[end:] == b"\x00\x02br\x00\x01u\x00\x01p"
+
+
+def test_v5_connect_advertises_the_maximum_packet_size():
+    body = encode_connect(client_id="br", v5=True, keepalive=30, max_packet_size=69_632)[2:]
+    assert decode_properties(body, 10)[0] == {MAXIMUM_PACKET_SIZE: 69_632}
+
+
+def test_disconnect_carries_its_v5_reason_and_is_two_bytes_on_v311():
+    assert encode_disconnect(0x95) == b"\xe0\x01\x95"
+    assert encode_disconnect(0x95, v5=False) == encode_disconnect() == b"\xe0\x00"
 
 
 def test_v311_connect_has_clean_session_0_and_no_properties():
