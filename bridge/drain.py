@@ -10,7 +10,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from bridge.client import INBOUND_TOPICS, QOS1, BrokerConfig
-from bridge.mqtt_codec import Raw
+from bridge.mqtt.codec import Raw
 from bridge.runtime import Bridge
 
 logger = logging.getLogger("iotgw.bridge")

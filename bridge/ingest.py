@@ -14,7 +14,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from bridge.db import in_db_thread
-from bridge.mqtt_codec import Raw
+from bridge.mqtt.codec import Raw
 from bridge.push import FailureLog, PushBatch, push_send
 from bridge.stats import BridgeStats
 from devices.exceptions import PayloadInvalid

@@ -15,8 +15,8 @@ from bridge.client import BrokerConfig, subscriptions
 from bridge.commands import CommandDispatcher
 from bridge.db import in_db_thread
 from bridge.ingest import Ingestor
-from bridge.mqtt import MqttClient
-from bridge.mqtt_codec import Raw
+from bridge.mqtt.client import MqttClient
+from bridge.mqtt.codec import Raw
 from bridge.presence import presence_loop
 from bridge.stats import BridgeStats
 from devices.services import bridge_heartbeat

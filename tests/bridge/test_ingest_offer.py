@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge import ingest
 from bridge.ingest import Ingestor
-from bridge.mqtt_codec import Raw
+from bridge.mqtt.codec import Raw
 from bridge.stats import BridgeStats
 
 

@@ -12,7 +12,7 @@ from channels.layers import InMemoryChannelLayer
 from django.db import connection
 
 from bridge.ingest import Ingestor
-from bridge.mqtt_codec import Raw
+from bridge.mqtt.codec import Raw
 from bridge.stats import BridgeStats
 from devices.models import Telemetry
 from devices.services import device_register

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.mqtt_codec import (
+from bridge.mqtt.codec import (
     CORRELATION_DATA,
     PUBACK,
     RESPONSE_TOPIC,

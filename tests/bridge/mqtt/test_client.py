@@ -14,8 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from bridge.client import BrokerConfig
-from bridge.mqtt import MqttClient, PublishRefused
-from bridge.mqtt_codec import Raw
+from bridge.mqtt.client import MqttClient, PublishRefused
+from bridge.mqtt.codec import Raw
 
 pytestmark = pytest.mark.services
 
