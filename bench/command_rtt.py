@@ -44,7 +44,7 @@ class AnsweringDevice:
     """A paho device that says `online` and answers every command with `ok` as soon as it arrives."""
 
     def __init__(self, url: str, device_id: str) -> None:
-        from bridge.client import BrokerConfig
+        from core.broker import BrokerConfig
 
         config = BrokerConfig.from_url(url)
         self.device_id = device_id

@@ -23,8 +23,8 @@ from pathlib import Path
 from django.conf import settings
 
 from bridge.broker import BRIDGE_USERNAME, Credentials, EmbeddedBroker, EmbeddedBrokerError, port_check
+from core.topics import mosquitto_acl_patterns
 from devices.services import mosquitto_password_hash
-from devices.topic_rights import mosquitto_acl_patterns
 
 logger = logging.getLogger("iotgw.broker")
 

@@ -21,8 +21,10 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from bridge.db import in_db_thread
-from bridge.push import PushBatch, push_send
-from devices.exceptions import PayloadInvalid
+from core.errors import PayloadInvalid
+from core.push import PushBatch, push_send
+from core.topics import COMMAND_RESPONSE, COMMANDS, device_topic
+from core.wire import CommandResponse, command_frame, command_payload, parse_command_response
 from devices.models import Command
 from devices.selectors import command_state
 from devices.services import (
@@ -33,7 +35,6 @@ from devices.services import (
     command_resolve,
     command_time_out_due,
 )
-from protocols.wire import CommandResponse, command_frame, command_payload, parse_command_response
 
 if TYPE_CHECKING:
     from bridge.runtime import Bridge
@@ -57,7 +58,7 @@ async def command_announce(layer: Any, command: Command) -> None:
     Both are best-effort: the command is already stored, and the bridge's sweep finds it anyway.
     """
     try:
-        push = PushBatch()
+        push = PushBatch(buckets=settings.IOTGW_PUSH_BUCKETS)
         push.frame(command.device_id, command_frame(command_state(command)))
         await push_send(layer, push)  # first, so dashboards see `queued` before the bridge's `sent`
         if command.status == Command.QUEUED:
@@ -144,8 +145,8 @@ class CommandDispatcher:
             # connection drops before the PUBACK), the command stays queued under our lease, and the
             # sweep after the reconnect publishes it again. Response Topic and Correlation Data go
             # out on v5 only.
-            await self._bridge.publish(f"devices/{device_id}/commands", payload, qos=1,
-                                       response_topic=f"devices/{device_id}/commands/response",
+            await self._bridge.publish(device_topic(device_id, COMMANDS), payload, qos=1,
+                                       response_topic=device_topic(device_id, COMMAND_RESPONSE),
                                        correlation_data=str(command.id).encode())
             sent = await self._retry(self._mark_sent, command_id=command.id)
         except ConnectionError as exc:
@@ -202,7 +203,7 @@ class CommandDispatcher:
     async def _push(self, commands: list[Command]) -> None:
         if not commands:
             return
-        push = PushBatch()
+        push = PushBatch(buckets=settings.IOTGW_PUSH_BUCKETS)
         for command in commands:
             push.frame(command.device_id, command_frame(command_state(command)))
         try:

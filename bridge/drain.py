@@ -9,9 +9,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from bridge.client import INBOUND_TOPICS, QOS1, BrokerConfig
 from bridge.mqtt.codec import Raw
 from bridge.runtime import Bridge
+from core.broker import INBOUND_TOPICS, QOS1, BrokerConfig
 
 logger = logging.getLogger("iotgw.bridge")
 

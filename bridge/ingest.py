@@ -15,19 +15,14 @@ from django.utils import timezone
 
 from bridge.db import in_db_thread
 from bridge.mqtt.codec import Raw
-from bridge.push import FailureLog, PushBatch, push_send
 from bridge.stats import BridgeStats
-from devices.exceptions import PayloadInvalid
+from core.errors import PayloadInvalid
+from core.logs import FailureLog
+from core.payloads import parse_samples, parse_status
+from core.push import PushBatch, push_send
+from core.times import DEFAULT_MAX_SKEW
+from core.topics import COMMAND_RESPONSE, STATUS, TELEMETRY, parse_topic, source_of
 from devices.services import Inbound, IngestOutcome, telemetry_ingest
-from protocols.payloads import (
-    COMMAND_RESPONSE,
-    DEFAULT_MAX_SKEW,
-    STATUS,
-    TELEMETRY,
-    parse_samples,
-    parse_status,
-    parse_topic,
-)
 
 logger = logging.getLogger("iotgw.bridge")
 
@@ -137,7 +132,7 @@ class Ingestor:
         entries = decoded.entries
         if len(entries) == 1:
             raw = entries[0][0]
-            self._stats.reject(source=_source(raw.topic), reason="internal_error", message="the database refused it")
+            self._stats.reject(source=source_of(raw.topic), reason="internal_error", message="the database refused it")
             self._ack([raw])
             return
         middle = len(entries) // 2
@@ -169,10 +164,10 @@ class Ingestor:
                 elif kind == COMMAND_RESPONSE:
                     response = (device_id, raw.payload)
             except PayloadInvalid as exc:
-                self._stats.reject(source=_source(raw.topic), reason=exc.reason, message=str(exc))
+                self._stats.reject(source=source_of(raw.topic), reason=exc.reason, message=str(exc))
             except Exception as exc:  # a parser bug rejects its message, not the batch
                 logger.exception("decoding a message on %s failed", raw.topic[:200])
-                self._stats.reject(source=_source(raw.topic), reason="internal_error", message=repr(exc)[:200])
+                self._stats.reject(source=source_of(raw.topic), reason="internal_error", message=repr(exc)[:200])
             entries.append((raw, item, response))
         self._stats.counts["received"] += len(batch)
         return Decoded(received_at, entries)
@@ -181,7 +176,7 @@ class Ingestor:
         """Store, ack after the commit, then push."""
         items = [item for _, item, _ in decoded.entries if item is not None]
         responses = [response for _, _, response in decoded.entries if response is not None]
-        push = PushBatch()
+        push = PushBatch(buckets=settings.IOTGW_PUSH_BUCKETS)
         outcome = await self._store(items, decoded.received_at) if items else IngestOutcome()
         if outcome.accepted:
             self._stats.observe_latency((timezone.now() - decoded.received_at).total_seconds(),
@@ -219,7 +214,7 @@ class Ingestor:
         for index in outcome.accepted:
             device_id, samples = items[index].device_id, outcome.samples.get(index, ())
             for sample in samples:
-                push.telemetry(device_id, sample.ts, sample.data)
+                push.telemetry(device_id, sample)
             stored += len(samples)
         self._stats.counts["samples_stored"] += stored
         for device_id, online, ts in outcome.status_changes:
@@ -272,8 +267,3 @@ class Ingestor:
         except Exception as exc:  # the layer is best-effort; storage already happened
             self._stats.counts["push_errors"] += 1
             self._push_failures.failed(exc)
-
-
-def _source(topic: str) -> str:
-    """Who a rejection is logged under: the device id of a device topic, else the topic."""
-    return topic.split("/")[1] if "/" in topic else topic

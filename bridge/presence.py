@@ -13,11 +13,12 @@ import asyncio
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError
 
 from bridge.db import in_db_thread
-from bridge.push import PushBatch, push_send
 from bridge.stats import BridgeStats
+from core.push import PushBatch, push_send
 from devices.services import device_presence_sweep
 
 logger = logging.getLogger("iotgw.bridge")
@@ -39,7 +40,7 @@ async def presence_loop(*, layer: Any, stats: BridgeStats, interval: float) -> N
         stats.counts["devices_gone_silent"] += len(device_ids)
         logger.info("marked offline after their silence: %s", ", ".join(device_ids[:20])
                     + (f" (+{len(device_ids) - 20})" if len(device_ids) > 20 else ""))
-        push = PushBatch()
+        push = PushBatch(buckets=settings.IOTGW_PUSH_BUCKETS)
         for device_id in device_ids:
             push.status(device_id, False, at)
         try:

@@ -11,7 +11,6 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 
-from bridge.client import BrokerConfig, subscriptions
 from bridge.commands import CommandDispatcher
 from bridge.db import in_db_thread
 from bridge.ingest import Ingestor
@@ -19,6 +18,7 @@ from bridge.mqtt.client import MqttClient
 from bridge.mqtt.codec import Raw
 from bridge.presence import presence_loop
 from bridge.stats import BridgeStats
+from core.broker import BrokerConfig, subscriptions
 from devices.services import bridge_heartbeat
 
 logger = logging.getLogger("iotgw.bridge")

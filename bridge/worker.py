@@ -10,8 +10,8 @@ from channels.worker import Worker
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from bridge.client import BrokerConfig
 from bridge.runtime import Bridge
+from core.broker import BrokerConfig
 
 logger = logging.getLogger("iotgw.bridge")
 

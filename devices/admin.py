@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from devices.exceptions import GatewayError
+from core.errors import GatewayError
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
 from devices.services import device_register, device_rotate_secret, device_set_enabled, secret_hash, token_create
 

@@ -14,9 +14,16 @@ from ninja.errors import HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
 from pydantic.json_schema import SkipJsonSchema
 
-from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, GatewayError, NotAuthorized, PayloadInvalid
+from core.errors import (
+    Conflict,
+    DeviceDisabled,
+    DeviceUnknown,
+    GatewayError,
+    NotAuthorized,
+    PayloadInvalid,
+    RateLimited,
+)
 from devices.selectors import token_lookup
-from protocols.ratelimit import RateLimited
 
 logger = logging.getLogger("iotgw.api")
 

@@ -13,12 +13,12 @@ from django.urls import reverse
 from ninja import Field, Router, Schema, Status
 
 from bridge.commands import command_announce
+from core.errors import CommandUnknown, DeviceUnknown, NotAuthorized
+from core.wire import DEFAULT_EXPIRES_IN, DEFAULT_TIMEOUT
 from devices.api import errors
-from devices.exceptions import CommandUnknown, DeviceUnknown, NotAuthorized
 from devices.models import Command
 from devices.selectors import command_get, command_state
 from devices.services import command_cancel, command_issue
-from protocols.wire import DEFAULT_EXPIRES_IN, DEFAULT_TIMEOUT
 
 router = Router(tags=["commands"])
 

@@ -20,15 +20,17 @@ from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError
 
-from bridge.push import FailureLog, PushBatch, push_send
+from core.errors import DeviceUnknown, NotAuthorized, PayloadInvalid, RateLimited
+from core.ids import DEVICE_ID_RE, METRIC_RE
+from core.logs import FailureLog
+from core.payloads import parse_samples, storable_text
+from core.push import PushBatch, push_send
+from core.ratelimit import BucketMap
+from core.times import format_ts, parse_ts
 from devices import metrics
 from devices.api import errors
-from devices.exceptions import DeviceUnknown, NotAuthorized, PayloadInvalid
 from devices.selectors import device_secret_ok, device_state, devices_page, devices_visible_to, telemetry_history
 from devices.services import Inbound, device_register, device_rotate_secret, telemetry_ingest
-from protocols.payloads import DEVICE_ID_RE, METRIC_RE, parse_samples, parse_ts
-from protocols.ratelimit import BucketMap, RateLimited
-from protocols.wire import format_ts, storable_text
 
 logger = logging.getLogger("iotgw.api")
 
@@ -285,9 +287,9 @@ def _ingest(request: HttpRequest, device_id: str) -> tuple[dict[str, int], PushB
         metrics.http_rejected.labels(reason=outcome.rejected[0]).inc()
         raise DeviceCredentialsInvalid()
     metrics.http_samples_ingested.inc(len(samples))
-    push = PushBatch()
+    push = PushBatch(buckets=settings.IOTGW_PUSH_BUCKETS)
     for sample in outcome.samples.get(0, samples):
-        push.telemetry(device_id, sample.ts, sample.data)
+        push.telemetry(device_id, sample)
     for changed_id, online, ts in outcome.status_changes:
         push.status(changed_id, online, ts)
     return {"accepted": len(samples)}, push

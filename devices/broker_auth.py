@@ -18,10 +18,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from devices import topic_rights
+from core import topics
+from core.ids import DEVICE_ID_RE
 from devices.models import Device
 from devices.selectors import device_secret_ok
-from protocols.payloads import DEVICE_ID_RE
 
 logger = logging.getLogger("iotgw.broker_auth")
 
@@ -118,9 +118,9 @@ def topic_allowed(*, username: str, topic: str, publish: bool, subscribe: bool) 
     if publish and subscribe:
         return False  # no topic is both
     if publish:
-        return topic_rights.may_publish(device_id=username, topic=topic)
+        return topics.may_publish(device_id=username, topic=topic)
     if subscribe:
-        return topic_rights.may_subscribe(device_id=username, topic_filter=topic)
+        return topics.may_subscribe(device_id=username, topic_filter=topic)
     return False
 
 

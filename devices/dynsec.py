@@ -17,8 +17,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from django.conf import settings
 
-from bridge.client import BrokerConfig
-from devices import topic_rights
+from core import topics
+from core.broker import BrokerConfig
 
 logger = logging.getLogger("iotgw.dynsec")
 
@@ -37,10 +37,10 @@ def role_name(device_id: str) -> str:
 
 def device_acls(device_id: str) -> list[dict[str, Any]]:
     """A device's rights: publish to its own inbound topics, subscribe to its own commands."""
-    own = topic_rights.own_prefix(device_id)
-    acls = [{"acltype": "publishClientSend", "topic": own + kind, "allow": True}
-            for kind in topic_rights.PUBLISH_KINDS]
-    acls.append({"acltype": "subscribeLiteral", "topic": own + topic_rights.SUBSCRIBE_KIND, "allow": True})
+    acls = [{"acltype": "publishClientSend", "topic": topics.device_topic(device_id, kind), "allow": True}
+            for kind in topics.PUBLISH_KINDS]
+    acls.append({"acltype": "subscribeLiteral", "topic": topics.device_topic(device_id, topics.SUBSCRIBE_KIND),
+                 "allow": True})
     return acls
 
 
@@ -156,10 +156,10 @@ BRIDGE_ROLE = "iotgw-bridge"
 def bridge_acls() -> list[dict[str, Any]]:
     """The bridge's rights: the device topics in (shared among bridges), commands out."""
     return [
-        {"acltype": "subscribePattern", "topic": "devices/#", "allow": True},
-        {"acltype": "subscribePattern", "topic": "$share/+/devices/#", "allow": True},
-        {"acltype": "publishClientReceive", "topic": "devices/#", "allow": True},
-        {"acltype": "publishClientSend", "topic": "devices/+/commands", "allow": True},
+        {"acltype": "subscribePattern", "topic": topics.ALL_DEVICES, "allow": True},
+        {"acltype": "subscribePattern", "topic": f"$share/+/{topics.ALL_DEVICES}", "allow": True},
+        {"acltype": "publishClientReceive", "topic": topics.ALL_DEVICES, "allow": True},
+        {"acltype": "publishClientSend", "topic": topics.ANY_DEVICE_COMMANDS, "allow": True},
         {"acltype": "unsubscribePattern", "topic": "#", "allow": True},
     ]
 

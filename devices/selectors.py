@@ -17,11 +17,11 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from devices.exceptions import CommandUnknown, NotAuthorized
+from core.errors import CommandUnknown, NotAuthorized
+from core.ids import DEVICE_ID_RE
+from core.times import format_ts
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
 from devices.services import TOKEN_PREFIX, secret_hash
-from protocols.payloads import DEVICE_ID_RE
-from protocols.wire import format_ts
 
 
 def devices_visible_to(user: AbstractBaseUser) -> QuerySet[Device]:

@@ -22,11 +22,13 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
+from core.errors import Conflict, DeviceDisabled, DeviceUnknown, PayloadInvalid
+from core.ids import DEVICE_ID_RE
+from core.payloads import Sample, storable_text
+from core.times import format_ts
+from core.wire import command_fields
 from devices import telemetry_sql
-from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, PayloadInvalid
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device
-from protocols.payloads import DEVICE_ID_RE, Sample
-from protocols.wire import command_fields, format_ts, storable_text
 
 logger = logging.getLogger("iotgw.devices")
 
@@ -266,7 +268,9 @@ def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime) -> Inge
         telemetry_sql.samples_insert_assigned(assigned, received_at)
         outcome.samples = {index: list(items[index].samples) for index in outcome.accepted}
         for row in assigned:
-            outcome.samples[row.index][row.position] = Sample(ts=row.ts, data=row.data, assigned=True)
+            kept = outcome.samples[row.index][row.position]
+            if row.ts != kept.ts:  # moved on to a free microsecond: its time text changes with it
+                outcome.samples[row.index][row.position] = Sample(ts=row.ts, data=row.data, assigned=True)
         for index in outcome.accepted:
             latest = devices[items[index].device_id].latest
             for sample in outcome.samples[index]:
@@ -280,7 +284,7 @@ def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime) -> Inge
 
 def _merge_latest(latest: dict, sample: Sample) -> None:
     """Keep, per metric, the value of the newest sample by its own time."""
-    ts = format_ts(sample.ts)
+    ts = sample.ts_text
     for name, value in sample.data.items():
         current = latest.get(name)
         if current is None or current["ts"] <= ts:

@@ -20,7 +20,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.client import BrokerConfig
+from core.broker import BrokerConfig
+from core.topics import device_topic
 
 logger = logging.getLogger("iotgw.simulator")
 
@@ -171,7 +172,7 @@ class SimulatedDevice:
         self.client.on_message = self._on_message
 
     def topic(self, kind: str) -> str:
-        return f"devices/{self.id}/{kind}"
+        return device_topic(self.id, kind)
 
     def start(self) -> None:
         """Connect in the background; paho retries until the broker answers."""

@@ -15,9 +15,18 @@ from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from bridge.commands import command_announce
-from bridge.push import bucket_of
+from core.errors import GatewayError
+from core.push import bucket_of
+from core.ratelimit import TokenBucket
+from core.wire import (
+    command_frame,
+    command_request,
+    decode_client_frame,
+    error_frame,
+    snapshot_frames,
+    telemetry_frames,
+)
 from devices import metrics
-from devices.exceptions import GatewayError
 from devices.selectors import (
     command_state,
     device_snapshots,
@@ -29,15 +38,6 @@ from devices.services import command_issue, session_group, token_group, user_gro
 from protocols.auth import origin_allowed
 from protocols.hub import Inbox, Push, PushHub, push_hub, receive_retrying
 from protocols.outbound import SCOPE_KEY, SendBudget
-from protocols.ratelimit import TokenBucket
-from protocols.wire import (
-    command_frame,
-    command_request,
-    decode_client_frame,
-    error_frame,
-    snapshot_frames,
-    telemetry_frames,
-)
 
 logger = logging.getLogger("iotgw.ws")
 
@@ -312,7 +312,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         """The push buckets of the devices this socket sees."""
         if self.everything:
             return set(range(settings.IOTGW_PUSH_BUCKETS))
-        return {bucket_of(d) for d in self.devices}
+        return {bucket_of(d, settings.IOTGW_PUSH_BUCKETS) for d in self.devices}
 
     def _sees(self, device_id: str) -> bool:
         return self.everything or device_id in self.devices

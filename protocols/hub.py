@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from bridge.push import PUSH_TYPE, bucket_group
+from core.push import PUSH_TYPE, bucket_group
 
 logger = logging.getLogger("iotgw.ws.hub")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from bridge.client import BrokerConfig
+from core.broker import BrokerConfig
 from tests.support import wait_until
 
 

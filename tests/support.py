@@ -221,7 +221,7 @@ def drop_bridge_sessions(mqtt_url: str, env: dict[str, str]) -> None:
 
 def drop_sessions(mqtt_url: str, client_ids: set[str]) -> None:
     """Remove the test bridges' persistent sessions so they cannot hold messages of later tests."""
-    from bridge.client import BrokerConfig
+    from core.broker import BrokerConfig
 
     config = BrokerConfig.from_url(mqtt_url)
     for client_id in client_ids:
@@ -264,7 +264,7 @@ class MqttDevice:
 
     def __init__(self, url: str, device_id: str, *, protocol: int = mqtt.MQTTv5, password: str | None = None,
                  will: bool = True) -> None:
-        from bridge.client import BrokerConfig
+        from core.broker import BrokerConfig
 
         config = BrokerConfig.from_url(url)
         self.device_id = device_id

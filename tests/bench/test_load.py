@@ -9,7 +9,7 @@ import paho.mqtt.client as mqtt
 
 from bench.dashboards import slices
 from bench.load import LeanPublisher, message
-from protocols.payloads import parse_samples
+from core.payloads import parse_samples
 from tests.support import wait_until
 
 

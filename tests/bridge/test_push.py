@@ -4,7 +4,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
-from protocols.wire import format_ts, telemetry_fragment, telemetry_frames
+from core.payloads import Sample
+from core.times import format_ts
+from core.wire import telemetry_fragment, telemetry_frames
 
 
 def test_timestamps_are_fixed_width_utc_text_in_time_order():
@@ -15,11 +17,12 @@ def test_timestamps_are_fixed_width_utc_text_in_time_order():
     assert texts == ["0999-12-31T23:59:59.000000+00:00", "2026-01-02T03:04:05.000000+00:00",
                      "2026-01-02T03:04:05.000001+00:00", "2026-01-02T03:04:05.000678+00:00"]
     assert sorted(texts) == texts  # a four-digit year: the year 999 sorts first (strftime's %Y wrote "999")
-    assert orjson.loads(telemetry_fragment("d1", stamps[1], {"ok": True}))["ts"] == texts[1]
+    assert orjson.loads(telemetry_fragment("d1", format_ts(stamps[1]), {"ok": True}))["ts"] == texts[1]
 
 
 def test_telemetry_frames_split_under_the_cap_and_keep_every_item():
-    fragments = [telemetry_fragment(f"d{i}", datetime(2026, 1, 1, tzinfo=UTC), {"v": "é" * 50}) for i in range(500)]
+    stamp = format_ts(datetime(2026, 1, 1, tzinfo=UTC))
+    fragments = [telemetry_fragment(f"d{i}", stamp, {"v": "é" * 50}) for i in range(500)]
     frames = telemetry_frames(fragments, 4096)
     assert len(frames) > 1
     assert all(len(f.encode()) <= 4096 for f in frames)
@@ -32,11 +35,11 @@ def test_no_fragments_no_frames():
 
 
 def _batch(device_id: str, *values: int):
-    from bridge.push import PushBatch
+    from core.push import PushBatch
 
     push = PushBatch()
     for v in values:
-        push.telemetry(device_id, datetime(2026, 1, 1, 0, 0, v, tzinfo=UTC), {"v": v})
+        push.telemetry(device_id, Sample(ts=datetime(2026, 1, 1, 0, 0, v, tzinfo=UTC), data={"v": v}))
     return push
 
 
@@ -79,10 +82,12 @@ async def test_pushes_that_arrive_while_one_is_sent_go_out_merged_and_in_order()
 
 
 def test_each_message_names_its_bucket_so_web_processes_route_without_decoding():
-    from bridge.push import bucket_group, bucket_of
+    from core.push import PushBatch, bucket_group, bucket_of
 
-    push = _batch("d1", 1)
-    push.status("d2", True, datetime(2026, 1, 1, tzinfo=UTC))
+    push = PushBatch(buckets=4)
+    for n in range(20):
+        push.status(f"d{n}", True, datetime(2026, 1, 1, tzinfo=UTC))
     for group, message in push.messages():
         assert group == bucket_group(message["bucket"])
-    assert {m["bucket"] for _, m in push.messages()} == {bucket_of("d1"), bucket_of("d2")}
+        assert {bucket_of(d, 4) for d in message["status"]} == {message["bucket"]}
+    assert len(push.messages()) > 1

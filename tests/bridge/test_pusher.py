@@ -7,15 +7,16 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 
 from bridge.ingest import Ingestor
-from bridge.push import PushBatch, bucket_group
 from bridge.stats import BridgeStats
+from core.payloads import Sample
+from core.push import PushBatch, bucket_group
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def telemetry(device_id: str, value: int) -> PushBatch:
     push = PushBatch()
-    push.telemetry(device_id, T0, {"v": value})
+    push.telemetry(device_id, Sample(ts=T0, data={"v": value}))
     return push
 
 

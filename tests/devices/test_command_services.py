@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, PayloadInvalid
+from core.errors import Conflict, DeviceDisabled, DeviceUnknown, PayloadInvalid
 from devices.models import Command, Device
 from devices.services import (
     command_cancel,

@@ -121,7 +121,7 @@ def test_a_simulated_device_says_online_publishes_answers_commands_and_says_offl
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from bridge.client import BrokerConfig
+    from core.broker import BrokerConfig
     from devices.simulator import Simulator
     from tests.support import wait_until
 

@@ -16,7 +16,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 from django.urls import path
 
-from bridge.push import PushBatch, push_send
+from core.payloads import Sample
+from core.push import PushBatch, push_send
 from devices import metrics
 from devices.models import Command
 from devices.services import device_register, token_create, user_group
@@ -240,7 +241,7 @@ async def test_a_token_socket_needs_no_origin(alice):
 
 async def push_sample(device_id: str, value: int) -> None:
     batch = PushBatch()
-    batch.telemetry(device_id, datetime.now(UTC), {"v": value})
+    batch.telemetry(device_id, Sample(ts=datetime.now(UTC), data={"v": value}))
     await push_send(get_channel_layer(), batch)
 
 

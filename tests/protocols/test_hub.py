@@ -8,7 +8,7 @@ import uuid
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from bridge.push import PUSH_TYPE, bucket_group
+from core.push import PUSH_TYPE, bucket_group
 from protocols.hub import Inbox, Push, Routes, push_hub
 
 

@@ -9,8 +9,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError
 
-from bridge.client import BrokerConfig
 from bridge.drain import DrainIncomplete, session_drain, session_remove
+from core.broker import BrokerConfig
 from devices.selectors import bridges_known
 from devices.services import bridge_retire
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import BaseCommand, CommandError
 
 from bridge.broker import EmbeddedBrokerError, embedded_broker, port_check
-from bridge.client import BrokerConfig
+from core.broker import BrokerConfig
 from iotgw.production import refusal
 
 logger = logging.getLogger("iotgw.gateway")

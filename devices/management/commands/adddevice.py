@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management import BaseCommand, CommandError
 
-from devices.exceptions import GatewayError
+from core.errors import GatewayError
 from devices.services import device_register
 
 

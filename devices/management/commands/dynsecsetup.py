@@ -26,6 +26,6 @@ class Command(BaseCommand):
 
 def env_admin() -> str | None:
     """The admin username of MQTT_DYNSEC_URL."""
-    from bridge.client import BrokerConfig
+    from core.broker import BrokerConfig
 
     return BrokerConfig.from_url(settings.MQTT_DYNSEC_URL).username if settings.MQTT_DYNSEC_URL else None

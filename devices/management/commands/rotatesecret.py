@@ -2,7 +2,7 @@
 
 from django.core.management import BaseCommand, CommandError
 
-from devices.exceptions import GatewayError
+from core.errors import GatewayError
 from devices.services import device_rotate_secret
 
 

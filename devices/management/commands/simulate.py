@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import BaseCommand, CommandError
 
-from bridge.client import BrokerConfig
+from core.broker import BrokerConfig
 from devices.models import Device
 from devices.selectors import device_secret_ok
 from devices.services import device_register, device_rotate_secret

@@ -13,9 +13,9 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 import pytest
 
-from bridge.client import BrokerConfig
 from bridge.mqtt.client import MqttClient, PublishRefused
 from bridge.mqtt.codec import Raw
+from core.broker import BrokerConfig
 
 pytestmark = pytest.mark.services
 

@@ -3,38 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
-import time
 import zlib
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from django.conf import settings
-
-from protocols.wire import status_frame, telemetry_fragment
-
-logger = logging.getLogger("iotgw.push")
+from core.payloads import Sample
+from core.wire import status_frame, telemetry_fragment
 
 GROUP_PREFIX = "iotgw.devices."
 PUSH_TYPE = "gateway.push"
 
 
-_buckets: dict[str, tuple[int, int]] = {}
+class Layer(Protocol):
+    """What iotgw uses of a Channels layer (channels_redis's or the in-memory one)."""
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None: ...
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None: ...
 
 
-def bucket_of(device_id: str) -> int:
-    """The stable bucket of a device, the same in every process."""
-    count = settings.IOTGW_PUSH_BUCKETS
-    hit = _buckets.get(device_id)
-    if hit is not None and hit[0] == count:
-        return hit[1]
-    if len(_buckets) > 100_000:
-        _buckets.clear()
-    bucket = zlib.crc32(device_id.encode()) % count
-    _buckets[device_id] = (count, bucket)
-    return bucket
+def bucket_of(device_id: str, buckets: int) -> int:
+    """The stable bucket of a device among `buckets` (IOTGW_PUSH_BUCKETS), the same in every process."""
+    return zlib.crc32(device_id.encode()) % buckets if buckets > 1 else 0
 
 
 def bucket_group(bucket: int) -> str:
@@ -43,23 +34,25 @@ def bucket_group(bucket: int) -> str:
 
 
 class PushBatch:
-    """Pushes gathered over one batch, pre-encoded, grouped by bucket."""
+    """Pushes gathered over one batch, pre-encoded, grouped by bucket (of `buckets`, IOTGW_PUSH_BUCKETS)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, buckets: int = 1) -> None:
+        self.buckets = buckets
         self._buckets: dict[int, dict[str, Any]] = {}
         self.size = 0  # samples, status changes and frames added
         # Holds a frame someone is waiting on (a command's answer): it goes out without waiting for the interval.
         self.urgent = False
 
     def _bucket(self, device_id: str) -> dict[str, Any]:
-        b = bucket_of(device_id)
+        b = bucket_of(device_id, self.buckets)
         if b not in self._buckets:
             self._buckets[b] = {"type": PUSH_TYPE, "telemetry": defaultdict(list), "status": {}, "frames": {}}
         return self._buckets[b]
 
-    def telemetry(self, device_id: str, ts: datetime, data: dict[str, Any]) -> None:
-        """Add a sample as a pre-encoded item."""
-        self._bucket(device_id)["telemetry"][device_id].append(telemetry_fragment(device_id, ts, data))
+    def telemetry(self, device_id: str, sample: Sample) -> None:
+        """Add a sample as a pre-encoded item (with the time text it was made with)."""
+        self._bucket(device_id)["telemetry"][device_id].append(telemetry_fragment(device_id, sample.ts_text,
+                                                                                  sample.data))
         self.size += 1
 
     def status(self, device_id: str, online: bool, ts: datetime) -> None:
@@ -88,7 +81,7 @@ class PushBatch:
 
     def messages(self) -> list[tuple[str, dict[str, Any]]]:
         """(group, message) pairs ready for group_send; `bucket` lets a web process route without decoding."""
-        out = []
+        out: list[tuple[str, dict[str, Any]]] = []
         for bucket, msg in self._buckets.items():
             msg["telemetry"] = dict(msg["telemetry"])
             msg["bucket"] = bucket
@@ -104,7 +97,7 @@ class PushBatch:
 PUSH_TIMEOUT = 2.0
 
 
-async def push_send(layer: Any, batch: PushBatch, *, timeout: float = PUSH_TIMEOUT) -> None:
+async def push_send(layer: Layer, batch: PushBatch, *, timeout: float = PUSH_TIMEOUT) -> None:
     """Send a batch's messages, the buckets concurrently (each is a Redis round trip or two), within `timeout`.
 
     The layer is lossy, so a failure here is logged, not retried; buckets hold
@@ -116,33 +109,3 @@ async def push_send(layer: Any, batch: PushBatch, *, timeout: float = PUSH_TIMEO
     for result in results:
         if isinstance(result, BaseException):
             raise result
-
-
-class FailureLog:
-    """A warning for a failure that repeats (Redis away): one line per `interval`, saying how many it stands for."""
-
-    def __init__(self, what: str, *, interval: float = 10.0, log: logging.Logger | None = None) -> None:
-        self._what = what
-        self._interval = interval
-        self._log = log or logger
-        self._last = -math.inf
-        self._unlogged = 0
-        self._failing = 0
-
-    def failed(self, exc: BaseException) -> None:
-        """Count a failure; log it if the last line is `interval` old."""
-        self._failing += 1
-        self._unlogged += 1
-        now = time.monotonic()
-        if now - self._last < self._interval:
-            return
-        more = f" ({self._unlogged} failures in the last {now - self._last:.0f} s)" if self._unlogged > 1 else ""
-        self._log.warning("%s: %s%s", self._what, str(exc) or type(exc).__name__, more)
-        self._last, self._unlogged = now, 0
-
-    def recovered(self) -> None:
-        """A success: after failures, one line saying it works again."""
-        if self._failing:
-            self._log.warning("%s: works again after %d failures", self._what.split(" failed")[0], self._failing)
-            self._failing = self._unlogged = 0
-            self._last = -math.inf

@@ -1,13 +1,15 @@
-"""The broker the bridge talks to (from MQTT_URL) and what it subscribes to there."""
+"""The broker the MQTT edge and the simulator talk to (from MQTT_URL), and what a bridge subscribes to there."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from core.topics import ALL_DEVICES
+
 # All of devices/#: a device publishing outside SPEC §4's table is rejected and counted,
 # not silently unseen. The bridge's own command publishes come back and are skipped.
-INBOUND_TOPICS = ("devices/#",)
+INBOUND_TOPICS = (ALL_DEVICES,)
 
 
 @dataclass(frozen=True)

@@ -1,52 +1,37 @@
-"""Pure decoding and validation of device topics and payloads (SPEC §4); no ORM here."""
+"""Pure decoding and validation of device payloads (SPEC §4): samples, status, JSON; no ORM here."""
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from devices.exceptions import PayloadInvalid
+from core.errors import PayloadInvalid
+from core.ids import METRIC_RE
+from core.times import DEFAULT_MAX_SKEW, format_ts, parse_ts
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-METRIC_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_STRING = 256
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# A number `ts` below this is epoch seconds (up to 2286-11-20), from it on epoch milliseconds (from
-# 1970-04-26): `time()` on a microcontroller, Shelly and Telegraf send seconds, JavaScript milliseconds.
-EPOCH_SECONDS_BELOW = 10_000_000_000
-# How far into the future a device's clock may run before its samples are refused (IOTGW_MAX_CLOCK_SKEW).
-DEFAULT_MAX_SKEW = timedelta(days=1)
-MAX_TS_TEXT = 64
-
-TELEMETRY = "telemetry"
-STATUS = "status"
-COMMAND_RESPONSE = "commands/response"
-COMMANDS = "commands"  # gateway → device: the bridge sees its own publishes and skips them
-INBOUND_KINDS = (TELEMETRY, STATUS, COMMAND_RESPONSE, COMMANDS)
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One validated sample: when, and its metrics; `assigned` when the gateway gave it its receive time."""
+    """One validated sample: when, and its metrics; `assigned` when the gateway gave it its receive time.
+
+    `ts_text` is `ts` as every store and frame writes it (core.times.format_ts), formatted once when
+    the sample is made, so the hot path never formats a time twice.
+    """
 
     ts: datetime
     data: dict[str, Any]
     assigned: bool = False
+    ts_text: str = ""
 
-
-def parse_topic(topic: str) -> tuple[str, str]:
-    """Split `devices/{id}/{kind}` into (device id, kind); rejects any other topic."""
-    parts = topic.split("/", 2)
-    if len(parts) != 3 or parts[0] != "devices" or parts[2] not in INBOUND_KINDS:
-        raise PayloadInvalid("bad_topic", f"topic {topic[:200]!r} is not a device topic")
-    if not DEVICE_ID_RE.match(parts[1]):
-        raise PayloadInvalid("bad_topic", f"device id {parts[1][:80]!r} is not valid")
-    return parts[1], parts[2]
+    def __post_init__(self) -> None:
+        if not self.ts_text:
+            object.__setattr__(self, "ts_text", format_ts(self.ts))
 
 
 def decode_json(payload: bytes, *, max_bytes: int) -> Any:
@@ -63,50 +48,6 @@ def decode_json(payload: bytes, *, max_bytes: int) -> Any:
         raise PayloadInvalid("not_json", "payload is not valid JSON") from None
 
 
-def parse_ts(value: Any, *, now: datetime | None = None, max_skew: timedelta = DEFAULT_MAX_SKEW) -> datetime:
-    """An ISO-8601 time with an offset, or epoch seconds or milliseconds (EPOCH_SECONDS_BELOW), in UTC.
-
-    Never before 1970 (`ts_too_old`); with `now`, never later than `now + max_skew` (`ts_in_future`).
-    """
-    ts = _to_datetime(value)
-    if ts < EPOCH:
-        raise PayloadInvalid("ts_too_old", f"ts {_shown(value)} is before 1970-01-01")
-    if now is not None and ts > now + max_skew:
-        raise PayloadInvalid("ts_in_future", f"ts {_shown(value)} is more than {max_skew} ahead of the gateway's clock")
-    return ts
-
-
-def _shown(value: Any) -> str:
-    return repr(value)[:80]
-
-
-def _to_datetime(value: Any) -> datetime:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value != value or value in (math.inf, -math.inf):
-            raise PayloadInvalid("bad_sample", f"ts {_shown(value)} is not a finite number")
-        if value < 0:
-            raise PayloadInvalid("ts_too_old", f"ts {_shown(value)} is before 1970-01-01")
-        try:
-            if value < EPOCH_SECONDS_BELOW:
-                return EPOCH + timedelta(seconds=value)
-            return EPOCH + timedelta(milliseconds=value)
-        except OverflowError:  # beyond the year 9999
-            raise PayloadInvalid("ts_in_future", f"ts {_shown(value)} is beyond the year 9999") from None
-    # Printable ASCII only: CPython's fromisoformat reads past a NUL ("…00\x00+00:00" parses).
-    if isinstance(value, str) and len(value) <= MAX_TS_TEXT and value.isascii() and value.isprintable():
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            try:
-                return parsed.astimezone(UTC)
-            except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: its UTC time is before the year 1
-                reason = "ts_too_old" if parsed.year < 1970 else "ts_in_future"
-                raise PayloadInvalid(reason, f"ts {_shown(value)} is out of range in UTC") from None
-    raise PayloadInvalid("bad_sample", "ts must be ISO-8601 with an offset, or epoch seconds or milliseconds")
-
-
 def holds_nul(value: Any) -> bool:
     """Whether any string in a decoded JSON value (keys too) holds U+0000, which PostgreSQL refuses."""
     if isinstance(value, str):
@@ -116,6 +57,19 @@ def holds_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(holds_nul(v) for v in value)
     return False
+
+
+def storable_text(value: str) -> bool:
+    """Whether every store and encoder takes this string: no NUL (PostgreSQL refuses it), no lone surrogate."""
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_metric(name: str, value: Any) -> None:
@@ -156,7 +110,7 @@ def parse_samples(payload: bytes, *, received_at: datetime, max_bytes: int,
     """Decode a telemetry payload: one sample or a non-empty array of them.
 
     Samples without `ts` get the receive time, one microsecond apart within the array;
-    the service makes them unique per device (devices.services.telemetry_ingest).
+    the service makes them unique per device (devices.services.telemetry.telemetry_ingest).
     """
     doc = decode_json(payload, max_bytes=max_bytes)
     items = doc if isinstance(doc, list) else [doc]

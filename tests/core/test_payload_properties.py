@@ -9,9 +9,9 @@ import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from devices.exceptions import PayloadInvalid
-from protocols.payloads import EPOCH, parse_samples, parse_ts
-from protocols.wire import format_ts
+from core.errors import PayloadInvalid
+from core.payloads import parse_samples
+from core.times import EPOCH, format_ts, parse_ts
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SKEW = timedelta(days=1)

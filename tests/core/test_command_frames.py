@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from devices.exceptions import PayloadInvalid
-from protocols.wire import (
+from core.errors import PayloadInvalid
+from core.wire import (
     DEFAULT_EXPIRES_IN,
     DEFAULT_TIMEOUT,
     command_frame,

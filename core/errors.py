@@ -47,3 +47,13 @@ class CommandUnknown(DeviceUnknown):
     """No command has that id (answered like an unknown device: 404)."""
 
     code = "unknown_command"
+
+
+class RateLimited(GatewayError):
+    """The caller sends faster than its rate limit allows; `retry_after` is when it may again, in seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -6,24 +6,18 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from devices.exceptions import PayloadInvalid
-from protocols.payloads import DEVICE_ID_RE, decode_json, holds_nul
+from core.errors import PayloadInvalid
+from core.ids import DEVICE_ID_RE
+from core.payloads import decode_json, holds_nul, storable_text
+from core.times import format_ts
 
 MAX_DEVICES_PER_FRAME = 10_000
 CLIENT_TYPES = ("subscribe", "unsubscribe", "command", "ping")
-
-
-def format_ts(ts: datetime) -> str:
-    """Fixed-width UTC ISO-8601 with microseconds and a four-digit year: sorts as text in time order."""
-    if ts.tzinfo is not UTC:
-        ts = ts.astimezone(UTC)
-    # isoformat pads the year to four digits (strftime's %Y does not below 1000 on Linux).
-    return ts.isoformat(timespec="microseconds")
 
 
 def dumps(frame: dict[str, Any]) -> str:
@@ -70,9 +64,9 @@ def _device_selection(devices: Any) -> list[str] | str:
     return devices
 
 
-def telemetry_fragment(device_id: str, ts: datetime, data: dict[str, Any]) -> str:
-    """One pre-encoded telemetry item, joined by consumers into a frame without re-encoding."""
-    return orjson.dumps({"device": device_id, "ts": format_ts(ts), "data": data}).decode()
+def telemetry_fragment(device_id: str, ts_text: str, data: dict[str, Any]) -> str:
+    """One pre-encoded telemetry item (`ts_text` as format_ts wrote it), joined into frames without re-encoding."""
+    return orjson.dumps({"device": device_id, "ts": ts_text, "data": data}).decode()
 
 
 def telemetry_frame(fragments: list[str]) -> str:
@@ -144,19 +138,6 @@ def _seconds(value: Any, what: str, default: float, maximum: float) -> float:
     if not 0 < value <= maximum:
         raise PayloadInvalid("bad_request", f"{what} must be above 0 and at most {maximum:g} seconds")
     return float(value)
-
-
-def storable_text(value: str) -> bool:
-    """Whether every store and encoder takes this string: no NUL (PostgreSQL refuses it), no lone surrogate."""
-    if "\x00" in value:
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _plain_json(value: Any, depth: int = 0) -> bool:

@@ -11,8 +11,8 @@ import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from devices.exceptions import PayloadInvalid
-from protocols.wire import (
+from core.errors import PayloadInvalid
+from core.wire import (
     CLIENT_TYPES,
     command_frame,
     command_payload,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import pytest
 
-from devices.exceptions import PayloadInvalid
-from protocols.payloads import parse_samples, parse_status, parse_topic, parse_ts
-from protocols.wire import format_ts
+from core.errors import PayloadInvalid
+from core.payloads import parse_samples, parse_status
+from core.times import format_ts, parse_ts
+from core.topics import parse_topic
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -146,3 +148,25 @@ def test_format_ts_always_writes_a_four_digit_year(ts):
     text = format_ts(ts)
     assert len(text) == len("2026-01-01T00:00:00.000000+00:00") and text[4] == "-"
     assert datetime.fromisoformat(text) == ts
+
+
+def test_a_sample_formats_its_time_once_and_the_push_reuses_that_text(monkeypatch):
+    import core.payloads
+    import core.wire
+    from core.push import PushBatch
+
+    calls = []
+
+    def counting(ts):
+        calls.append(ts)
+        return format_ts(ts)
+
+    monkeypatch.setattr(core.payloads, "format_ts", counting)
+    monkeypatch.setattr(core.wire, "format_ts", counting)
+    samples = parse_samples(b'[{"ts": 1767225600000, "v": 1}, {"v": 2}, {"v": 3}]', received_at=NOW, max_bytes=1000)
+    push = PushBatch()
+    for sample in samples:
+        push.telemetry("d1", sample)
+    assert len(calls) == 3
+    items = [orjson.loads(f) for f in push.messages()[0][1]["telemetry"]["d1"]]
+    assert [i["ts"] for i in items] == [s.ts_text for s in samples] == [format_ts(s.ts) for s in samples]

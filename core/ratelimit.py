@@ -4,18 +4,6 @@ from __future__ import annotations
 
 import time
 
-from devices.exceptions import GatewayError
-
-
-class RateLimited(GatewayError):
-    """The caller sends faster than its rate limit allows; `retry_after` is when it may again, in seconds."""
-
-    code = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 class TokenBucket:
     """`rate` tokens a second, holding at most `burst`; each take() spends one."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.client import BrokerConfig, subscriptions
+from core.broker import BrokerConfig, subscriptions
 
 
 def test_mqtt_url_with_credentials():

@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from devices.exceptions import PayloadInvalid
-from protocols.wire import decode_client_frame, format_ts, snapshot_frames, telemetry_fragment, telemetry_frame
+from core.errors import PayloadInvalid
+from core.times import format_ts
+from core.wire import decode_client_frame, snapshot_frames, telemetry_fragment, telemetry_frame
 
 
 def test_subscribe_frame_accepts_list_or_star():
@@ -31,7 +32,7 @@ def test_timestamps_sort_as_text():
 
 def test_pre_encoded_fragments_join_into_a_valid_frame():
     ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    fragments = [telemetry_fragment("a", ts, {"x": 1}), telemetry_fragment("b", ts, {"y": 2})]
+    fragments = [telemetry_fragment("a", format_ts(ts), {"x": 1}), telemetry_fragment("b", format_ts(ts), {"y": 2})]
     frame = orjson.loads(telemetry_frame(fragments))
     assert frame["type"] == "telemetry"
     assert [i["device"] for i in frame["items"]] == ["a", "b"]
