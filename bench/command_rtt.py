@@ -76,7 +76,7 @@ class AnsweringDevice:
 
 def _seed_device(token: str) -> str:
     from devices.selectors import token_user
-    from devices.services import device_register
+    from devices.services.devices import device_register
 
     user = token_user(token)
     if user is None:
@@ -258,7 +258,7 @@ def _standalone(args: argparse.Namespace, logdir: Path, mqtt_url: str, ensure_da
     django.setup()
     from django.contrib.auth import get_user_model
 
-    from devices.services import token_create
+    from devices.services.tokens import token_create
 
     user = get_user_model().objects.create_user(f"rtt-{uuid.uuid4().hex[:6]}", is_staff=True)
     token = token_create(user=user, name="command_rtt")

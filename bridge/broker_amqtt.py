@@ -34,7 +34,7 @@ from bridge.broker import BRIDGE_USERNAME, Credentials, EmbeddedBroker, Embedded
 from core import topics
 from core.ids import DEVICE_ID_RE
 from devices.models import Device
-from devices.services import secret_hash
+from devices.secrets import secret_hash
 
 logger = logging.getLogger("iotgw.broker")
 

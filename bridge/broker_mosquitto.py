@@ -24,7 +24,7 @@ from django.conf import settings
 
 from bridge.broker import BRIDGE_USERNAME, Credentials, EmbeddedBroker, EmbeddedBrokerError, port_check
 from core.topics import mosquitto_acl_patterns
-from devices.services import mosquitto_password_hash
+from devices.secrets import mosquitto_password_hash
 
 logger = logging.getLogger("iotgw.broker")
 

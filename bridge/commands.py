@@ -27,7 +27,7 @@ from core.topics import COMMAND_RESPONSE, COMMANDS, device_topic
 from core.wire import CommandResponse, command_frame, command_payload, parse_command_response
 from devices.models import Command
 from devices.selectors import command_state
-from devices.services import (
+from devices.services.commands import (
     command_claim,
     command_expire_due,
     command_lease_renew,
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("iotgw.bridge")
 
-NUDGE_TYPE = "command.nudge"
-BRIDGE_CHANNEL = "mqtt-bridge"  # bridge.worker's; not imported from there, which imports this module
 
 
 def _resolve_all(responses: list[tuple[str, CommandResponse]]) -> list[tuple[Command | None, str | None]]:
@@ -50,21 +48,6 @@ def _resolve_all(responses: list[tuple[str, CommandResponse]]) -> list[tuple[Com
         command_resolve(device_id=device_id, command_id=r.command_id, ok=r.ok, result=r.result, error=r.error)
         for device_id, r in responses
     ]
-
-
-async def command_announce(layer: Any, command: Command) -> None:
-    """From a web process: show a command's state to its device's dashboards and, if queued, nudge the bridge.
-
-    Both are best-effort: the command is already stored, and the bridge's sweep finds it anyway.
-    """
-    try:
-        push = PushBatch(buckets=settings.IOTGW_PUSH_BUCKETS)
-        push.frame(command.device_id, command_frame(command_state(command)))
-        await push_send(layer, push)  # first, so dashboards see `queued` before the bridge's `sent`
-        if command.status == Command.QUEUED:
-            await layer.send(BRIDGE_CHANNEL, {"type": NUDGE_TYPE, "device": command.device_id, "id": str(command.id)})
-    except Exception as exc:  # e.g. Redis away: the sweep publishes it within a second of the bridge seeing it
-        logger.warning("command %s stored but not announced: %s", command.id, exc)
 
 
 class CommandDispatcher:

@@ -22,7 +22,7 @@ from core.payloads import parse_samples, parse_status
 from core.push import PushBatch, push_send
 from core.times import DEFAULT_MAX_SKEW
 from core.topics import COMMAND_RESPONSE, STATUS, TELEMETRY, parse_topic, source_of
-from devices.services import Inbound, IngestOutcome, telemetry_ingest
+from devices.services.telemetry import Inbound, IngestOutcome, telemetry_ingest
 
 logger = logging.getLogger("iotgw.bridge")
 

@@ -19,7 +19,7 @@ from django.db import DatabaseError
 from bridge.db import in_db_thread
 from bridge.stats import BridgeStats
 from core.push import PushBatch, push_send
-from devices.services import device_presence_sweep
+from devices.services.devices import device_presence_sweep
 
 logger = logging.getLogger("iotgw.bridge")
 

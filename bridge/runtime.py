@@ -19,7 +19,7 @@ from bridge.mqtt.codec import Raw
 from bridge.presence import presence_loop
 from bridge.stats import BridgeStats
 from core.broker import BrokerConfig, subscriptions
-from devices.services import bridge_heartbeat
+from devices.services.heartbeats import bridge_heartbeat
 
 logger = logging.getLogger("iotgw.bridge")
 

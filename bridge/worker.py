@@ -12,10 +12,10 @@ from redis.exceptions import RedisError
 
 from bridge.runtime import Bridge
 from core.broker import BrokerConfig
+from core.channels import BRIDGE_CHANNEL
 
 logger = logging.getLogger("iotgw.bridge")
 
-BRIDGE_CHANNEL = "mqtt-bridge"
 
 
 async def bridge_start(layer=None, url: str | None = None) -> Bridge:

@@ -8,7 +8,9 @@ from django.urls import reverse
 
 from core.errors import GatewayError
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
-from devices.services import device_register, device_rotate_secret, device_set_enabled, secret_hash, token_create
+from devices.secrets import secret_hash
+from devices.services.devices import device_register, device_rotate_secret, device_set_enabled
+from devices.services.tokens import token_create
 
 SHOWN_ONCE = "admin/devices/shown_once.html"
 

@@ -21,7 +21,7 @@ from core.errors import CommandUnknown, NotAuthorized
 from core.ids import DEVICE_ID_RE
 from core.times import format_ts
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
-from devices.services import TOKEN_PREFIX, secret_hash
+from devices.secrets import TOKEN_PREFIX, secret_hash
 
 
 def devices_visible_to(user: AbstractBaseUser) -> QuerySet[Device]:

@@ -22,8 +22,8 @@ from protocols.daphne_fixes import install_reason_phrases, install_websocket_den
 if SEPARATE_WEB and (why := refusal("web process", split=True)):
     sys.exit(why)
 
+from iotgw.application import build_application  # noqa: E402
 from protocols.limits import install_frame_limit  # noqa: E402
-from protocols.routing import build_application  # noqa: E402
 
 install_frame_limit(settings.IOTGW_WS_MAX_FRAME)
 install_reason_phrases()

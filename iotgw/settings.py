@@ -34,7 +34,8 @@ SECURE_HSTS_PRELOAD = env.flag("DJANGO_HSTS_PRELOAD")
 
 INSTALLED_APPS = [
     "daphne",
-    # bridge before channels: its `runworker` starts the MQTT client with the worker.
+    # iotgw before channels: its `runworker` starts the MQTT bridge with the worker.
+    "iotgw",
     "bridge",
     "channels",
     "django.contrib.admin",
@@ -47,7 +48,9 @@ INSTALLED_APPS = [
     # Listed so that /api/docs serves the Swagger UI django-ninja ships, not one from a CDN.
     "ninja",
     "devices",
+    "api",
     "protocols",
+    "sim",
 ]
 
 MIDDLEWARE = [
@@ -55,7 +58,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outside the API's conventions, so its JSON errors carry CORS headers too.
     "corsheaders.middleware.CorsMiddleware",
-    "devices.api_conventions.ApiConventionsMiddleware",
+    "api.conventions.ApiConventionsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

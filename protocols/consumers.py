@@ -14,7 +14,7 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
-from bridge.commands import command_announce
+from core.channels import session_group, token_group, user_group
 from core.errors import GatewayError
 from core.push import bucket_of
 from core.ratelimit import TokenBucket
@@ -26,7 +26,7 @@ from core.wire import (
     snapshot_frames,
     telemetry_frames,
 )
-from devices import metrics
+from devices.notify import command_announce
 from devices.selectors import (
     command_state,
     device_snapshots,
@@ -34,7 +34,8 @@ from devices.selectors import (
     device_subscription,
     socket_credentials_valid,
 )
-from devices.services import command_issue, session_group, token_group, user_group
+from devices.services.commands import command_issue
+from protocols import metrics
 from protocols.auth import origin_allowed
 from protocols.hub import Inbox, Push, PushHub, push_hub, receive_retrying
 from protocols.outbound import SCOPE_KEY, SendBudget
@@ -306,7 +307,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         state = command_state(command)
         state["ref"] = frame.get("ref")
         await self.send(command_frame(state))
-        await command_announce(self.channel_layer, command)
+        await command_announce(self.channel_layer, command, buckets=settings.IOTGW_PUSH_BUCKETS)
 
     def _buckets(self) -> set[int]:
         """The push buckets of the devices this socket sees."""

@@ -248,12 +248,12 @@ class Registry:
         return user
 
     def token(self, user) -> str:
-        from devices.services import token_create
+        from devices.services.tokens import token_create
 
         return token_create(user=user)
 
     def device(self, name: str = "dev", *, owner=None, groups=()) -> tuple[str, str]:
-        from devices.services import device_register
+        from devices.services.devices import device_register
 
         device, secret = device_register(device_id=f"{name}-{self.tag}", owner=owner, groups=groups)
         return device.id, secret
@@ -537,6 +537,6 @@ class AllInOne:
 
 def demo_secret(device_id: str) -> str:
     """The secret of a device the gateway's simulator (or `demo`) registered, as kept in var/."""
-    from devices.management.commands.simulate import load_secrets
+    from sim.fleet import load_secrets
 
     return load_secrets()[device_id]

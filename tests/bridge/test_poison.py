@@ -15,7 +15,7 @@ from bridge.ingest import Ingestor
 from bridge.mqtt.codec import Raw
 from bridge.stats import BridgeStats
 from devices.models import Telemetry
-from devices.services import device_register
+from devices.services.devices import device_register
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from devices.services import device_register
+from devices.services.devices import device_register
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from devices.services import device_register, token_create
+from devices.services.devices import device_register
+from devices.services.tokens import token_create
 from iotgw import env
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from devices.models import Command
-from devices.services import command_issue, device_register, device_set_enabled, token_create
+from devices.services.commands import command_issue
+from devices.services.devices import device_register, device_set_enabled
+from devices.services.tokens import token_create
 
 pytestmark = pytest.mark.django_db
 

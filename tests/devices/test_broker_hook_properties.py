@@ -11,7 +11,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.services import device_register
+from devices.services.devices import device_register
 
 pytestmark = pytest.mark.django_db
 

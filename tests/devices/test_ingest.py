@@ -8,7 +8,8 @@ import pytest
 
 from core.payloads import Sample
 from devices.models import Device, Telemetry
-from devices.services import Inbound, device_register, device_set_enabled, telemetry_ingest
+from devices.services.devices import device_register, device_set_enabled
+from devices.services.telemetry import Inbound, telemetry_ingest
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,8 @@ from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 
-from devices.services import command_cancel, command_issue, device_register
+from devices.services.commands import command_cancel, command_issue
+from devices.services.devices import device_register
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from devices.models import Device
-from devices.services import device_presence_sweep, device_register
+from devices.services.devices import device_presence_sweep, device_register
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

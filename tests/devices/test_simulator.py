@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from devices.simulator import Sensor, Stats, command_answer, progress_line, spread
+from sim.simulator import Sensor, Stats, command_answer, progress_line, spread
 
 METRIC_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -122,7 +122,7 @@ def test_a_simulated_device_says_online_publishes_answers_commands_and_says_offl
     from paho.mqtt.properties import Properties
 
     from core.broker import BrokerConfig
-    from devices.simulator import Simulator
+    from sim.simulator import Simulator
     from tests.support import wait_until
 
     device_id = f"simtest-{uuid.uuid4().hex[:6]}"

@@ -20,7 +20,7 @@ from django.utils import timezone
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from devices.models import ApiToken, Command, Device, Telemetry
-from devices.services import device_set_enabled
+from devices.services.devices import device_set_enabled
 from tests.integration.apiclient import basic, call
 from tests.support import ROOT, Dashboard
 

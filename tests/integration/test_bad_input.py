@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import Telemetry
-from devices.services import device_set_enabled
+from devices.services.devices import device_set_enabled
 from tests.support import Dashboard, MqttDevice, http_get, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]

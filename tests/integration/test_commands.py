@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import BridgeHeartbeat, Command
-from devices.services import command_issue
+from devices.services.commands import command_issue
 from tests.commands_support import Responder, command_status, http
 from tests.support import Dashboard, wait_until
 

@@ -14,7 +14,8 @@ import pytest
 from django.core.management import call_command
 
 from devices.models import Telemetry
-from devices.services import command_issue, device_rotate_secret, device_set_enabled
+from devices.services.commands import command_issue
+from devices.services.devices import device_rotate_secret, device_set_enabled
 from tests.support import MqttProbe as Client
 from tests.support import free_port, wait_until
 

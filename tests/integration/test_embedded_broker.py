@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from devices.models import Device, Telemetry
-from devices.services import device_rotate_secret, device_set_enabled
+from devices.services.devices import device_rotate_secret, device_set_enabled
 from tests.conftest import need_binary
 from tests.integration.apiclient import call
 from tests.support import (

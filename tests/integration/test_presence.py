@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from devices.models import BridgeHeartbeat, Command, Device
-from devices.services import device_register
+from devices.services.devices import device_register
 from tests.integration.apiclient import basic, call
 from tests.support import Dashboard, MqttDevice, await_until
 

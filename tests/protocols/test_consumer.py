@@ -16,12 +16,13 @@ from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 from django.urls import path
 
+from core.channels import user_group
 from core.payloads import Sample
 from core.push import PushBatch, push_send
-from devices import metrics
 from devices.models import Command
-from devices.services import device_register, token_create, user_group
-from protocols import consumers
+from devices.services.devices import device_register
+from devices.services.tokens import token_create
+from protocols import consumers, metrics
 from protocols.auth import BearerOrSessionAuthMiddleware
 from protocols.consumers import CLOSE_NOT_READING, DashboardConsumer
 from protocols.outbound import SCOPE_KEY

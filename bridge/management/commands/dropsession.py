@@ -12,7 +12,7 @@ from django.core.management import BaseCommand, CommandError
 from bridge.drain import DrainIncomplete, session_drain, session_remove
 from core.broker import BrokerConfig
 from devices.selectors import bridges_known
-from devices.services import bridge_retire
+from devices.services.heartbeats import bridge_retire
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@
 from django.core.management import BaseCommand, CommandError
 
 from core.errors import GatewayError
-from devices.services import device_rotate_secret
+from devices.services.devices import device_rotate_secret
 
 
 class Command(BaseCommand):

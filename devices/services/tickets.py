@@ -17,8 +17,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from devices.models import WsTicket
+from devices.secrets import secret_hash
 from devices.selectors import socket_credentials_valid
-from devices.services import secret_hash
 
 TICKET_PREFIX = "wst_"
 MAX_TICKET_LENGTH = 100

@@ -6,7 +6,8 @@ from channels.management.commands.runworker import Command as ChannelsRunworker
 from django.conf import settings
 from django.core.management import CommandError
 
-from bridge.worker import BRIDGE_CHANNEL, BridgeWorker
+from bridge.worker import BridgeWorker
+from core.channels import BRIDGE_CHANNEL
 from iotgw.production import refusal
 
 

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError
 
-from devices.dynsec import BRIDGE_ROLE, DynsecError, bridge_account_ensure
+from bridge.dynsec import BRIDGE_ROLE, DynsecError, bridge_account_ensure
 
 
 class Command(BaseCommand):

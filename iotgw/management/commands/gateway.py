@@ -35,7 +35,8 @@ class Command(BaseCommand):
         from daphne.server import Server  # installs the asyncio reactor first
         from twisted.internet import reactor
 
-        from bridge.worker import BRIDGE_CHANNEL, BridgeWorker
+        from bridge.worker import BridgeWorker
+        from core.channels import BRIDGE_CHANNEL
         from iotgw.asgi import application
 
         # Registered (or given secrets known here) before the broker starts, so their first login holds.
@@ -94,8 +95,8 @@ def _without_password(url: str) -> str:
 
 def _simulated_devices(count: int) -> dict[str, str | None]:
     """demo-1 … demo-N, registered if missing, each with its secret."""
-    from devices.management.commands.demo import DEMO_DEVICES
-    from devices.management.commands.simulate import ensure_devices
+    from sim.fleet import ensure_devices
+    from sim.management.commands.demo import DEMO_DEVICES
 
     ids = list(DEMO_DEVICES[:count]) + [f"demo-{i}" for i in range(len(DEMO_DEVICES) + 1, count + 1)]
     return ensure_devices(ids)
@@ -103,8 +104,8 @@ def _simulated_devices(count: int) -> dict[str, str | None]:
 
 def _start_simulator(broker_url: str, devices: dict[str, str | None]) -> None:
     """Simulated demo devices in a daemon thread, against the gateway's own broker, logged in as themselves."""
-    from devices.management.commands.simulate import devices_latest
-    from devices.simulator import Simulator
+    from sim.fleet import devices_latest
+    from sim.simulator import Simulator
 
     sim = Simulator(broker=BrokerConfig.from_url(broker_url), devices=devices, rate=float(len(devices)),
                     latest=devices_latest(list(devices)))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from devices.api import HTTP_CODES, error_body
+from api.rest import HTTP_CODES, error_body
 
 API_PREFIX = "/api/"
 

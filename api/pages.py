@@ -12,7 +12,7 @@ from devices.selectors import devices_visible_to
 @login_required
 def fleet(request: HttpRequest) -> HttpResponse:
     """The fleet view: every visible device, live."""
-    return render(request, "devices/fleet.html")
+    return render(request, "pages/fleet.html")
 
 
 @login_required
@@ -21,4 +21,4 @@ def device(request: HttpRequest, device_id: str) -> HttpResponse:
     found = devices_visible_to(request.user).filter(pk=device_id).only("id", "name").first()
     if found is None:
         raise Http404("no such device")
-    return render(request, "devices/device.html", {"device": found})
+    return render(request, "pages/device.html", {"device": found})

@@ -6,9 +6,9 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
+from api.rest import errors
 from core.times import format_ts
-from devices.api import errors
-from devices.tickets import ws_ticket_issue
+from devices.services.tickets import ws_ticket_issue
 
 router = Router(tags=["websocket"])
 

@@ -1,4 +1,7 @@
-"""Prometheus metrics: this process's own, plus every known bridge's counters from its heartbeat."""
+"""Prometheus metrics of the HTTP edge, plus every known bridge's counters from its heartbeat and command counts.
+
+The WebSocket edge registers its own (protocols/metrics.py) in the same registry: /metrics shows both.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +10,12 @@ import threading
 import time
 
 from django.utils import timezone
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from devices.selectors import bridges_known
 
-websockets_open = Gauge("iotgw_websockets_open", "Dashboard WebSockets open in this web process")
-websockets_closed = Counter("iotgw_websockets_closed", "Dashboard WebSockets closed by the gateway, by reason",
-                            ["reason"])
-ws_push_dropped = Counter("iotgw_ws_push_dropped", "Push messages dropped for dashboards that fell behind "
-                          "(their inbox in this web process was full)")
-ws_push_skipped = Counter("iotgw_ws_push_skipped", "Pushes not sent to dashboards whose client had fallen "
-                          "behind (over IOTGW_WS_SEND_BUFFER unsent bytes); each gets a snapshot once drained")
 http_samples_ingested = Counter("iotgw_http_samples_ingested", "Samples committed through HTTP ingest")
 http_rejected = Counter("iotgw_http_rejected", "HTTP ingest requests rejected, by reason", ["reason"])
 

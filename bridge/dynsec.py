@@ -19,6 +19,8 @@ from django.conf import settings
 
 from core import topics
 from core.broker import BrokerConfig
+from devices import signals
+from devices.models import Device
 
 logger = logging.getLogger("iotgw.dynsec")
 
@@ -143,8 +145,6 @@ def client_set_password(*, device_id: str, secret: str) -> None:
     with _client() as dynsec:
         dynsec.run({"command": "setClientPassword", "username": device_id, "password": secret})
         # Disabling kicks the client; a device that is meant to be disabled stays so.
-        from devices.models import Device
-
         dynsec.run({"command": "disableClient", "username": device_id})
         if Device.objects.filter(pk=device_id, enabled=True).exists():
             dynsec.run({"command": "enableClient", "username": device_id})
@@ -186,7 +186,28 @@ ACTIONS = {"client_create": client_create, "client_set_enabled": client_set_enab
 
 def apply(action: str, **kwargs: Any) -> None:
     """Run a registry change on the broker after its commit; a failure is logged, never raised into the caller."""
+    if not settings.MQTT_DYNSEC:
+        return
     try:
         ACTIONS[action](**kwargs)
     except Exception as exc:
         logger.error("dynamic security: %s for %s failed: %s", action, kwargs.get("device_id"), exc)
+
+
+def _registered(sender: object, *, device_id: str, secret: str, **_: object) -> None:
+    apply("client_create", device_id=device_id, secret=secret)
+
+
+def _enabled_changed(sender: object, *, device_id: str, enabled: bool, **_: object) -> None:
+    apply("client_set_enabled", device_id=device_id, enabled=enabled)
+
+
+def _secret_changed(sender: object, *, device_id: str, secret: str, **_: object) -> None:
+    apply("client_set_password", device_id=device_id, secret=secret)
+
+
+def connect_receivers() -> None:
+    """Follow the registry: the domain's signals (sent after each commit) become dynamic-security commands."""
+    signals.device_registered.connect(_registered, dispatch_uid="dynsec-registered")
+    signals.device_enabled_changed.connect(_enabled_changed, dispatch_uid="dynsec-enabled")
+    signals.device_secret_changed.connect(_secret_changed, dispatch_uid="dynsec-secret")

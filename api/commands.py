@@ -8,17 +8,18 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import Field, Router, Schema, Status
 
-from bridge.commands import command_announce
+from api.rest import errors
 from core.errors import CommandUnknown, DeviceUnknown, NotAuthorized
 from core.wire import DEFAULT_EXPIRES_IN, DEFAULT_TIMEOUT
-from devices.api import errors
 from devices.models import Command
+from devices.notify import command_announce
 from devices.selectors import command_get, command_state
-from devices.services import command_cancel, command_issue
+from devices.services.commands import command_cancel, command_issue
 
 router = Router(tags=["commands"])
 
@@ -59,7 +60,7 @@ class CommandOut(Schema):
 
 
 def _announce(command: Command) -> None:
-    async_to_sync(command_announce)(get_channel_layer(), command)
+    async_to_sync(command_announce)(get_channel_layer(), command, buckets=settings.IOTGW_PUSH_BUCKETS)
 
 
 @contextmanager

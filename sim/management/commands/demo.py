@@ -3,9 +3,9 @@
 from django.contrib.auth import get_user_model
 from django.core.management import BaseCommand
 
-from devices.management.commands.simulate import SECRETS_FILE, ensure_devices, kept_get, kept_put
 from devices.selectors import token_user
-from devices.services import token_create, token_revoke
+from devices.services.tokens import token_create, token_revoke
+from sim.fleet import SECRETS_FILE, ensure_devices, kept_get, kept_put
 
 DEMO_DEVICES = ("demo-1", "demo-2", "demo-3")
 DEMO_TOKEN_NAME = "demo"

@@ -14,7 +14,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from devices import metrics  # noqa: F401  (registers the bridge collector)
+from api import metrics  # noqa: F401  (registers the bridge collector)
 from devices.selectors import bridges_known
 
 
