@@ -9,6 +9,16 @@ class GatewayError(Exception):
     code = "error"
 
 
+class ConfigMissing(GatewayError):
+    """A required setting is not set; its message is the one line a process refuses to start with."""
+
+    code = "config_missing"
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"Config '{name}' is missing, and has no default: {why}")
+        self.name = name
+
+
 class PayloadInvalid(GatewayError):
     """A message or request body breaks the payload rules (SPEC §4)."""
 
@@ -57,3 +67,9 @@ class RateLimited(GatewayError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DeliveryFailed(GatewayError):
+    """A transport could not hand a command to its device (e.g. the broker is away); the dispatcher retries it."""
+
+    code = "delivery_failed"

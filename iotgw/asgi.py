@@ -6,13 +6,14 @@ import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iotgw.settings")
 
+from core.errors import ConfigMissing  # noqa: E402
 from iotgw import env  # noqa: E402
 
 SEPARATE_WEB = os.path.basename(sys.argv[0]).startswith("daphne")
 if SEPARATE_WEB and env.text("REDIS_URL") is None:
     # A separate web process without Redis could never reach a bridge: refuse in one line.
-    sys.exit("iotgw: Config 'REDIS_URL' is missing, and has no default: a separate web process needs it "
-             "(or run the all-in-one `python manage.py gateway`).")
+    sys.exit("iotgw: " + str(ConfigMissing("REDIS_URL", "a separate web process needs it "
+                                               "(or run the all-in-one `python manage.py gateway`).")))
 
 from django.conf import settings  # noqa: E402
 

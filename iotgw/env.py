@@ -12,14 +12,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class ConfigMissing(Exception):
-    """A required environment variable is not set."""
-
-    def __init__(self, name: str, why: str) -> None:
-        super().__init__(f"Config '{name}' is missing, and has no default: {why}")
-        self.name = name
-
-
 def text(name: str, default: str | None = None) -> str | None:
     """The variable's value, or `default` when it is unset or empty."""
     value = os.environ.get(name, "")
@@ -56,14 +48,6 @@ def origins(name: str) -> list[str]:
 def listing(name: str, default: str = "") -> list[str]:
     """A comma-separated variable as a list, blanks dropped."""
     return [item.strip() for item in (text(name, default) or "").split(",") if item.strip()]
-
-
-def require(name: str, why: str) -> str:
-    """The variable's value; raises ConfigMissing naming it when unset."""
-    value = text(name)
-    if value is None:
-        raise ConfigMissing(name, why)
-    return value
 
 
 def url_username(url: str | None) -> str | None:

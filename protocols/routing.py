@@ -8,7 +8,7 @@ from channels.routing import URLRouter
 from django.urls import path, re_path
 
 from protocols.auth import BearerOrSessionAuthMiddleware
-from protocols.consumers import DashboardConsumer
+from protocols.consumers import DashboardConfig, DashboardConsumer
 from protocols.daphne_fixes import DENIAL
 from protocols.outbound import OutboundMiddleware
 
@@ -32,10 +32,10 @@ async def unknown_path(scope, receive, send) -> None:
         await send({"type": "websocket.close", "code": CLOSE_UNKNOWN_PATH})
 
 
-def websocket_application() -> OutboundMiddleware:
+def websocket_application(config: DashboardConfig | None = None) -> OutboundMiddleware:
     """The `websocket` route: the dashboard socket, and a clean refusal for every other path."""
     return OutboundMiddleware(URLRouter([
         # Credentials are read (and a ticket spent) only on a path that serves a socket.
-        path("ws/dashboard/", BearerOrSessionAuthMiddleware(DashboardConsumer.as_asgi())),
+        path("ws/dashboard/", BearerOrSessionAuthMiddleware(DashboardConsumer.as_asgi(config=config))),
         re_path(r"", unknown_path),
     ]))

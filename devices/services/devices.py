@@ -94,8 +94,8 @@ def _device(device_id: str) -> Device:
         raise DeviceUnknown(f"no device {device_id!r}") from None
 
 
-def device_presence_sweep(*, now: datetime | None = None) -> tuple[list[str], datetime]:
-    """Mark offline the devices silent past their `offline_after` (default IOTGW_OFFLINE_AFTER); (ids, when)."""
+def device_presence_sweep(*, default_after: float, now: datetime | None = None) -> tuple[list[str], datetime]:
+    """Mark offline the devices silent past their `offline_after` (else `default_after` s; 0: never); (ids, when)."""
     now = now or timezone.now()
     with transaction.atomic():
-        return telemetry_sql.devices_mark_silent(now, settings.IOTGW_OFFLINE_AFTER), now
+        return telemetry_sql.devices_mark_silent(now, default_after), now

@@ -24,7 +24,7 @@ from devices.services.devices import device_register
 from devices.services.tokens import token_create
 from protocols import consumers, metrics
 from protocols.auth import BearerOrSessionAuthMiddleware
-from protocols.consumers import CLOSE_NOT_READING, DashboardConsumer
+from protocols.consumers import CLOSE_NOT_READING, DashboardConfig, DashboardConsumer
 from protocols.outbound import SCOPE_KEY
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,8 +40,9 @@ class FakeOutbound:
         return self.waiting
 
 
-def application(outbound: FakeOutbound | None = None):
-    inner = BearerOrSessionAuthMiddleware(URLRouter([path("ws/dashboard/", DashboardConsumer.as_asgi())]))
+def application(outbound: FakeOutbound | None = None, config: DashboardConfig | None = None):
+    consumer = DashboardConsumer.as_asgi(config=config)
+    inner = BearerOrSessionAuthMiddleware(URLRouter([path("ws/dashboard/", consumer)]))
     if outbound is None:
         return inner
 
@@ -61,11 +62,11 @@ def alice():
     return alice, token_create(user=alice)
 
 
-async def connect(token: str | None = None, *, headers: list | None = None, outbound=None):
+async def connect(token: str | None = None, *, headers: list | None = None, outbound=None, config=None):
     headers = list(headers or [])
     if token:
         headers.append((b"authorization", f"Bearer {token}".encode()))
-    socket = WebsocketCommunicator(application(outbound), "/ws/dashboard/", headers=headers)
+    socket = WebsocketCommunicator(application(outbound, config), "/ws/dashboard/", headers=headers)
     connected, _ = await socket.connect()
     return socket, connected
 
@@ -246,10 +247,9 @@ async def push_sample(device_id: str, value: int) -> None:
     await push_send(get_channel_layer(), batch)
 
 
-@override_settings(IOTGW_WS_SEND_BUFFER=1000)
 async def test_a_client_that_falls_behind_gets_no_pushes_then_a_snapshot_once_drained(alice):
     outbound = FakeOutbound()
-    socket, _ = await connect(alice[1], outbound=outbound)
+    socket, _ = await connect(alice[1], outbound=outbound, config=DashboardConfig(send_buffer=1000))
     await socket.send_json_to({"type": "subscribe", "devices": ["a1"]})
     await frame(socket, "snapshot")
     await push_sample("a1", 1)
@@ -270,10 +270,9 @@ async def test_a_client_that_falls_behind_gets_no_pushes_then_a_snapshot_once_dr
     await socket.disconnect()
 
 
-@override_settings(IOTGW_WS_SEND_BUFFER=1000)
 async def test_a_client_that_asks_but_never_reads_is_closed(alice):
     outbound = FakeOutbound()
-    socket, _ = await connect(alice[1], outbound=outbound)
+    socket, _ = await connect(alice[1], outbound=outbound, config=DashboardConfig(send_buffer=1000))
     assert await alive(socket)
     outbound.waiting = 2001
     await socket.send_to(text_data='{"type": "ping"}')

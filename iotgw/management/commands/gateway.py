@@ -12,6 +12,7 @@ from django.core.management import BaseCommand, CommandError
 
 from bridge.broker import EmbeddedBrokerError, embedded_broker, port_check
 from core.broker import BrokerConfig
+from iotgw.config import bridge_options
 from iotgw.production import refusal
 
 logger = logging.getLogger("iotgw.gateway")
@@ -51,8 +52,8 @@ class Command(BaseCommand):
         broker_url = broker.url if broker else settings.MQTT_URL
         device_url = broker.device_url if broker else _without_password(settings.MQTT_URL)
         layer = get_channel_layer()
-        worker = BridgeWorker(application=application, channels=[BRIDGE_CHANNEL], channel_layer=layer)
-        worker.broker_url = broker_url
+        worker = BridgeWorker(application=application, channels=[BRIDGE_CHANNEL], channel_layer=layer,
+                              broker_url=broker_url, bridge=bridge_options())
 
         def start_bridge() -> None:
             task = asyncio.ensure_future(worker.arun())

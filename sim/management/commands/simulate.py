@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management import BaseCommand, CommandError
 
 from core.broker import BrokerConfig
+from core.errors import ConfigMissing
 from sim.fleet import devices_latest, ensure_devices
 from sim.simulator import Simulator, SimulatorRefused, Stats, progress_line
 
@@ -52,7 +53,7 @@ class Command(BaseCommand):
                mqtt_url: str | None, latency: float, failure_rate: float, seed: int | None, **options):
         url = mqtt_url or settings.MQTT_URL
         if not url:
-            raise CommandError("Config 'MQTT_URL' is missing, and has no default: pass --mqtt-url or set MQTT_URL")
+            raise CommandError(str(ConfigMissing("MQTT_URL", "pass --mqtt-url or set MQTT_URL")))
         if devices < 1 or rate <= 0 or not 0 <= failure_rate <= 1:
             raise CommandError("--devices must be at least 1, --rate above 0, --failure-rate from 0 to 1")
         broker = BrokerConfig.from_url(url)

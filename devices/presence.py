@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError
 
-from bridge.db import in_db_thread
-from bridge.stats import BridgeStats
-from core.push import PushBatch, push_send
+from devices.dbthread import in_db_thread
+from devices.pusher import Pusher
 from devices.services.devices import device_presence_sweep
+from devices.stats import IngestStats
 
 logger = logging.getLogger("iotgw.bridge")
 
 
-async def presence_loop(*, layer: Any, stats: BridgeStats, interval: float) -> None:
-    """Sweep for silent devices every `interval` seconds, until cancelled."""
+async def presence_loop(*, pusher: Pusher, stats: IngestStats, interval: float, offline_after: float) -> None:
+    """Sweep for devices silent past their `offline_after` (default `offline_after`) every `interval` s."""
     sweep = in_db_thread(device_presence_sweep)
     while True:
         await asyncio.sleep(interval)
         try:
-            device_ids, at = await sweep()
+            device_ids, at = await sweep(default_after=offline_after)
         except DatabaseError as exc:
             stats.counts["db_errors"] += 1
             logger.warning("presence sweep skipped: %s", str(exc).strip()[:200])
@@ -40,10 +38,7 @@ async def presence_loop(*, layer: Any, stats: BridgeStats, interval: float) -> N
         stats.counts["devices_gone_silent"] += len(device_ids)
         logger.info("marked offline after their silence: %s", ", ".join(device_ids[:20])
                     + (f" (+{len(device_ids) - 20})" if len(device_ids) > 20 else ""))
-        push = PushBatch(buckets=settings.IOTGW_PUSH_BUCKETS)
+        push = pusher.batch()
         for device_id in device_ids:
             push.status(device_id, False, at)
-        try:
-            await push_send(layer, push)
-        except Exception as exc:  # best-effort, like every push; the state is stored
-            logger.warning("presence push to dashboards failed: %s", exc)
+        await pusher.send_now(push)

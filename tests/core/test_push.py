@@ -1,4 +1,4 @@
-"""Pushes to dashboards: hot-path encoders match protocols.wire, frames stay under the cap, batches merge in order."""
+"""The push message: encoders match core.wire, frames stay under the cap, batches merge in order, buckets route."""
 
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -56,29 +56,6 @@ def test_merged_batches_keep_each_device_in_order_and_the_latest_status():
     assert _values(message, "d1") == [1, 2, 3]
     assert orjson.loads(message["status"]["d1"])["online"] is False
     assert first.size == 5
-
-
-async def test_pushes_that_arrive_while_one_is_sent_go_out_merged_and_in_order():
-    import asyncio
-
-    from bridge.ingest import Ingestor
-    from bridge.stats import BridgeStats
-
-    sent: list[dict] = []
-
-    class Layer:
-        async def group_send(self, group: str, message: dict) -> None:
-            sent.append(message)
-
-    ingestor = Ingestor(layer=Layer(), stats=BridgeStats(), ack=lambda raws: None, max_batch=10, max_payload=1000)
-    await ingestor._push(_batch("d1", 1))
-    await asyncio.sleep(0)  # the pusher takes the first batch
-    await ingestor._push(_batch("d1", 2))
-    await ingestor._push(_batch("d1", 3, 4))
-    async with asyncio.timeout(5):
-        while ingestor._push_task is not None and not ingestor._push_task.done():
-            await asyncio.sleep(0.01)
-    assert [_values(m, "d1") for m in sent] == [[1], [2, 3, 4]]
 
 
 def test_each_message_names_its_bucket_so_web_processes_route_without_decoding():

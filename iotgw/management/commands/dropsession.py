@@ -11,8 +11,10 @@ from django.core.management import BaseCommand, CommandError
 
 from bridge.drain import DrainIncomplete, session_drain, session_remove
 from core.broker import BrokerConfig
+from core.errors import ConfigMissing
 from devices.selectors import bridges_known
 from devices.services.heartbeats import bridge_retire
+from iotgw.config import bridge_options
 
 
 class Command(BaseCommand):
@@ -30,7 +32,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, client_id: str, timeout: float, force: bool, no_drain: bool, **options):
         if not settings.MQTT_URL:
-            raise CommandError("Config 'MQTT_URL' is missing, and has no default: which broker holds the session?")
+            raise CommandError(str(ConfigMissing("MQTT_URL", "which broker holds the session?")))
         config = BrokerConfig.from_url(settings.MQTT_URL)
         live = [b for b in bridges_known() if b.client_id == client_id and b.live]
         if live and not force:
@@ -54,8 +56,9 @@ class Command(BaseCommand):
     async def _drain(self, config: BrokerConfig, client_id: str, timeout: float) -> int:
         layer = get_channel_layer()
         try:
+            options = {k: v for k, v in bridge_options().items() if k not in ("client_id", "share_group")}
             return await session_drain(broker=config, layer=layer, client_id=client_id,
-                                       share_group=settings.MQTT_SHARE_GROUP, timeout=timeout)
+                                       share_group=settings.MQTT_SHARE_GROUP, timeout=timeout, **options)
         finally:
             await sync_to_async(_close_db)()
 

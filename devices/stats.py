@@ -1,4 +1,4 @@
-"""The bridge's counters and its rate-limited rejection log."""
+"""Ingest counters and the rate-limited rejection log (a bridge publishes them in its heartbeat)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 LOG_LINES_PER_INTERVAL = 20
 
 
-class BridgeStats:
-    """Counters a heartbeat publishes: received, stored, rejected by reason, pushes."""
+class IngestStats:
+    """Counters of one process's ingest that its heartbeat publishes: received, stored, rejected by reason, pushes."""
 
     def __init__(self, *, log_interval: float = 10.0, log_lines: int = LOG_LINES_PER_INTERVAL) -> None:
         self.counts: Counter[str] = Counter()
