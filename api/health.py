@@ -14,7 +14,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import metrics  # noqa: F401  (registers the bridge collector)
+from api.metrics import bridge_timing  # importing it registers the bridge collector
 from devices.selectors import bridges_known
 
 
@@ -58,7 +58,7 @@ def _schema() -> tuple[bool, str | None]:
 def _bridges() -> tuple[bool, list[str]]:
     """Whether a live bridge holds a broker connection, and the silent bridges whose sessions nobody drains."""
     try:
-        bridges = bridges_known()
+        bridges = bridges_known(**bridge_timing())
     except Exception:
         return False, []
     return any(b.live and b.connected for b in bridges), [b.client_id for b in bridges if not b.live]

@@ -9,6 +9,7 @@ import math
 import threading
 import time
 
+from django.conf import settings
 from django.utils import timezone
 from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -18,6 +19,11 @@ from devices.selectors import bridges_known
 
 http_samples_ingested = Counter("iotgw_http_samples_ingested", "Samples committed through HTTP ingest")
 http_rejected = Counter("iotgw_http_rejected", "HTTP ingest requests rejected, by reason", ["reason"])
+
+
+def bridge_timing() -> dict[str, float]:
+    """What makes a bridge live and how long its session outlives it (IOTGW_HEARTBEAT_SECONDS, MQTT_SESSION_EXPIRY)."""
+    return {"heartbeat_seconds": settings.IOTGW_HEARTBEAT_SECONDS, "session_expiry": settings.MQTT_SESSION_EXPIRY}
 
 
 class BridgeCollector:
@@ -43,7 +49,7 @@ class BridgeCollector:
         age = GaugeMetricFamily("iotgw_bridge_heartbeat_age_seconds", "Seconds since the bridge's last heartbeat",
                                 labels=["bridge"])
         now = timezone.now()
-        for bridge in bridges_known():
+        for bridge in bridges_known(**bridge_timing()):
             counters, name = bridge.counters, bridge.client_id
             received.add_metric([name], counters.get("received", 0))
             stored.add_metric([name], counters.get("samples_stored", 0))
@@ -81,8 +87,6 @@ class CommandCollector:
 
     def counts(self) -> dict[str, int] | None:
         """Commands per status, as of at most `every` seconds ago; None while the database cannot say."""
-        from django.conf import settings
-
         every = settings.IOTGW_METRICS_COUNT_SECONDS if self.every is None else self.every
         with self._lock:
             if time.monotonic() - self._counted_at >= every:

@@ -125,7 +125,8 @@ class _Reader(StreamReaderAdapter):
 
     async def read(self, n: int = -1) -> bytes:
         if not self._head:
-            return await super().read(n)
+            data: bytes = await super().read(n)
+            return data
         if 0 <= n < len(self._head):
             data, self._head = self._head[:n], self._head[n:]
             return data

@@ -170,6 +170,7 @@ class MosquittoBroker(EmbeddedBroker):
 
     def _wait_listening(self, lines: list[str], timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
+        assert self._proc is not None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 time.sleep(0.1)  # let the relay read the last lines
@@ -187,6 +188,7 @@ class MosquittoBroker(EmbeddedBroker):
     def _relay(self, proc: subprocess.Popen, lines: list[str]) -> None:
         """Mosquitto's log into ours: refused logins as warnings with a hint, chatter at debug."""
         peer = "?"
+        assert proc.stderr is not None
         for raw in proc.stderr:
             line = raw.decode(errors="replace").strip()
             if not line:

@@ -94,7 +94,7 @@ def session_remove(config: BrokerConfig, client_id: str) -> None:
         client.username_pw_set(config.username, config.password)
     if config.tls:
         client.tls_set()
-    rc = client.connect(config.host, config.port, **({"clean_start": True} if v5 else {}))
+    rc = client.connect(config.host, config.port, clean_start=True) if v5 else client.connect(config.host, config.port)
     if rc != mqtt.MQTT_ERR_SUCCESS:
         raise ConnectionError(f"could not connect to the broker: {mqtt.error_string(rc)}")
     client.loop_start()

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -180,7 +181,7 @@ def bridge_account_ensure(*, username: str, password: str) -> None:
                 dynsec.run({"command": "addClientRole", "username": username, "rolename": BRIDGE_ROLE})
 
 
-ACTIONS = {"client_create": client_create, "client_set_enabled": client_set_enabled,
+ACTIONS: dict[str, Callable[..., None]] = {"client_create": client_create, "client_set_enabled": client_set_enabled,
            "client_set_password": client_set_password}
 
 

@@ -25,7 +25,6 @@ from core.wire import CommandResponse
 
 logger = logging.getLogger("iotgw.transport")
 
-E = TypeVar("E")
 E_contra = TypeVar("E_contra", contravariant=True)
 
 
@@ -72,16 +71,16 @@ def decode_one(decoder: Decoder, source: str, payload: bytes, *, received_at: da
         return Rejected(shown_as, "internal_error", repr(exc)[:200])
 
 
-class Inlet(Protocol[E]):
+class Inlet(Protocol[E_contra]):
     """The device → domain half of a transport: it decodes and acknowledges its own envelopes."""
 
     name: str
 
-    def decode(self, batch: Sequence[E], *, received_at: datetime) -> list[Decoded]:
+    def decode(self, batch: Sequence[E_contra], *, received_at: datetime) -> list[Decoded]:
         """One Decoded per envelope, in order; never raises for one bad envelope."""
         ...
 
-    def ack(self, batch: Sequence[E]) -> None:
+    def ack(self, batch: Sequence[E_contra]) -> None:
         """Acknowledge envelopes whose batch has committed (or that were refused), in order."""
         ...
 

@@ -52,12 +52,12 @@ def listing(name: str, default: str = "") -> list[str]:
 
 def url_username(url: str | None) -> str | None:
     """The username in a URL such as `mqtt://user:pw@host`, or None."""
-    return unquote(urlsplit(url).username) if url and urlsplit(url).username else None
+    return unquote(urlsplit(url).username or "") if url and urlsplit(url).username else None
 
 
 def url_password(url: str | None) -> str | None:
     """The password in a URL such as `mqtt://user:pw@host`, or None."""
-    return unquote(urlsplit(url).password) if url and urlsplit(url).password else None
+    return unquote(urlsplit(url).password or "") if url and urlsplit(url).password else None
 
 
 def default_client_id() -> str:

@@ -88,7 +88,7 @@ TEMPLATES = [
 _SQLITE_PATH = BASE_DIR / "db.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
-        env.text("DATABASE_URL", f"sqlite:///{_SQLITE_PATH}"),
+        env.text("DATABASE_URL") or f"sqlite:///{_SQLITE_PATH}",
         conn_max_age=0,
         conn_health_checks=True,
     )

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -37,7 +37,7 @@ def _transition(command: Command, status: str, at: datetime) -> None:
 
 def command_issue(
     *,
-    user: AbstractBaseUser,
+    user: User,
     device_id: str,
     name: str,
     params: dict | None = None,
@@ -85,7 +85,7 @@ def command_issue(
     return command
 
 
-def command_cancel(*, user: AbstractBaseUser, command_id: uuid.UUID | str) -> Command:
+def command_cancel(*, user: User, command_id: uuid.UUID | str) -> Command:
     """Cancel a command still `queued` and not being published; Conflict otherwise."""
     from devices.selectors import command_get
 

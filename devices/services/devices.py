@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -23,7 +23,7 @@ def device_register(
     *,
     device_id: str,
     name: str = "",
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
     groups: Iterable[str] = (),
     offline_after: int | None = None,
 ) -> tuple[Device, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from devices.models import WsTicket
@@ -24,7 +24,7 @@ TICKET_PREFIX = "wst_"
 MAX_TICKET_LENGTH = 100
 
 
-def ws_ticket_issue(*, user: AbstractBaseUser, token_id: int | None, session_key: str | None,
+def ws_ticket_issue(*, user: User, token_id: int | None, session_key: str | None,
                     ttl: float) -> tuple[str, datetime]:
     """Store a new ticket for `user`; returns its key (only in this answer) and when it expires."""
     now = timezone.now()

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.dispatch import receiver
@@ -23,14 +23,14 @@ from devices.secrets import TOKEN_PREFIX, secret_hash
 logger = logging.getLogger("iotgw.devices")
 
 
-def token_create(*, user: AbstractBaseUser, name: str = "") -> str:
+def token_create(*, user: User, name: str = "") -> str:
     """Create an API token for a user; returns the key, which only exists in this answer."""
     key = TOKEN_PREFIX + secrets.token_urlsafe(32)
     ApiToken.objects.create(user=user, name=name, prefix=key[:12], key_hash=secret_hash(key))
     return key
 
 
-def token_revoke(*, key: str | None = None, prefix: str | None = None, user: AbstractBaseUser | None = None,
+def token_revoke(*, key: str | None = None, prefix: str | None = None, user: User | None = None,
                  name: str | None = None) -> int:
     """Revoke tokens by key, by prefix, or a user's (all, or those of one name); their open WebSockets are closed.
 

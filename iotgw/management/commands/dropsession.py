@@ -34,7 +34,9 @@ class Command(BaseCommand):
         if not settings.MQTT_URL:
             raise CommandError(str(ConfigMissing("MQTT_URL", "which broker holds the session?")))
         config = BrokerConfig.from_url(settings.MQTT_URL)
-        live = [b for b in bridges_known() if b.client_id == client_id and b.live]
+        known = bridges_known(heartbeat_seconds=settings.IOTGW_HEARTBEAT_SECONDS,
+                              session_expiry=settings.MQTT_SESSION_EXPIRY)
+        live = [b for b in known if b.client_id == client_id and b.live]
         if live and not force:
             raise CommandError(f"bridge {client_id} is alive (heartbeat {live[0].beat_at:%H:%M:%S}): stop it first, "
                                "or pass --force")
