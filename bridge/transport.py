@@ -1,8 +1,8 @@
 """MQTT, the first transport behind the seam (core/transport.py): inbound messages in, commands out as publishes.
 
 It owns the bridge's MQTT client: what a socket read brings is offered to the sink as one
-list of Raws, decoded by the dialect (the iotgw one by default) when the pipeline takes the
-batch, and acknowledged (PUBACK) only when the pipeline says the batch has committed. A
+list of Raws (each an Envelope: a topic and a payload), read with its dialect (the iotgw one)
+when the pipeline takes the batch, and acknowledged (PUBACK) only when the pipeline says the batch has committed. A
 command is delivered as a QoS 1 publish and counts as handed over at the broker's PUBACK.
 """
 
@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 
 from bridge.mqtt.client import MqttClient
 from bridge.mqtt.codec import Raw
 from core.broker import BrokerConfig
 from core.dialect import command_message
 from core.errors import DeliveryFailed
-from core.topics import source_of
-from core.transport import Decoded, Decoder, Outbound, Sink, decode_one
+from core.transport import Decoder, Outbound, Sink
 from devices.stats import IngestStats
 
 logger = logging.getLogger("iotgw.bridge")
@@ -46,7 +44,7 @@ class MqttTransport:
                  keepalive: int = 30, qos0_backlog: int = QOS0_BACKLOG) -> None:
         self.broker = broker
         self._sink = sink
-        self._decoder = decoder
+        self.decoder = decoder  # the dialect the pipeline reads these messages with, inside its batches
         self._stats = stats
         self._qos0_backlog = qos0_backlog
         self._up = asyncio.Event()
@@ -102,11 +100,6 @@ class MqttTransport:
         kept = shed_qos0(raws, waiting=len(self._sink), backlog=self._qos0_backlog)
         self._stats.counts["dropped_qos0"] += len(raws) - len(kept)
         self._sink.offer(self, kept)
-
-    def decode(self, batch: Sequence[Raw], *, received_at: datetime) -> list[Decoded]:
-        """The dialect's reading of each message, inside the batch."""
-        return [decode_one(self._decoder, raw.topic, raw.payload, received_at=received_at,
-                           shown_as=source_of(raw.topic)) for raw in batch]
 
     def ack(self, batch: Sequence[Raw]) -> None:
         """PUBACK after the commit; a message of an older connection is left for the broker to resend."""

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from core.payloads import parse_samples, parse_status
 from core.times import DEFAULT_MAX_SKEW
-from core.topics import COMMAND_RESPONSE, COMMANDS, STATUS, TELEMETRY, device_topic, parse_topic
+from core.topics import COMMAND_RESPONSE, COMMANDS, STATUS, TELEMETRY, device_topic, parse_topic, source_of
 from core.transport import Outbound, Said
 from core.wire import command_payload, parse_command_response
 
@@ -23,8 +23,8 @@ class IotgwDecoder:
         self.max_payload = max_payload
         self.max_skew = max_skew
 
-    def __call__(self, source: str, payload: bytes, *, received_at: datetime) -> list[Said]:
-        device_id, kind = parse_topic(source)
+    def __call__(self, topic: str, payload: bytes, *, received_at: datetime) -> list[Said]:
+        device_id, kind = parse_topic(topic)
         if kind == TELEMETRY:
             samples = parse_samples(payload, received_at=received_at, max_bytes=self.max_payload,
                                     max_skew=self.max_skew)
@@ -35,6 +35,9 @@ class IotgwDecoder:
             return [Said(device_id, response=parse_command_response(payload, max_bytes=self.max_payload))]
         assert kind == COMMANDS
         return []
+
+    def source(self, topic: str) -> str:
+        return source_of(topic)
 
 
 @dataclass(frozen=True, slots=True)

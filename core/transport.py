@@ -2,10 +2,11 @@
 
 A transport (MQTT today; CoAP, WebSocket devices, HTTP long-poll next) is one module of its
 edge that implements `Inlet` and `Outlet`. Device → domain: the transport offers what it
-received, as it received it (its own envelopes: an MQTT message, a CoAP request), to a
-`Sink`; the shared pipeline (devices/pipeline.py) takes batches from it, asks the transport
-to `decode` them *inside the batch* (so a dialect's converters run batched too), stores the
-batch in one transaction, then asks the transport to `ack` them, in order. Domain → device:
+received, as it received it (its own envelopes: an MQTT message, a CoAP request: anything
+with a `topic` and a `payload`), to a `Sink`; the shared pipeline (devices/pipeline.py)
+takes batches from it, decodes them with the transport's `Decoder` (its dialect) *inside
+the batch* (so a dialect's converters run batched too), stores the batch in one
+transaction, then asks the transport to `ack` the envelopes, in order. Domain → device:
 the command dispatcher (devices/dispatch.py) claims a queued command and awaits
 `Outlet.deliver`; a command counts as `sent` once that returns.
 """
@@ -25,7 +26,6 @@ from core.wire import CommandResponse
 
 logger = logging.getLogger("iotgw.transport")
 
-E_contra = TypeVar("E_contra", contravariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,33 +52,49 @@ class Rejected:
 Decoded = list[Said] | Rejected
 
 
+class Envelope(Protocol):
+    """One thing a device sent, as its transport received it (an MQTT message is one as it is)."""
+
+    @property
+    def topic(self) -> str:
+        """Where it was sent: an MQTT topic, a CoAP path, a WebSocket device's own address."""
+        ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+
+E_contra = TypeVar("E_contra", bound=Envelope, contravariant=True)
+
+
 class Decoder(Protocol):
     """A dialect: turns one message (its topic or path, its payload) into what devices said."""
 
-    def __call__(self, source: str, payload: bytes, *, received_at: datetime) -> list[Said]:
+    def __call__(self, topic: str, payload: bytes, *, received_at: datetime) -> list[Said]:
         """What the message said; raises PayloadInvalid with a reason when it breaks the dialect's rules."""
         ...
 
+    def source(self, topic: str) -> str:
+        """Who a refused message is logged and counted under (its device's id, when the topic names one)."""
+        ...
 
-def decode_one(decoder: Decoder, source: str, payload: bytes, *, received_at: datetime, shown_as: str) -> Decoded:
-    """Decode one message; a rule it breaks, or a decoder bug, rejects that message only (`shown_as` names it)."""
+
+def decode_one(decoder: Decoder, envelope: Envelope, *, received_at: datetime) -> Decoded:
+    """Decode one message; a rule it breaks, or a decoder bug, rejects that message only."""
     try:
-        return decoder(source, payload, received_at=received_at)
+        return decoder(envelope.topic, envelope.payload, received_at=received_at)
     except PayloadInvalid as exc:
-        return Rejected(shown_as, exc.reason, str(exc))
+        return Rejected(decoder.source(envelope.topic), exc.reason, str(exc))
     except Exception as exc:  # a decoder bug rejects its message, not the batch
-        logger.exception("decoding a message on %s failed", source[:200])
-        return Rejected(shown_as, "internal_error", repr(exc)[:200])
+        logger.exception("decoding a message on %s failed", envelope.topic[:200])
+        return Rejected(decoder.source(envelope.topic), "internal_error", repr(exc)[:200])
 
 
 class Inlet(Protocol[E_contra]):
-    """The device → domain half of a transport: it decodes and acknowledges its own envelopes."""
+    """The device → domain half of a transport: its dialect, and the acknowledgement of its own envelopes."""
 
     name: str
-
-    def decode(self, batch: Sequence[E_contra], *, received_at: datetime) -> list[Decoded]:
-        """One Decoded per envelope, in order; never raises for one bad envelope."""
-        ...
+    decoder: Decoder
 
     def ack(self, batch: Sequence[E_contra]) -> None:
         """Acknowledge envelopes whose batch has committed (or that were refused), in order."""

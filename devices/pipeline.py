@@ -1,7 +1,7 @@
 """The hot path every transport shares: what devices said, batched into one transaction, acked, pushed.
 
 A transport offers its envelopes to the `Intake`; the pipeline takes what has arrived
-(at most `max_batch`), has each envelope's transport decode it inside the batch, stores
+(at most `max_batch`), decodes each envelope with its transport's dialect inside the batch, stores
 the batch in one transaction (`telemetry_ingest`, on the one database thread), resolves the
 command responses in it, tells its listeners what was committed, acknowledges every
 envelope in order (after the commit: SPEC §5), and hands the pushes to the pusher. Under
@@ -24,7 +24,7 @@ from django.utils import timezone
 from core.payloads import Sample
 from core.push import PushBatch
 from core.retry import Backoff, retry
-from core.transport import Inlet, Rejected, Said
+from core.transport import Inlet, Rejected, Said, decode_one
 from core.wire import CommandResponse
 from devices.dbthread import in_db_thread
 from devices.pusher import Pusher
@@ -155,11 +155,13 @@ class IngestPipeline:
         await self._finish(self._decode([(inlet, list(envelopes))]))
 
     def _decode(self, chunks: list[tuple[Inlet[Any], list[Any]]]) -> _Batch:
-        """Each transport decodes its own envelopes; what breaks the rules is rejected and counted here."""
+        """Each envelope read by its transport's dialect; what breaks the rules is rejected and counted here."""
         received_at = timezone.now()
         entries: list[tuple[Inlet[Any], Any, list[Said]]] = []
         for inlet, envelopes in chunks:
-            for envelope, decoded in zip(envelopes, inlet.decode(envelopes, received_at=received_at), strict=True):
+            decoder = inlet.decoder
+            for envelope in envelopes:
+                decoded = decode_one(decoder, envelope, received_at=received_at)
                 if isinstance(decoded, Rejected):
                     self._stats.reject(source=decoded.source, reason=decoded.reason, message=decoded.message)
                     decoded = []

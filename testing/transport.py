@@ -1,7 +1,7 @@
 """An in-memory transport behind the seam (core/transport.py): what tests offer, it decodes, acks and delivers.
 
 It is the smallest complete transport, so it shows what a new one (CoAP, WebSocket devices)
-implements: decode its envelopes with a dialect, ack them when told, deliver commands.
+implements: offer its envelopes with their dialect, ack them when told, deliver commands.
 """
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from core.dialect import IotgwDecoder
 from core.errors import DeliveryFailed
-from core.topics import source_of
-from core.transport import Decoded, Decoder, Outbound, Sink, decode_one
+from core.transport import Decoder, Outbound, Sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +30,7 @@ class MemoryTransport:
 
     def __init__(self, sink: Sink, *, decoder: Decoder | None = None) -> None:
         self._sink = sink
-        self._decoder = decoder or IotgwDecoder(max_payload=65536)
+        self.decoder = decoder or IotgwDecoder(max_payload=65536)
         self.acked: list[Message] = []
         self.delivered: list[Outbound] = []
         self.refuse = False  # deliveries fail while set, as with the broker away
@@ -46,10 +44,6 @@ class MemoryTransport:
         envelopes = [Message(topic, payload) for topic, payload in messages]
         self._sink.offer(self, envelopes)
         return envelopes
-
-    def decode(self, batch: Sequence[Message], *, received_at: datetime) -> list[Decoded]:
-        return [decode_one(self._decoder, m.topic, m.payload, received_at=received_at, shown_as=source_of(m.topic))
-                for m in batch]
 
     def ack(self, batch: Sequence[Message]) -> None:
         self.acked.extend(batch)

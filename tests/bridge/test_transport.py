@@ -9,7 +9,7 @@ from bridge.mqtt.codec import Raw
 from bridge.transport import MqttTransport, shed_qos0
 from core.broker import BrokerConfig
 from core.dialect import IotgwDecoder, command_message
-from core.transport import Outbound, Rejected, Said
+from core.transport import Outbound, Rejected, Said, decode_one
 from devices.pipeline import Intake
 from devices.stats import IngestStats
 
@@ -22,16 +22,16 @@ def test_qos0_is_shed_only_past_the_backlog_and_qos1_never():
     assert shed_qos0(raws, waiting=3, backlog=2) == [raws[1]]
 
 
-def test_a_read_is_decoded_by_the_dialect_one_message_at_a_time():
+def test_a_read_is_decoded_by_the_transports_dialect_one_message_at_a_time():
     transport = MqttTransport(BrokerConfig.from_url("mqtt://127.0.0.1:1"), sink=Intake(), stats=IngestStats(),
                               decoder=IotgwDecoder(max_payload=100), client_id="t", subscriptions=[])
-    decoded = transport.decode([
+    decoded = [decode_one(transport.decoder, raw, received_at=NOW) for raw in [
         Raw("devices/d1/telemetry", b'{"ts": 1767225600000, "v": 1}', 1, 1, 1),
         Raw("devices/d1/status", b"online", 1, 2, 1),
         Raw("devices/d1/commands", b"{}", 1, 3, 1),  # the bridge's own publish, come back: says nothing
         Raw("devices/d1/telemetry", b"[" + b"1," * 80 + b"1]", 1, 4, 1),
         Raw("elsewhere/x", b"{}", 0, 0, 1),
-    ], received_at=NOW)
+    ]]
     assert [s.data for s in decoded[0][0].samples] == [{"v": 1}]
     assert decoded[1] == [Said("d1", online=True)] and decoded[2] == []
     assert decoded[3] == Rejected("d1", "too_large", "payload of 163 bytes is over the 100-byte limit")
