@@ -9,14 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support import (
-    Process,
-    drop_bridge_sessions,
-    free_port,
-    http_get,
-    wait_bridge_connected,
-    wait_until,
-)
+from testing.http import http_get
+from testing.processes import Process, drop_bridge_sessions, free_port, wait_bridge_connected
+from testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

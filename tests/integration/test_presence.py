@@ -11,8 +11,10 @@ from django.utils import timezone
 
 from devices.models import BridgeHeartbeat, Command, Device
 from devices.services.devices import device_register
-from tests.integration.apiclient import basic, call
-from tests.support import Dashboard, MqttDevice, await_until
+from testing.http import basic, call
+from testing.mqtt import MqttDevice
+from testing.waiting import await_until
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -290,7 +290,7 @@ async def test_publishes_in_flight_stay_within_the_brokers_receive_maximum(priva
 @pytest.fixture
 def dynsec_broker(tmp_path):
     """A private Mosquitto with dynamic security and a client `plain` (no role: may not subscribe or publish)."""
-    from tests.support import PrivateService
+    from testing.processes import PrivateService
 
     plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
     if not os.path.exists(plugin) or not shutil.which("mosquitto_ctrl"):

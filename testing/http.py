@@ -1,4 +1,4 @@
-"""A tiny stdlib HTTP client for the JSON API and the broker hooks (real HTTP against Daphne)."""
+"""The one HTTP client of the tests and the benchmark: stdlib, real HTTP against Daphne, any answer returned."""
 
 from __future__ import annotations
 
@@ -47,3 +47,21 @@ def call(method: str, url: str, *, body: Any = None, raw: bytes | None = None, h
 def basic(user: str, secret: str) -> dict[str, str]:
     """An HTTP Basic Authorization header."""
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
+
+
+def http_get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    """GET; (status, body), 0 when nothing answers (a process still starting)."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def json_call(method: str, url: str, token: str, body: Any = None) -> tuple[int, Any]:
+    """A JSON request with a bearer token; (status, decoded body)."""
+    reply = call(method, url, body=body, token=token)
+    return reply.status, json.loads(reply.body or b"null")

@@ -123,7 +123,7 @@ def test_a_simulated_device_says_online_publishes_answers_commands_and_says_offl
 
     from core.broker import BrokerConfig
     from sim.simulator import Simulator
-    from tests.support import wait_until
+    from testing.waiting import wait_until
 
     device_id = f"simtest-{uuid.uuid4().hex[:6]}"
     config = BrokerConfig.from_url(mqtt_url)

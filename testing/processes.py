@@ -1,32 +1,26 @@
-"""Test helpers: process control, env building, real MQTT and WebSocket clients, waiting on conditions."""
+"""Processes under test: Daphne, bridges, the all-in-one gateway, and private Mosquitto or Redis servers."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import paho.mqtt.client as mqtt
-import websockets
-from asgiref.sync import sync_to_async
+
+from testing.http import http_get
+from testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 
-
+# The processes tests start share it with the test process, so sessions made here are valid there.
 TEST_SECRET_KEY = "test-" + uuid.uuid4().hex + uuid.uuid4().hex
 
 
@@ -44,34 +38,6 @@ def database_url(db: dict) -> str:
     password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
     auth = f"{user}{password}@" if user else ""
     return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
-
-
-async def await_until(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
-    """`wait_until` for async tests; the predicate may touch the ORM."""
-    return await sync_to_async(wait_until, thread_sensitive=False)(predicate, timeout=timeout, what=what)
-
-
-def http_get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
 
 
 class Process:
@@ -235,196 +201,6 @@ def drop_sessions(mqtt_url: str, client_ids: set[str]) -> None:
             pass
 
 
-class Registry:
-    """Creates committed users, tokens and devices with unique names."""
-
-    def __init__(self) -> None:
-        self.tag = uuid.uuid4().hex[:6]
-
-    def user(self, name: str = "user", *, staff: bool = False, password: str = "pw-123456"):
-        from django.contrib.auth import get_user_model
-
-        user = get_user_model().objects.create_user(f"{name}-{self.tag}", password=password, is_staff=staff)
-        return user
-
-    def token(self, user) -> str:
-        from devices.services.tokens import token_create
-
-        return token_create(user=user)
-
-    def device(self, name: str = "dev", *, owner=None, groups=()) -> tuple[str, str]:
-        from devices.services.devices import device_register
-
-        device, secret = device_register(device_id=f"{name}-{self.tag}", owner=owner, groups=groups)
-        return device.id, secret
-
-
-class MqttDevice:
-    """A real paho client acting as a device."""
-
-    def __init__(self, url: str, device_id: str, *, protocol: int = mqtt.MQTTv5, password: str | None = None,
-                 will: bool = True) -> None:
-        from core.broker import BrokerConfig
-
-        config = BrokerConfig.from_url(url)
-        self.device_id = device_id
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"dev-{device_id}-{uuid.uuid4().hex[:4]}",
-                                  protocol=protocol)
-        if password:
-            self.client.username_pw_set(device_id, password)
-        if will:
-            self.client.will_set(f"devices/{device_id}/status", b"offline", qos=1, retain=True)
-        self.received: list[mqtt.MQTTMessage] = []
-        self.got = threading.Condition()
-        self.client.on_message = self._on_message
-        self.client.connect(config.host, config.port)
-        self.client.loop_start()
-
-    def _on_message(self, _c, _u, msg) -> None:
-        with self.got:
-            self.received.append(msg)
-            self.got.notify_all()
-
-    def publish(self, topic_kind: str, payload: Any, *, qos: int = 1, retain: bool = False, topic: str | None = None):
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode() if not isinstance(
-            payload, str) else payload.encode()
-        info = self.client.publish(topic or f"devices/{self.device_id}/{topic_kind}", data, qos=qos, retain=retain)
-        if qos:
-            info.wait_for_publish(10)
-        return info
-
-    def telemetry(self, sample: Any, qos: int = 1):
-        return self.publish("telemetry", sample, qos=qos)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class MqttProbe:
-    """A paho client (v5 unless told otherwise) that reports the broker's reason codes (CONNACK, PUBACK, SUBACK)."""
-
-    def __init__(self, port: int, *, protocol: int = mqtt.MQTTv5, client_id: str | None = None) -> None:
-        self.port = port
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
-                                  protocol=protocol)
-        self.events: dict[str, object] = {}
-        self.received: list[mqtt.MQTTMessage] = []
-        self.cond = threading.Condition()
-        self.client.on_connect = lambda _c, _u, _f, rc, _p: self._event("connack", rc.value)
-        self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self._event("disconnected", rc.value)
-        self.client.on_publish = lambda _c, _u, mid, rc, _p: self._event(f"puback-{mid}", rc.value)
-        self.client.on_subscribe = lambda _c, _u, mid, rcs, _p: self._event(f"suback-{mid}", [r.value for r in rcs])
-        self.client.on_message = self._message
-
-    def _event(self, name: str, value: object) -> None:
-        with self.cond:
-            self.events[name] = value
-            self.cond.notify_all()
-
-    def _message(self, _c, _u, msg) -> None:
-        with self.cond:
-            self.received.append(msg)
-            self.cond.notify_all()
-
-    def wait(self, name: str, timeout: float = 10.0) -> object:
-        with self.cond:
-            assert self.cond.wait_for(lambda: name in self.events, timeout), f"no {name}"
-            return self.events.pop(name)
-
-    def try_connect(self, username: str, password: str) -> int:
-        """Connect and return the CONNACK reason code (0 = accepted)."""
-        self.client.username_pw_set(username, password)
-        try:
-            self.client.connect("127.0.0.1", self.port)
-        except OSError:
-            return -1
-        self.client.loop_start()
-        try:
-            code = self.wait("connack")
-        except AssertionError:
-            code = -1
-        if code != 0:
-            self.client.loop_stop()
-        return code
-
-    def publish(self, topic: str, payload: bytes) -> int:
-        """Publish at QoS 1 and return the PUBACK reason code (0x87 = not authorised)."""
-        info = self.client.publish(topic, payload, qos=1)
-        return self.wait(f"puback-{info.mid}")
-
-    def subscribe(self, topic: str) -> int:
-        _rc, mid = self.client.subscribe(topic, qos=1)
-        return self.wait(f"suback-{mid}")[0]
-
-    def got(self, topic: str, payload: bytes | None = None, timeout: float = 10.0,
-            match: Callable[[mqtt.MQTTMessage], bool] | None = None) -> bool:
-        """Wait for a message on `topic` with that payload (or that `match` accepts)."""
-        def seen() -> bool:
-            return any(m.topic == topic and (m.payload == payload if match is None else match(m))
-                       for m in self.received)
-
-        with self.cond:
-            return self.cond.wait_for(seen, timeout)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-NOT_AUTHORIZED = 0x87
-
-
-class Dashboard:
-    """A real `websockets` client on /ws/dashboard/, collecting frames."""
-
-    def __init__(self, ws) -> None:
-        self.ws = ws
-        self.frames: list[dict] = []
-
-    @classmethod
-    async def open(cls, url: str, token: str | None = None, **kwargs) -> Dashboard:
-        headers = dict(kwargs.pop("additional_headers", None) or {})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        ws = await websockets.connect(url, additional_headers=headers or None, max_size=None, **kwargs)
-        return cls(ws)
-
-    async def send(self, frame: dict) -> None:
-        await self.ws.send(json.dumps(frame))
-
-    async def next(self, predicate: Callable[[dict], bool] = lambda f: True, timeout: float = 15.0) -> dict:
-        """The next frame matching `predicate` (frames before it are kept in `frames`)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = json.loads(await self.ws.recv())
-                self.frames.append(frame)
-                if predicate(frame):
-                    return frame
-
-    async def subscribe(self, devices: list[str] | str) -> dict:
-        """Subscribe and return the snapshot, its parts (frames with `more`) joined."""
-        await self.send({"type": "subscribe", "devices": devices})
-        snapshot = await self.next(lambda f: f["type"] == "snapshot")
-        while snapshot.pop("more", False):
-            part = await self.next(lambda f: f["type"] == "snapshot")
-            snapshot["devices"] += part["devices"]
-            snapshot["more"] = part.get("more", False)
-        return snapshot
-
-    async def telemetry_until(self, count: int, device: str, timeout: float = 15.0) -> list[dict]:
-        """Collect telemetry items of a device until `count` have arrived."""
-        items: list[dict] = []
-        async with asyncio.timeout(timeout):
-            while len(items) < count:
-                frame = await self.next(lambda f: f["type"] == "telemetry", timeout=timeout)
-                items.extend(i for i in frame["items"] if i["device"] == device)
-        return items
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-
 class PrivateService:
     """A Mosquitto or Redis of the test's own, on a free port, that a test may stop and start."""
 
@@ -533,10 +309,3 @@ class AllInOne:
     def wait_log(self, text: str, timeout: float = 15.0) -> str:
         """Wait until the gateway's output holds `text`; returns the output."""
         return wait_until(lambda: text in self.log() and self.log(), timeout=timeout, what=f"{text!r} in the log")
-
-
-def demo_secret(device_id: str) -> str:
-    """The secret of a device the gateway's simulator (or `demo`) registered, as kept in var/."""
-    from sim.fleet import load_secrets
-
-    return load_secrets()[device_id]
