@@ -204,20 +204,22 @@ def drop_sessions(mqtt_url: str, client_ids: set[str]) -> None:
 class PrivateService:
     """A Mosquitto or Redis of the test's own, on a free port, that a test may stop and start."""
 
-    def __init__(self, kind: str, workdir: Path) -> None:
+    def __init__(self, kind: str, workdir: Path, *, mosquitto: list[str] | None = None) -> None:
         self.kind = kind
         self.port = free_port()
         self.workdir = workdir
         self.popen: subprocess.Popen | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         if kind == "mosquitto":
-            # As compose/mosquitto.conf: persisted, saved every second, a deep queue. `user root`: started as
-            # root, Mosquitto would write its database as user mosquitto, which cannot enter the test's tmp dir.
-            (workdir / "mosquitto.conf").write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                f"persistence_location {workdir}/\nautosave_interval 1\nmax_queued_messages 100000\n"
-                + ("user root\n" if os.geteuid() == 0 else "")
-            )
+            # By default as compose/mosquitto.conf: persisted, saved every second, a deep queue (`mosquitto`
+            # replaces these lines). `user root`: started as root, Mosquitto would write its database as user
+            # mosquitto, which cannot enter the test's tmp dir.
+            lines = mosquitto if mosquitto is not None else [
+                "persistence true", f"persistence_location {workdir}/", "autosave_interval 1",
+                "max_queued_messages 100000"]
+            (workdir / "mosquitto.conf").write_text("\n".join([
+                f"listener {self.port} 127.0.0.1", "allow_anonymous true", *lines,
+                *(["user root"] if os.geteuid() == 0 else [])]) + "\n")
 
     @property
     def url(self) -> str:
