@@ -2,7 +2,7 @@
 
 Mosquitto reads logins from `passwd` (the registry's `mqtt_password_hash` of each
 enabled device, plus the bridge's account) and topic rights from `acl` (one
-pattern per right, from devices/topic_rights.py). A registry change rewrites
+pattern per right, from core/topics.py). A registry change rewrites
 `passwd` and sends SIGHUP: Mosquitto reloads it and drops every connection
 whose credentials no longer hold. State (retained messages, persistent sessions)
 lives in var/mosquitto-<port>/ and survives a restart.
@@ -134,7 +134,7 @@ class MosquittoBroker(EmbeddedBroker):
 
     def _acl(self) -> str:
         return "\n".join([
-            "# Written by the iotgw gateway at each start (devices/topic_rights.py); edits are lost.",
+            "# Written by the iotgw gateway at each start (core/topics.py); edits are lost.",
             f"user {BRIDGE_USERNAME}",
             "topic readwrite #",
             "",

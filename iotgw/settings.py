@@ -176,7 +176,7 @@ MQTT_URL = env.text("MQTT_URL")
 IOTGW_EMBEDDED_BROKER = env.text("IOTGW_EMBEDDED_BROKER", "auto")
 MQTT_CLIENT_ID = env.text("MQTT_CLIENT_ID", env.default_client_id())
 # Unset: one bridge, subscribed to devices/# itself (what a broker restart cannot lose, see
-# bridge.client.subscriptions). Set on every bridge to run several: they share $share/<group>/devices/#.
+# core.broker.subscriptions). Set on every bridge to run several: they share $share/<group>/devices/#.
 MQTT_SHARE_GROUP = env.text("MQTT_SHARE_GROUP")
 # How long the broker keeps the bridge's session (and queues QoS 1 for it) while it is away.
 MQTT_SESSION_EXPIRY = int(env.number("MQTT_SESSION_EXPIRY", 86400))

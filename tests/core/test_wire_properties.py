@@ -1,4 +1,4 @@
-"""Property tests of the dashboard frame parsers and encoders (protocols/wire.py): whatever a client sends,
+"""Property tests of the dashboard frame parsers and encoders (core/wire.py): whatever a client sends,
 the answer is a value every store and encoder takes, or PayloadInvalid, never another exception."""
 
 from __future__ import annotations
