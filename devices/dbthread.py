@@ -1,4 +1,4 @@
-"""The bridge's one database thread."""
+"""The one database thread of a process's async work (pipeline, dispatcher, presence, heartbeat)."""
 
 from __future__ import annotations
 

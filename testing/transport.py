@@ -1,4 +1,4 @@
-"""An in-memory transport behind the seam (core/transport.py): what tests offer, it decodes, acks and delivers.
+"""An in-memory transport behind the seam (core/transport.py): what tests send, it offers, acks and delivers.
 
 It is the smallest complete transport, so it shows what a new one (CoAP, WebSocket devices)
 implements: offer its envelopes with their dialect, ack them when told, deliver commands.
