@@ -51,6 +51,12 @@ class PrivateBroker:
     def url(self) -> str:
         return self._service.url
 
+    @property
+    def popen(self) -> subprocess.Popen:
+        """The broker's process (the monitor measures its CPU and memory)."""
+        assert self._service.popen is not None
+        return self._service.popen
+
     def stop(self) -> None:
         self._service.stop()
 
