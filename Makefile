@@ -30,8 +30,11 @@ run: demo
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The floor plan (docs/architecture.md): ruff, the import contracts, then the types of core, devices and bridge.
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -44,7 +44,7 @@ class AnsweringDevice:
     """A paho device that says `online` and answers every command with `ok` as soon as it arrives."""
 
     def __init__(self, url: str, device_id: str) -> None:
-        from bridge.client import BrokerConfig
+        from core.broker import BrokerConfig
 
         config = BrokerConfig.from_url(url)
         self.device_id = device_id
@@ -76,7 +76,7 @@ class AnsweringDevice:
 
 def _seed_device(token: str) -> str:
     from devices.selectors import token_user
-    from devices.services import device_register
+    from devices.services.devices import device_register
 
     user = token_user(token)
     if user is None:
@@ -87,7 +87,7 @@ def _seed_device(token: str) -> str:
 
 def _device_online(device_id: str, timeout: float) -> None:
     from devices.models import Device
-    from tests.support import wait_until
+    from testing.waiting import wait_until
 
     wait_until(lambda: Device.objects.filter(pk=device_id, online=True).exists(), timeout=timeout,
                what="the device online")
@@ -97,7 +97,7 @@ class _Stack:
     """One Daphne and one bridge started from `env`, with their own MQTT session and share group."""
 
     def __init__(self, env: dict[str, str], logdir: Path) -> None:
-        from tests.support import Process, free_port
+        from testing.processes import Process, free_port
 
         self.port = free_port()
         run = uuid.uuid4().hex[:6]
@@ -116,7 +116,9 @@ class _Stack:
         return f"ws://127.0.0.1:{self.port}/ws/dashboard/"
 
     def wait_ready(self) -> None:
-        from tests.support import http_get, wait_bridge_connected, wait_until
+        from testing.http import http_get
+        from testing.processes import wait_bridge_connected
+        from testing.waiting import wait_until
 
         wait_until(lambda: http_get(f"http://127.0.0.1:{self.port}/healthz")[0] == 200 or not self.web.alive(),
                    timeout=30, what="daphne")
@@ -124,7 +126,7 @@ class _Stack:
         wait_bridge_connected(self.env["MQTT_CLIENT_ID"], self.bridge)
 
     def stop(self) -> None:
-        from tests.support import drop_bridge_sessions
+        from testing.processes import drop_bridge_sessions
 
         self.web.kill()
         self.bridge.kill()
@@ -258,7 +260,7 @@ def _standalone(args: argparse.Namespace, logdir: Path, mqtt_url: str, ensure_da
     django.setup()
     from django.contrib.auth import get_user_model
 
-    from devices.services import token_create
+    from devices.services.tokens import token_create
 
     user = get_user_model().objects.create_user(f"rtt-{uuid.uuid4().hex[:6]}", is_staff=True)
     token = token_create(user=user, name="command_rtt")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import orjson
 
 from bench.stats import latency_summary
-from bridge.mqtt_codec import encode_connect, encode_publish
+from bridge.mqtt.codec import encode_connect, encode_publish
 
 TICK = 0.005  # pacing granularity: publish what is due every 5 ms
 

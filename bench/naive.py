@@ -29,12 +29,13 @@ def main() -> None:
     from django.db import IntegrityError
     from django.utils import timezone
 
-    from bridge.client import BrokerConfig
-    from bridge.push import PUSH_TYPE, bucket_group, bucket_of
-    from devices.exceptions import PayloadInvalid
+    from core.broker import BrokerConfig
+    from core.errors import PayloadInvalid
+    from core.payloads import parse_samples
+    from core.push import PUSH_TYPE, bucket_group, bucket_of
+    from core.topics import TELEMETRY, parse_topic
+    from core.wire import telemetry_fragment
     from devices.models import Telemetry
-    from protocols.payloads import TELEMETRY, parse_samples, parse_topic
-    from protocols.wire import telemetry_fragment
 
     layer = get_channel_layer()
     broker = BrokerConfig.from_url(settings.MQTT_URL)
@@ -49,10 +50,10 @@ def main() -> None:
             for sample in parse_samples(msg.payload, received_at=now, max_bytes=settings.IOTGW_MAX_PAYLOAD):
                 Telemetry.objects.create(device_id=device_id, ts=sample.ts, data=sample.data, received_at=now)
                 counts["stored"] += 1
-                bucket = bucket_of(device_id)
+                bucket = bucket_of(device_id, settings.IOTGW_PUSH_BUCKETS)
                 async_to_sync(layer.group_send)(bucket_group(bucket), {
                     "type": PUSH_TYPE, "bucket": bucket, "status": {}, "frames": {},
-                    "telemetry": {device_id: [telemetry_fragment(device_id, sample.ts, sample.data)]},
+                    "telemetry": {device_id: [telemetry_fragment(device_id, sample.ts_text, sample.data)]},
                 })
         except (PayloadInvalid, IntegrityError):
             counts["rejected"] += 1

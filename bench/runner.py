@@ -139,7 +139,7 @@ class Bench:
         from django.db import connection
 
         from devices.models import ApiToken, BridgeHeartbeat, Device
-        from devices.services import token_create
+        from devices.services.tokens import token_create
 
         with connection.cursor() as cur:
             cur.execute("TRUNCATE devices_telemetry")

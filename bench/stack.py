@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.support import (
-    Process,
-    drop_bridge_sessions,
-    free_port,
-    http_get,
-    wait_bridge_connected,
-    wait_until,
-)
+from testing.http import http_get
+from testing.processes import PrivateService, Process, drop_bridge_sessions, free_port, wait_bridge_connected
+from testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -48,33 +42,23 @@ class PrivateBroker:
     """The system's Mosquitto binary on a free port with the deployed limits: isolated from other users."""
 
     def __init__(self, logdir: Path) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.port = free_port()
-        conf = logdir / "mosquitto.conf"
         self.limits = deployed_broker_limits()
-        conf.write_text("\n".join([f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
-                                   *self.limits]) + "\n")
-        self.log = open(logdir / "mosquitto.log", "ab")
-        self.popen = subprocess.Popen([binary, "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: _port_open(self.port), timeout=10, what="private mosquitto")
+        self._service = PrivateService("mosquitto", logdir / "mosquitto", mosquitto=["persistence false", *self.limits])
+        self._service.start()
+        self.port = self._service.port
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return self._service.url
+
+    @property
+    def popen(self) -> subprocess.Popen:
+        """The broker's process (the monitor measures its CPU and memory)."""
+        assert self._service.popen is not None
+        return self._service.popen
 
     def stop(self) -> None:
-        self.popen.terminate()
-        self.popen.wait(10)
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+        self._service.stop()
 
 
 class BenchStack:

@@ -1,7 +1,7 @@
 """The all-in-one gateway's embedded MQTT broker: Mosquitto when it is installed, else amqtt (from PyPI).
 
 Either one authenticates devices against the registry (username = device id,
-password = its secret) and confines each to its own topics (devices/topic_rights.py,
+password = its secret) and confines each to its own topics (core/topics.py,
 the same rule as the `/mqtt/acl` hook and dynamic security). The bridge logs in
 with an account of its own, made up at each start. A watcher keeps the broker in
 step with the registry: a device registered, disabled or given a new secret — in

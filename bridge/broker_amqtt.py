@@ -1,7 +1,7 @@
 """The embedded broker without Mosquitto: amqtt 0.12 (MQTT 3.1.1 only) in a thread, with fixes for three of its bugs.
 
 amqtt's own plugin interface carries the registry's logins (RegistryAuth) and the
-topic rights of devices/topic_rights.py (DeviceTopics). `_Broker` works around
+topic rights of devices/topics.py (DeviceTopics). `_Broker` works around
 what amqtt 0.12.1 gets wrong, each measured here:
 
 - a QoS 0 publish followed at once by DISCONNECT (what `mosquitto_pub` does) was
@@ -31,10 +31,10 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from channels.db import database_sync_to_async
 
 from bridge.broker import BRIDGE_USERNAME, Credentials, EmbeddedBroker, EmbeddedBrokerError, port_check
-from devices import topic_rights
+from core import topics
+from core.ids import DEVICE_ID_RE
 from devices.models import Device
-from devices.services import secret_hash
-from protocols.payloads import DEVICE_ID_RE
+from devices.secrets import secret_hash
 
 logger = logging.getLogger("iotgw.broker")
 
@@ -78,7 +78,7 @@ class RegistryAuth(BaseAuthPlugin):
             return bool(expected) and hmac.compare_digest(password.encode(), expected.encode())
         who = f"{username or '(no username)'} from {session.remote_address}"
         # amqtt publishes a Will without checking its topic: a device could speak for another one.
-        if session.will_flag and not topic_rights.may_publish(device_id=username, topic=session.will_topic or ""):
+        if session.will_flag and not topics.may_publish(device_id=username, topic=session.will_topic or ""):
             _say_once(f"will:{username}", logging.WARNING, "MQTT login refused: %s has a Last Will on %r, "
                       "which is not its own status topic", who, session.will_topic)
             return False
@@ -93,7 +93,7 @@ class RegistryAuth(BaseAuthPlugin):
 
 
 class DeviceTopics(BaseTopicPlugin):
-    """The bridge may do anything; a device only what devices/topic_rights.py allows."""
+    """The bridge may do anything; a device only what devices/topics.py allows."""
 
     @dataclass
     class Config:
@@ -107,9 +107,9 @@ class DeviceTopics(BaseTopicPlugin):
         if username == BRIDGE_USERNAME:
             return True
         if action == Action.PUBLISH:
-            allowed = topic_rights.may_publish(device_id=username, topic=topic)
+            allowed = topics.may_publish(device_id=username, topic=topic)
         else:  # SUBSCRIBE, and RECEIVE of each message delivered
-            allowed = topic_rights.may_subscribe(device_id=username, topic_filter=topic)
+            allowed = topics.may_subscribe(device_id=username, topic_filter=topic)
         if not allowed and action != Action.RECEIVE:
             _say_once(f"topic:{username}:{action}", logging.WARNING, "MQTT %s refused: %s may not use %r",
                       action, username, topic, every=10.0)
@@ -125,7 +125,8 @@ class _Reader(StreamReaderAdapter):
 
     async def read(self, n: int = -1) -> bytes:
         if not self._head:
-            return await super().read(n)
+            data: bytes = await super().read(n)
+            return data
         if 0 <= n < len(self._head):
             data, self._head = self._head[:n], self._head[n:]
             return data

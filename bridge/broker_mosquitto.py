@@ -2,7 +2,7 @@
 
 Mosquitto reads logins from `passwd` (the registry's `mqtt_password_hash` of each
 enabled device, plus the bridge's account) and topic rights from `acl` (one
-pattern per right, from devices/topic_rights.py). A registry change rewrites
+pattern per right, from core/topics.py). A registry change rewrites
 `passwd` and sends SIGHUP: Mosquitto reloads it and drops every connection
 whose credentials no longer hold. State (retained messages, persistent sessions)
 lives in var/mosquitto-<port>/ and survives a restart.
@@ -23,8 +23,8 @@ from pathlib import Path
 from django.conf import settings
 
 from bridge.broker import BRIDGE_USERNAME, Credentials, EmbeddedBroker, EmbeddedBrokerError, port_check
-from devices.services import mosquitto_password_hash
-from devices.topic_rights import mosquitto_acl_patterns
+from core.topics import mosquitto_acl_patterns
+from devices.secrets import mosquitto_password_hash
 
 logger = logging.getLogger("iotgw.broker")
 
@@ -134,7 +134,7 @@ class MosquittoBroker(EmbeddedBroker):
 
     def _acl(self) -> str:
         return "\n".join([
-            "# Written by the iotgw gateway at each start (devices/topic_rights.py); edits are lost.",
+            "# Written by the iotgw gateway at each start (core/topics.py); edits are lost.",
             f"user {BRIDGE_USERNAME}",
             "topic readwrite #",
             "",
@@ -170,6 +170,7 @@ class MosquittoBroker(EmbeddedBroker):
 
     def _wait_listening(self, lines: list[str], timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
+        assert self._proc is not None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 time.sleep(0.1)  # let the relay read the last lines
@@ -187,6 +188,7 @@ class MosquittoBroker(EmbeddedBroker):
     def _relay(self, proc: subprocess.Popen, lines: list[str]) -> None:
         """Mosquitto's log into ours: refused logins as warnings with a hint, chatter at debug."""
         peer = "?"
+        assert proc.stderr is not None
         for raw in proc.stderr:
             line = raw.decode(errors="replace").strip()
             if not line:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from bridge.client import INBOUND_TOPICS, QOS1, BrokerConfig
-from bridge.mqtt_codec import Raw
+from bridge.mqtt.codec import Raw
 from bridge.runtime import Bridge
+from core.broker import INBOUND_TOPICS, QOS1, BrokerConfig
+from core.push import Layer
+from core.transport import Inlet
+from devices.pipeline import Intake
 
 logger = logging.getLogger("iotgw.bridge")
 
@@ -24,48 +28,61 @@ class DrainIncomplete(RuntimeError):
     """The queue was not drained in time; the session is kept, so nothing is lost: run it again."""
 
 
-async def session_drain(*, broker: BrokerConfig, layer: Any, client_id: str, share_group: str | None,
-                        timeout: float = 300.0) -> int:
+class _MarkerSink:
+    """Passes device messages on to the intake, acks the marker and says it arrived."""
+
+    def __init__(self, intake: Intake, marker: str) -> None:
+        self.intake = intake
+        self.marker = marker
+        self.arrived = asyncio.Event()
+        self.drained = 0
+
+    def offer(self, inlet: Inlet[Raw], envelopes: Sequence[Raw]) -> None:
+        device_messages = [raw for raw in envelopes if raw.topic != self.marker]
+        self.drained += len(device_messages)
+        self.intake.offer(inlet, device_messages)
+        if len(device_messages) < len(envelopes):
+            inlet.ack([raw for raw in envelopes if raw.topic == self.marker])
+            self.arrived.set()
+
+    def __len__(self) -> int:
+        return len(self.intake)
+
+
+async def session_drain(*, broker: BrokerConfig, layer: Layer, client_id: str, share_group: str | None,
+                        timeout: float = 300.0, **bridge: Any) -> int:
     """Store what the session of `client_id` holds through the normal ingest path (ack after commit).
 
     The session stops collecting (its device subscriptions go), then a marker published to a topic
     of its own goes to the end of its queue: once the marker is in, everything queued before it was
-    delivered, and once the ingestor is idle, stored and acknowledged. Returns the messages drained.
+    delivered, and once the pipeline is idle, stored and acknowledged. Returns the messages drained.
+    `bridge` holds the Bridge's other keywords (its limits), as the composition root reads them.
     """
     marker = f"iotgw/drain/{uuid.uuid4().hex}"
-    arrived = asyncio.Event()
-    bridge = Bridge(broker=broker, layer=layer, client_id=client_id, subscribe=[(marker, QOS1)])
-    drained = 0
-
-    def offer(raws: list[Raw]) -> None:
-        nonlocal drained
-        device_messages = [raw for raw in raws if raw.topic != marker]
-        drained += len(device_messages)
-        bridge.ingestor.offer_many(device_messages)
-        if len(device_messages) < len(raws):
-            bridge.client.ack([raw for raw in raws if raw.topic == marker])
-            arrived.set()
-
-    bridge.client.on_messages = offer
-    bridge.client.start()
-    ingesting = asyncio.ensure_future(bridge.ingestor.run())
+    intake = Intake()
+    sink = _MarkerSink(intake, marker)
+    drain = Bridge(broker=broker, layer=layer, client_id=client_id, subscribe=[(marker, QOS1)], intake=intake,
+                   sink=sink, **bridge)
+    drain.transport.start()
+    ingesting = asyncio.ensure_future(drain.pipeline.run())
     try:
         async with asyncio.timeout(timeout):
-            await bridge.up.wait()
+            await drain.transport.until_connected()
             groups = {g for g in (share_group, LEGACY_SHARE_GROUP) if g}
-            await bridge.client.unsubscribe([*INBOUND_TOPICS, *(f"$share/{g}/{t}" for g in groups
-                                                                 for t in INBOUND_TOPICS)])
-            await bridge.client.publish(marker, b"", qos=1)
-            await arrived.wait()
-            await bridge.ingestor.idle()
+            await drain.transport.unsubscribe([*INBOUND_TOPICS, *(f"$share/{g}/{t}" for g in groups
+                                                                  for t in INBOUND_TOPICS)])
+            await drain.transport.publish(marker, b"", qos=1)
+            await sink.arrived.wait()
+            await drain.pipeline.idle()
     except TimeoutError:
         raise DrainIncomplete(f"the session of {client_id} was not drained within {timeout:g}s "
-                              f"({drained} messages so far, all stored); it is kept: run this again") from None
+                              f"({sink.drained} messages so far, all stored); it is kept: run this again") from None
     finally:
         ingesting.cancel()
-        await bridge.client.stop()
-    logger.info("drained %d messages from the session of %s (%s)", drained, client_id, dict(bridge.stats.rejected))
-    return drained
+        await drain.transport.stop()
+    logger.info("drained %d messages from the session of %s (%s)", sink.drained, client_id,
+                dict(drain.stats.rejected))
+    return sink.drained
 
 
 def session_remove(config: BrokerConfig, client_id: str) -> None:
@@ -77,7 +94,7 @@ def session_remove(config: BrokerConfig, client_id: str) -> None:
         client.username_pw_set(config.username, config.password)
     if config.tls:
         client.tls_set_context(config.ssl_context())
-    rc = client.connect(config.host, config.port, **({"clean_start": True} if v5 else {}))
+    rc = client.connect(config.host, config.port, clean_start=True) if v5 else client.connect(config.host, config.port)
     if rc != mqtt.MQTT_ERR_SUCCESS:
         raise ConnectionError(f"could not connect to the broker: {mqtt.error_string(rc)}")
     client.loop_start()

@@ -1,25 +1,34 @@
-"""The running bridge: our asyncio MQTT client, one event loop for all async work, a heartbeat."""
+"""The running bridge: the MQTT transport, the shared ingest pipeline, the command dispatcher, presence, a heartbeat.
+
+Everything runs on one event loop and is wired here, through constructors, from the
+configuration the composition root passes in (iotgw/config.py reads it from settings):
+
+    intake ← MqttTransport → (decode, ack) ← IngestPipeline → Pusher → channel layer
+                    ↑ deliver                    ↓ resolve, committed
+                    └──────────── CommandDispatcher
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from datetime import timedelta
-from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError
 
-from bridge.client import BrokerConfig, subscriptions
-from bridge.commands import CommandDispatcher
-from bridge.db import in_db_thread
-from bridge.ingest import Ingestor
-from bridge.mqtt import PACKET_HEADROOM, MqttClient
-from bridge.mqtt_codec import Raw
-from bridge.presence import presence_loop
-from bridge.stats import BridgeStats
-from devices.services import bridge_heartbeat
+from bridge.mqtt.client import PACKET_HEADROOM
+from bridge.transport import MqttTransport
+from core.broker import BrokerConfig, subscriptions
+from core.dialect import IotgwDecoder
+from core.push import Layer
+from core.transport import Sink
+from devices.dbthread import in_db_thread
+from devices.dispatch import CommandDispatcher
+from devices.pipeline import IngestPipeline, Intake
+from devices.presence import presence_loop
+from devices.pusher import Pusher
+from devices.services.heartbeats import bridge_heartbeat
+from devices.stats import IngestStats
 
 logger = logging.getLogger("iotgw.bridge")
 
@@ -31,64 +40,69 @@ class BridgeNotRunning(RuntimeError):
 
 
 def current() -> Bridge:
-    """The bridge running in this process."""
+    """The bridge running in this process (the `mqtt-bridge` channel's consumer nudges its dispatcher)."""
     if _current is None:
         raise BridgeNotRunning("the MQTT bridge is not running in this process")
     return _current
 
 
 class Bridge:
-    """Owns the MQTT connection, the ingest loop and the heartbeat of one bridge process."""
+    """Owns one bridge process's MQTT connection, ingest, commands, presence sweep and heartbeat.
 
-    def __init__(self, *, broker: BrokerConfig, layer: Any, client_id: str | None = None,
-                 subscribe: list[tuple[str, int]] | None = None) -> None:
+    Every setting is a keyword with the default of its IOTGW_*/MQTT_* variable (README, Configuration).
+    `intake` and `sink` let a drain (bridge/drain.py) see the messages before the pipeline does.
+    """
+
+    def __init__(
+        self,
+        *,
+        broker: BrokerConfig,
+        layer: Layer,
+        client_id: str,
+        share_group: str | None = None,
+        session_expiry: int = 86400,
+        receive_maximum: int = 20000,
+        max_batch: int = 5000,
+        max_payload: int = 64 * 1024,
+        max_clock_skew: float = 86400.0,
+        push_buckets: int = 1,
+        push_interval: float = 0.01,
+        heartbeat_seconds: float = 2.0,
+        offline_after: float = 600.0,
+        subscribe: list[tuple[str, int]] | None = None,
+        intake: Intake | None = None,
+        sink: Sink | None = None,
+    ) -> None:
         self.broker = broker
-        self.layer = layer
-        self.client_id = client_id or settings.MQTT_CLIENT_ID
-        self.stats = BridgeStats()
-        self.connected = threading.Event()  # read by the heartbeat and readiness
-        self.up = asyncio.Event()  # the same, for the bridge's own loop
-        self.ingestor = Ingestor(
-            layer=layer,
-            stats=self.stats,
-            ack=self._ack,
-            max_batch=settings.IOTGW_MAX_BATCH,
-            max_payload=settings.IOTGW_MAX_PAYLOAD,
-            max_skew=timedelta(seconds=settings.IOTGW_MAX_CLOCK_SKEW),
+        self.client_id = client_id
+        self._heartbeat_seconds = heartbeat_seconds
+        self._offline_after = offline_after
+        self.stats = IngestStats()
+        self.intake = Intake() if intake is None else intake
+        self.pusher = Pusher(layer=layer, stats=self.stats, buckets=push_buckets, interval=push_interval)
+        self.transport = MqttTransport(
+            broker, sink=self.intake if sink is None else sink, stats=self.stats, client_id=client_id,
+            decoder=IotgwDecoder(max_payload=max_payload, max_skew=timedelta(seconds=max_clock_skew)),
+            subscriptions=subscriptions(broker, share_group) if subscribe is None else subscribe,
+            session_expiry=session_expiry, receive_maximum=receive_maximum,
+            max_packet_size=max_payload + PACKET_HEADROOM,
         )
-        self.commands = CommandDispatcher(bridge=self)
-        self.ingestor.on_responses = self.commands.on_responses
-        self.ingestor.on_online = self.commands.nudge
-        self._tasks: list[asyncio.Task] = []
-        self.client = MqttClient(
-            broker,
-            client_id=self.client_id,
-            on_messages=self.ingestor.offer_many,
-            subscriptions=subscriptions(broker, settings.MQTT_SHARE_GROUP) if subscribe is None else subscribe,
-            keepalive=30,
-            # v5: clean_start=0 and this expiry keep the session across restarts (v3.1.1: clean_session=0).
-            session_expiry=settings.MQTT_SESSION_EXPIRY,
-            receive_maximum=settings.MQTT_RECEIVE_MAXIMUM,
-            max_packet_size=settings.IOTGW_MAX_PAYLOAD + PACKET_HEADROOM,
-        )
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-
-    @property
-    def generation(self) -> int:
-        """The current connection's number: +1 per connection to the broker."""
-        return self.client.generation
+        self.dispatcher = CommandDispatcher(outlet=self.transport, owner=client_id, stats=self.stats,
+                                            pusher=self.pusher)
+        self.pipeline = IngestPipeline(intake=self.intake, stats=self.stats, pusher=self.pusher, max_batch=max_batch,
+                                       responses=self.dispatcher, listeners=[self.dispatcher])
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Connect (retrying in the background until the broker answers) and start the loops."""
         global _current
-        self.client.start()
+        self.transport.start()
         self._tasks = [
-            asyncio.ensure_future(self.ingestor.run()),
+            asyncio.ensure_future(self.pipeline.run()),
             asyncio.ensure_future(self._heartbeat()),
-            asyncio.ensure_future(self.commands.run()),
-            asyncio.ensure_future(presence_loop(layer=self.layer, stats=self.stats,
-                                                interval=settings.IOTGW_HEARTBEAT_SECONDS)),
+            asyncio.ensure_future(self.dispatcher.run()),
+            asyncio.ensure_future(presence_loop(pusher=self.pusher, stats=self.stats,
+                                                interval=self._heartbeat_seconds, offline_after=self._offline_after)),
         ]
         _current = self
         logger.info("bridge %s connecting to %s:%s (MQTT %s)", self.client_id, self.broker.host, self.broker.port,
@@ -99,41 +113,17 @@ class Bridge:
         global _current
         for task in self._tasks:
             task.cancel()
-        await self.client.stop()
-        self.connected.clear()
+        await self.transport.stop()
         if _current is self:
             _current = None
-
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, response_topic: str | None = None,
-                      correlation_data: bytes | None = None) -> None:
-        """Publish and wait until the broker acknowledged it (PUBACK for QoS 1); ConnectionError if it cannot."""
-        await self.client.publish(topic, payload, qos=qos, response_topic=response_topic,
-                                  correlation_data=correlation_data)
-
-    # --- MQTT client callbacks (on the event loop) ------------------------------------------
-
-    def _on_connect(self, session_present: bool) -> None:
-        self.connected.set()
-        self.up.set()
-        self.commands.nudge()  # what queued up while away goes out now
-        logger.info("bridge connected (session present: %s)", session_present)
-
-    def _on_disconnect(self, why: str) -> None:
-        self.connected.clear()
-        self.up.clear()
-        logger.warning("bridge disconnected from broker (%s); reconnecting with backoff", why)
-
-    def _ack(self, raws: list[Raw]) -> None:
-        """Ack after the commit; a message from an older connection is left for the broker to resend."""
-        self.client.ack(raws)
 
     async def _heartbeat(self) -> None:
         beat = in_db_thread(bridge_heartbeat)
         while True:
             self.stats.flush()
             try:
-                await beat(client_id=self.client_id, connected=self.connected.is_set(), counters=self.stats.snapshot())
+                await beat(client_id=self.client_id, connected=self.transport.connected,
+                           counters=self.stats.snapshot())
             except DatabaseError as exc:
                 logger.warning("heartbeat not written: %s", str(exc).strip()[:200])
-            await asyncio.sleep(settings.IOTGW_HEARTBEAT_SECONDS)
-
+            await asyncio.sleep(self._heartbeat_seconds)

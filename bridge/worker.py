@@ -4,50 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from channels.layers import get_channel_layer
 from channels.worker import Worker
-from django.conf import settings
 from redis.exceptions import RedisError
 
-from bridge.client import BrokerConfig
 from bridge.runtime import Bridge
+from core.broker import BrokerConfig
+from core.channels import BRIDGE_CHANNEL
+from core.retry import Backoff
 
 logger = logging.getLogger("iotgw.bridge")
 
-BRIDGE_CHANNEL = "mqtt-bridge"
-
-
-async def bridge_start(layer=None, url: str | None = None) -> Bridge:
-    """Build the bridge from settings (or `url`) and connect it; used by runworker and the gateway."""
-    bridge = Bridge(broker=BrokerConfig.from_url(url or settings.MQTT_URL), layer=layer or get_channel_layer())
-    await bridge.start()
-    return bridge
-
 
 class BridgeWorker(Worker):
-    """Connects to the broker as soon as it starts, not on a first channel message."""
+    """Connects to the broker as soon as it starts, not on a first channel message.
 
-    broker_url: str | None = None
+    `broker_url` and `bridge` (the Bridge's keywords) come from the composition root
+    (iotgw/config.py), which reads them from settings.
+    """
+
+    def __init__(self, *args: Any, broker_url: str, bridge: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._broker_url = broker_url
+        self._bridge_options = bridge
 
     async def handle(self) -> None:
         """Start the bridge when serving `mqtt-bridge`, then listen on the channels."""
         if BRIDGE_CHANNEL in self.channels:
-            self.bridge = await bridge_start(self.channel_layer, self.broker_url)
+            bridge = Bridge(broker=BrokerConfig.from_url(self._broker_url), layer=self.channel_layer,
+                            **self._bridge_options)
+            await bridge.start()
         await super().handle()
 
     async def listener(self, channel: str) -> None:
         """Listen on one channel; a Redis outage is waited out with backoff, not fatal."""
-        delay = 0.5
+        backoff = Backoff(first=0.5, most=10.0)
         while True:
             try:
                 message = await self.channel_layer.receive(channel)
             except (TimeoutError, OSError, RedisError) as exc:
+                delay = backoff.next()
                 logger.warning("channel layer unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
                 continue
-            delay = 0.5
+            backoff.reset()
             if not message.get("type"):
                 logger.warning("dropped a message with no type on %s", channel)
                 continue

@@ -6,15 +6,17 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from devices.exceptions import GatewayError
+from core.errors import GatewayError
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
-from devices.services import device_register, device_rotate_secret, device_set_enabled, secret_hash, token_create
+from devices.secrets import secret_hash
+from devices.services.devices import device_register, device_rotate_secret, device_set_enabled
+from devices.services.tokens import token_create
 
 SHOWN_ONCE = "admin/devices/shown_once.html"
 
 
 def _shown_once(request: HttpRequest, model_admin: admin.ModelAdmin, *, title: str, what: str, headers: list[str],
-                rows: list[tuple[str, ...]]) -> HttpResponse:
+                rows: list[tuple[str, str, str]]) -> HttpResponse:
     """A page with new credentials, answered directly: they never sit in a message cookie or the session."""
     opts = model_admin.model._meta
     context = {**model_admin.admin_site.each_context(request), "title": title, "opts": opts, "what": what,
@@ -41,7 +43,7 @@ class DeviceAdmin(admin.ModelAdmin):
     def save_model(self, request, obj: Device, form, change: bool) -> None:
         """Registering goes through the service (secret, broker account); so does enabling or disabling."""
         if not change:
-            device, obj._new_secret = device_register(device_id=obj.id, name=obj.name, owner=obj.owner,
+            device, obj._new_secret = device_register(device_id=obj.id, name=obj.name, owner=obj.owner,  # type: ignore[attr-defined]
                                                       offline_after=obj.offline_after)
             obj.created_at, obj.secret_hash = device.created_at, device.secret_hash
             obj._state.adding = False
@@ -53,7 +55,7 @@ class DeviceAdmin(admin.ModelAdmin):
 
     def response_add(self, request, obj: Device, post_url_continue=None) -> HttpResponse:
         return _shown_once(request, self, title=f"Device {obj.id} registered", what="its secret",
-                           headers=["device", "MQTT username", "secret"], rows=[(obj.id, obj.id, obj._new_secret)])
+                           headers=["device", "MQTT username", "secret"], rows=[(obj.id, obj.id, obj._new_secret)])  # type: ignore[attr-defined]
 
     @admin.action(description="Issue a new secret (the old one stops working)")
     def issue_new_secrets(self, request, queryset) -> HttpResponse | None:
@@ -88,15 +90,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
         """A new token is made by the service (only its hash is stored); its key is shown once."""
         if change:
             return super().save_model(request, obj, form, change)
-        obj._new_key = token_create(user=obj.user, name=obj.name)
-        created = ApiToken.objects.get(key_hash=secret_hash(obj._new_key))
+        obj._new_key = token_create(user=obj.user, name=obj.name)  # type: ignore[attr-defined]
+        created = ApiToken.objects.get(key_hash=secret_hash(obj._new_key))  # type: ignore[attr-defined]
         obj.pk, obj.prefix, obj.created_at = created.pk, created.prefix, created.created_at
         obj._state.adding = False
         return None
 
     def response_add(self, request, obj: ApiToken, post_url_continue=None) -> HttpResponse:
         return _shown_once(request, self, title=f"API token for {obj.user}", what="the token",
-                           headers=["user", "name", "token"], rows=[(str(obj.user), obj.name, obj._new_key)])
+                           headers=["user", "name", "token"], rows=[(str(obj.user), obj.name, obj._new_key)])  # type: ignore[attr-defined]
 
 
 @admin.register(BridgeHeartbeat)

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group
 from django.core.validators import RegexValidator
 from django.db import models
 
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+from core.ids import DEVICE_ID_PATTERN
 
 
 class Device(models.Model):

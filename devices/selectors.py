@@ -1,4 +1,4 @@
-"""Reads: who may see what, device snapshots, tokens, history."""
+"""The domain's reads: who may see what, device snapshots, tokens and sockets, history, commands, bridges."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from devices.exceptions import CommandUnknown, NotAuthorized
+from core.errors import CommandUnknown, NotAuthorized
+from core.ids import DEVICE_ID_RE
+from core.times import format_ts
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
-from devices.services import TOKEN_PREFIX, secret_hash
-from protocols.payloads import DEVICE_ID_RE
-from protocols.wire import format_ts
+from devices.secrets import TOKEN_PREFIX, secret_hash
 
 
-def devices_visible_to(user: AbstractBaseUser) -> QuerySet[Device]:
+def devices_visible_to(user: User) -> QuerySet[Device]:
     """Devices a user may see and command: owned, sharing a group, or all for staff."""
     if not user.is_authenticated or not user.is_active:
         return Device.objects.none()
@@ -33,7 +33,7 @@ def devices_visible_to(user: AbstractBaseUser) -> QuerySet[Device]:
     return Device.objects.filter(Q(owner=user) | Q(groups__in=user.groups.all())).distinct()
 
 
-def devices_page(*, user: AbstractBaseUser, after: str | None, limit: int) -> list[Device]:
+def devices_page(*, user: User, after: str | None, limit: int) -> list[Device]:
     """Up to `limit` + 1 visible devices ordered by id, after `after` (the one extra says a next page exists)."""
     qs = devices_visible_to(user).order_by("pk")
     if after is not None:
@@ -41,7 +41,7 @@ def devices_page(*, user: AbstractBaseUser, after: str | None, limit: int) -> li
     return list(qs[: limit + 1])
 
 
-def device_ids_visible_to(user: AbstractBaseUser, wanted: Iterable[str] | None = None) -> set[str]:
+def device_ids_visible_to(user: User, wanted: Iterable[str] | None = None) -> set[str]:
     """The ids among `wanted` (or all) that the user may see."""
     qs = devices_visible_to(user)
     if wanted is not None:
@@ -49,7 +49,7 @@ def device_ids_visible_to(user: AbstractBaseUser, wanted: Iterable[str] | None =
     return set(qs.values_list("pk", flat=True))
 
 
-def device_subscription(user: AbstractBaseUser, wanted: list[str] | str) -> tuple[set[str], bool, list[str]]:
+def device_subscription(user: User, wanted: list[str] | str) -> tuple[set[str], bool, list[str]]:
     """For a subscribe request: (visible ids, everything?, the other ids, in the order asked).
 
     A device the user may not see is reported exactly like one that does not exist.
@@ -60,7 +60,7 @@ def device_subscription(user: AbstractBaseUser, wanted: list[str] | str) -> tupl
     return visible, False, [d for d in wanted if d not in visible]
 
 
-def device_snapshots_visible_to(user: AbstractBaseUser) -> list[dict[str, Any]]:
+def device_snapshots_visible_to(user: User) -> list[dict[str, Any]]:
     """The snapshot of every device a user may see."""
     return device_snapshots(device_ids_visible_to(user))
 
@@ -97,7 +97,7 @@ def token_lookup(key: str) -> ApiToken | None:
     return token
 
 
-def token_user(key: str) -> AbstractBaseUser | None:
+def token_user(key: str) -> User | None:
     """The active user behind an unrevoked API token, or None."""
     token = token_lookup(key)
     return token.user if token is not None else None
@@ -145,7 +145,7 @@ def telemetry_history(
     return qs.order_by("ts")[:limit]
 
 
-def command_get(*, user: AbstractBaseUser, command_id: uuid.UUID | str) -> Command:
+def command_get(*, user: User, command_id: uuid.UUID | str) -> Command:
     """A command on a device the user may see; CommandUnknown or NotAuthorized otherwise."""
     try:
         command = Command.objects.filter(pk=command_id).first()
@@ -198,20 +198,21 @@ class BridgeStatus:
     live: bool
 
 
-def bridge_fresh_after(now: datetime) -> datetime:
+def bridge_fresh_after(now: datetime, *, heartbeat_seconds: float) -> datetime:
     """The one definition of a live bridge: a heartbeat newer than three beats ago (and 10 s at least)."""
-    return now - timedelta(seconds=max(3 * settings.IOTGW_HEARTBEAT_SECONDS, 10))
+    return now - timedelta(seconds=max(3 * heartbeat_seconds, 10))
 
 
-def bridges_known() -> list[BridgeStatus]:
+def bridges_known(*, heartbeat_seconds: float, session_expiry: float) -> list[BridgeStatus]:
     """Every bridge whose broker session may still hold or collect messages, live or silent.
 
     A bridge that stopped beating keeps its persistent session until MQTT_SESSION_EXPIRY: the
     broker goes on queueing its share for it, stored by nobody until it returns or is retired
-    (`manage.py dropsession`, which drains it and removes its heartbeat).
+    (`manage.py dropsession`, which drains it and removes its heartbeat). `heartbeat_seconds` and
+    `session_expiry` are IOTGW_HEARTBEAT_SECONDS and MQTT_SESSION_EXPIRY.
     """
     now = timezone.now()
-    fresh = bridge_fresh_after(now)
-    since = now - timedelta(seconds=settings.MQTT_SESSION_EXPIRY) - (now - fresh)
+    fresh = bridge_fresh_after(now, heartbeat_seconds=heartbeat_seconds)
+    since = now - timedelta(seconds=session_expiry) - (now - fresh)
     return [BridgeStatus(b.client_id, b.beat_at, b.connected, b.counters, b.beat_at >= fresh)
             for b in BridgeHeartbeat.objects.filter(beat_at__gte=since).order_by("client_id")]

@@ -6,13 +6,14 @@ import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iotgw.settings")
 
+from core.errors import ConfigMissing  # noqa: E402
 from iotgw import env  # noqa: E402
 
 SEPARATE_WEB = os.path.basename(sys.argv[0]).startswith("daphne")
 if SEPARATE_WEB and env.text("REDIS_URL") is None:
     # A separate web process without Redis could never reach a bridge: refuse in one line.
-    sys.exit("iotgw: Config 'REDIS_URL' is missing, and has no default: a separate web process needs it "
-             "(or run the all-in-one `python manage.py gateway`).")
+    sys.exit("iotgw: " + str(ConfigMissing("REDIS_URL", "a separate web process needs it "
+                                               "(or run the all-in-one `python manage.py gateway`).")))
 
 from django.conf import settings  # noqa: E402
 
@@ -22,8 +23,8 @@ from protocols.daphne_fixes import install_reason_phrases, install_websocket_den
 if SEPARATE_WEB and (why := refusal("web process", split=True)):
     sys.exit(why)
 
+from iotgw.application import build_application  # noqa: E402
 from protocols.limits import install_frame_limit  # noqa: E402
-from protocols.routing import build_application  # noqa: E402
 
 install_frame_limit(settings.IOTGW_WS_MAX_FRAME)
 install_reason_phrases()

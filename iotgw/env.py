@@ -12,14 +12,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class ConfigMissing(Exception):
-    """A required environment variable is not set."""
-
-    def __init__(self, name: str, why: str) -> None:
-        super().__init__(f"Config '{name}' is missing, and has no default: {why}")
-        self.name = name
-
-
 def text(name: str, default: str | None = None) -> str | None:
     """The variable's value, or `default` when it is unset or empty."""
     value = os.environ.get(name, "")
@@ -58,22 +50,14 @@ def listing(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in (text(name, default) or "").split(",") if item.strip()]
 
 
-def require(name: str, why: str) -> str:
-    """The variable's value; raises ConfigMissing naming it when unset."""
-    value = text(name)
-    if value is None:
-        raise ConfigMissing(name, why)
-    return value
-
-
 def url_username(url: str | None) -> str | None:
     """The username in a URL such as `mqtt://user:pw@host`, or None."""
-    return unquote(urlsplit(url).username) if url and urlsplit(url).username else None
+    return unquote(urlsplit(url).username or "") if url and urlsplit(url).username else None
 
 
 def url_password(url: str | None) -> str | None:
     """The password in a URL such as `mqtt://user:pw@host`, or None."""
-    return unquote(urlsplit(url).password) if url and urlsplit(url).password else None
+    return unquote(urlsplit(url).password or "") if url and urlsplit(url).password else None
 
 
 def default_client_id() -> str:

@@ -34,7 +34,8 @@ SECURE_HSTS_PRELOAD = env.flag("DJANGO_HSTS_PRELOAD")
 
 INSTALLED_APPS = [
     "daphne",
-    # bridge before channels: its `runworker` starts the MQTT client with the worker.
+    # iotgw before channels: its `runworker` starts the MQTT bridge with the worker.
+    "iotgw",
     "bridge",
     "channels",
     "django.contrib.admin",
@@ -47,7 +48,9 @@ INSTALLED_APPS = [
     # Listed so that /api/docs serves the Swagger UI django-ninja ships, not one from a CDN.
     "ninja",
     "devices",
+    "api",
     "protocols",
+    "sim",
 ]
 
 MIDDLEWARE = [
@@ -55,7 +58,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outside the API's conventions, so its JSON errors carry CORS headers too.
     "corsheaders.middleware.CorsMiddleware",
-    "devices.api_conventions.ApiConventionsMiddleware",
+    "api.conventions.ApiConventionsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -85,7 +88,7 @@ TEMPLATES = [
 _SQLITE_PATH = BASE_DIR / "db.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
-        env.text("DATABASE_URL", f"sqlite:///{_SQLITE_PATH}"),
+        env.text("DATABASE_URL") or f"sqlite:///{_SQLITE_PATH}",
         conn_max_age=0,
         conn_health_checks=True,
     )
@@ -173,7 +176,7 @@ MQTT_URL = env.text("MQTT_URL")
 IOTGW_EMBEDDED_BROKER = env.text("IOTGW_EMBEDDED_BROKER", "auto")
 MQTT_CLIENT_ID = env.text("MQTT_CLIENT_ID", env.default_client_id())
 # Unset: one bridge, subscribed to devices/# itself (what a broker restart cannot lose, see
-# bridge.client.subscriptions). Set on every bridge to run several: they share $share/<group>/devices/#.
+# core.broker.subscriptions). Set on every bridge to run several: they share $share/<group>/devices/#.
 MQTT_SHARE_GROUP = env.text("MQTT_SHARE_GROUP")
 # How long the broker keeps the bridge's session (and queues QoS 1 for it) while it is away.
 MQTT_SESSION_EXPIRY = int(env.number("MQTT_SESSION_EXPIRY", 86400))

@@ -12,7 +12,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
 from devices.selectors import token_lookup
-from devices.tickets import ws_ticket_redeem
+from devices.services.tickets import ws_ticket_redeem
 
 
 def header(scope: dict, name: bytes) -> str | None:

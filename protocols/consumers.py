@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -12,25 +13,12 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
-from django.conf import settings
 
-from bridge.commands import command_announce
-from bridge.push import bucket_of
-from devices import metrics
-from devices.exceptions import GatewayError
-from devices.selectors import (
-    command_state,
-    device_snapshots,
-    device_snapshots_visible_to,
-    device_subscription,
-    socket_credentials_valid,
-)
-from devices.services import command_issue, session_group, token_group, user_group
-from protocols.auth import origin_allowed
-from protocols.hub import Inbox, Push, PushHub, push_hub, receive_retrying
-from protocols.outbound import SCOPE_KEY, SendBudget
-from protocols.ratelimit import TokenBucket
-from protocols.wire import (
+from core.channels import session_group, token_group, user_group
+from core.errors import GatewayError
+from core.push import bucket_of
+from core.ratelimit import TokenBucket
+from core.wire import (
     command_frame,
     command_request,
     decode_client_frame,
@@ -38,6 +26,19 @@ from protocols.wire import (
     snapshot_frames,
     telemetry_frames,
 )
+from devices.notify import command_announce
+from devices.selectors import (
+    command_state,
+    device_snapshots,
+    device_snapshots_visible_to,
+    device_subscription,
+    socket_credentials_valid,
+)
+from devices.services.commands import command_issue
+from protocols import metrics
+from protocols.auth import origin_allowed
+from protocols.hub import Inbox, Push, PushHub, push_hub, receive_retrying
+from protocols.outbound import SCOPE_KEY, SendBudget
 
 logger = logging.getLogger("iotgw.ws")
 
@@ -51,6 +52,20 @@ CLOSE_NOT_READING = 4013
 def _log_receive_failure(exc: Exception, delay: float) -> None:
     # Debug: with Redis away every open socket would say it, and the hub already warns once.
     logger.debug("socket channel receive failed (retrying in %.1fs): %s", delay, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    """A dashboard socket's limits; each default is its variable's (README, Configuration)."""
+
+    rate: float = 20.0  # IOTGW_WS_RATE: frames per second a client may send
+    burst: float = 40.0  # IOTGW_WS_BURST
+    send_buffer: int = 512 * 1024  # IOTGW_WS_SEND_BUFFER: unsent bytes before pushes stop
+    inbox: int = 256  # IOTGW_WS_INBOX: pushes queued for the socket in this process
+    rejoin_every: float = 30.0  # IOTGW_PUSH_REJOIN_SECONDS
+    recheck_seconds: float = 30.0  # IOTGW_WS_RECHECK_SECONDS
+    max_frame: int = 64 * 1024  # IOTGW_WS_MAX_FRAME: Daphne refuses to send a larger frame
+    push_buckets: int = 1  # IOTGW_PUSH_BUCKETS
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
@@ -74,6 +89,10 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     recheck: asyncio.Task | None = None
     resync: asyncio.Task | None = None
     pump: asyncio.Task | None = None
+
+    def __init__(self, *, config: DashboardConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or DashboardConfig()
 
     async def __call__(self, scope, receive, send) -> None:
         """Channels' AsyncConsumer.__call__, but a channel-layer error (Redis away) does not end the socket."""
@@ -115,9 +134,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             return
         self.devices: set[str] = set()
         self.everything = False
-        self.limiter = TokenBucket(rate=settings.IOTGW_WS_RATE, burst=settings.IOTGW_WS_BURST)
+        self.limiter = TokenBucket(rate=self.config.rate, burst=self.config.burst)
         self.over_limit = 0
-        self.budget = SendBudget(self.scope.get(SCOPE_KEY), settings.IOTGW_WS_SEND_BUFFER)
+        self.budget = SendBudget(self.scope.get(SCOPE_KEY), self.config.send_buffer)
         self.auth_groups = self._auth_groups(user)
         for group in self.auth_groups:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -125,9 +144,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.opened = True
         metrics.websockets_open.inc()
         self.recheck = asyncio.ensure_future(self._recheck_credentials())
-        self.inbox = Inbox(settings.IOTGW_WS_INBOX)
+        self.inbox = Inbox(self.config.inbox)
         self.hold = asyncio.Lock()
-        hub = push_hub(self.channel_layer, rejoin_every=settings.IOTGW_PUSH_REJOIN_SECONDS,
+        hub = push_hub(self.channel_layer, rejoin_every=self.config.rejoin_every,
                        on_drop=metrics.ws_push_dropped.inc)
         self.hub = hub  # before attach: a failed attach is undone by the clean-up too
         await hub.attach(self.inbox)
@@ -213,7 +232,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         while True:
             # Jittered: sockets opened together (a dashboard reload, a reconnect storm) would
             # otherwise all query at once, every interval, and stall the process's pushes.
-            await asyncio.sleep(settings.IOTGW_WS_RECHECK_SECONDS * random.uniform(0.75, 1.25))
+            await asyncio.sleep(self.config.recheck_seconds * random.uniform(0.75, 1.25))
             try:
                 valid = await check(user_id=self.scope["user"].pk, token_id=self.scope.get("token_id"),
                                     session_key=self._session_key())
@@ -236,8 +255,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             return False
         self.over_limit += 1
         if self.over_limit == 1:
-            await self.send(error_frame("rate_limited", f"over {settings.IOTGW_WS_RATE:g} frames/s; frames dropped"))
-        elif self.over_limit == int(settings.IOTGW_WS_BURST) + 1:
+            await self.send(error_frame("rate_limited", f"over {self.config.rate:g} frames/s; frames dropped"))
+        elif self.over_limit == int(self.config.burst) + 1:
             metrics.websockets_closed.labels(reason="flooding").inc()
             await self.close(code=CLOSE_FLOODING)
         return True
@@ -288,7 +307,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         else:
             wanted = self.devices if device_ids is None else device_ids
             snapshot = await database_sync_to_async(device_snapshots)(wanted)
-        for text in snapshot_frames(snapshot, settings.IOTGW_WS_MAX_FRAME):
+        for text in snapshot_frames(snapshot, self.config.max_frame):
             await self.send(text)
 
     async def on_unsubscribe(self, frame: dict) -> None:
@@ -306,20 +325,16 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         state = command_state(command)
         state["ref"] = frame.get("ref")
         await self.send(command_frame(state))
-        await command_announce(self.channel_layer, command)
+        await command_announce(self.channel_layer, command, buckets=self.config.push_buckets)
 
     def _buckets(self) -> set[int]:
         """The push buckets of the devices this socket sees."""
         if self.everything:
-            return set(range(settings.IOTGW_PUSH_BUCKETS))
-        return {bucket_of(d) for d in self.devices}
+            return set(range(self.config.push_buckets))
+        return {bucket_of(d, self.config.push_buckets) for d in self.devices}
 
     def _sees(self, device_id: str) -> bool:
         return self.everything or device_id in self.devices
-
-    async def gateway_push(self, message: dict) -> None:
-        """A push sent to this socket's own channel (the hub's route is `deliver`)."""
-        await self.deliver(Push(message))
 
     async def deliver(self, push: Push) -> None:
         """A coalesced batch from the bridge, shared with other sockets (never mutated): forward this one's share."""
@@ -328,15 +343,15 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         if self.everything or telemetry.keys() <= self.devices:
             # The common case: the same frames for every socket that sees the whole batch, encoded once.
             frames = push.shared("telemetry", lambda: telemetry_frames(
-                [f for items in telemetry.values() for f in items], settings.IOTGW_WS_MAX_FRAME))
+                [f for items in telemetry.values() for f in items], self.config.max_frame))
         elif len(self.devices) < len(telemetry):
             # A socket watching a few devices looks them up rather than scanning the whole bucket:
             # with 100 such sockets that scan was most of the web process's work per push.
             fragments = [f for device_id in self.devices for f in telemetry.get(device_id, ())]
-            frames = telemetry_frames(fragments, settings.IOTGW_WS_MAX_FRAME)
+            frames = telemetry_frames(fragments, self.config.max_frame)
         else:
             fragments = [f for device_id, items in telemetry.items() if device_id in self.devices for f in items]
-            frames = telemetry_frames(fragments, settings.IOTGW_WS_MAX_FRAME)
+            frames = telemetry_frames(fragments, self.config.max_frame)
         for frame in frames:
             if not await self._push(frame):
                 return

@@ -18,7 +18,8 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from bridge.push import PUSH_TYPE, bucket_group
+from core.push import PUSH_TYPE, bucket_group
+from core.retry import Backoff, retry
 
 logger = logging.getLogger("iotgw.ws.hub")
 
@@ -29,15 +30,9 @@ BACKOFF_MAX = 5.0
 
 async def receive_retrying(layer: Any, channel: str, on_error: Callable[[Exception, float], None]) -> dict:
     """The next message on `channel`; a layer error (Redis away) is reported to `on_error(exc, delay)`
-    and retried after a back-off that doubles up to BACKOFF_MAX."""
-    backoff = BACKOFF_MIN
-    while True:
-        try:
-            return await layer.receive(channel)
-        except Exception as exc:
-            on_error(exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(BACKOFF_MAX, backoff * 2)
+    and retried after a jittered back-off that doubles up to BACKOFF_MAX."""
+    return await retry(lambda: layer.receive(channel), on=(Exception,),
+                       backoff=Backoff(first=BACKOFF_MIN, most=BACKOFF_MAX), failed=on_error)
 
 
 class Routes:
@@ -122,14 +117,12 @@ class Inbox:
         self._items: deque[Push] = deque()
         self._capacity = max(1, capacity)
         self._ready = asyncio.Event()
-        self.dropped = 0
 
     def put(self, push: Push) -> bool:
         """Queue a push; True when the oldest one had to be dropped to make room."""
         dropped = len(self._items) >= self._capacity
         if dropped:
             self._items.popleft()
-            self.dropped += 1
         self._items.append(push)
         self._ready.set()
         return dropped
@@ -254,16 +247,15 @@ class PushHub:
                 await asyncio.wait_for(self._rejoin.wait(), self.rejoin_every)
             except TimeoutError:
                 pass
-            backoff = BACKOFF_MIN
-            while True:
+
+            async def rejoin() -> None:
                 self._rejoin.clear()
-                try:
-                    await self._sync(everything=True)
-                    break
-                except Exception as exc:
-                    logger.warning("push hub could not re-join its groups (retrying in %.1fs): %s", backoff, exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(BACKOFF_MAX, backoff * 2)
+                await self._sync(everything=True)
+
+            def failed(exc: BaseException, delay: float) -> None:
+                logger.warning("push hub could not re-join its groups (retrying in %.1fs): %s", delay, exc)
+
+            await retry(rejoin, on=(Exception,), backoff=Backoff(first=BACKOFF_MIN, most=BACKOFF_MAX), failed=failed)
 
 
 _hubs: dict[tuple[asyncio.AbstractEventLoop, int], PushHub] = {}

@@ -1,14 +1,16 @@
-"""The one ASGI application: HTTP, WebSocket and the `channel` route to the bridge."""
+"""The WebSocket edge's routes: the dashboard socket, and a 404 for any other path."""
 
 from __future__ import annotations
 
 import logging
 
-from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter
-from django.core.asgi import get_asgi_application
+from channels.routing import URLRouter
 from django.urls import path, re_path
 
+from protocols.auth import BearerOrSessionAuthMiddleware
+from protocols.consumers import DashboardConfig, DashboardConsumer
 from protocols.daphne_fixes import DENIAL
+from protocols.outbound import OutboundMiddleware
 
 logger = logging.getLogger("iotgw.ws")
 
@@ -30,23 +32,10 @@ async def unknown_path(scope, receive, send) -> None:
         await send({"type": "websocket.close", "code": CLOSE_UNKNOWN_PATH})
 
 
-def build_application() -> ProtocolTypeRouter:
-    """Build the router; Django must be set up before the consumers are imported."""
-    http = get_asgi_application()
-    from bridge.consumers import BridgeConsumer
-    from bridge.worker import BRIDGE_CHANNEL
-    from protocols.auth import BearerOrSessionAuthMiddleware
-    from protocols.consumers import DashboardConsumer
-    from protocols.outbound import OutboundMiddleware
-
-    return ProtocolTypeRouter(
-        {
-            "http": http,
-            "websocket": OutboundMiddleware(URLRouter([
-                # Credentials are read (and a ticket spent) only on a path that serves a socket.
-                path("ws/dashboard/", BearerOrSessionAuthMiddleware(DashboardConsumer.as_asgi())),
-                re_path(r"", unknown_path),
-            ])),
-            "channel": ChannelNameRouter({BRIDGE_CHANNEL: BridgeConsumer.as_asgi()}),
-        }
-    )
+def websocket_application(config: DashboardConfig | None = None) -> OutboundMiddleware:
+    """The `websocket` route: the dashboard socket, and a clean refusal for every other path."""
+    return OutboundMiddleware(URLRouter([
+        # Credentials are read (and a ticket spent) only on a path that serves a socket.
+        path("ws/dashboard/", BearerOrSessionAuthMiddleware(DashboardConsumer.as_asgi(config=config))),
+        re_path(r"", unknown_path),
+    ]))

@@ -14,9 +14,19 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.db import connections
 
-from tests import support
+from testing.processes import (
+    ROOT,
+    TEST_SECRET_KEY,
+    PrivateService,
+    ProcessGroup,
+    Stack,
+    database_url,
+    drop_sessions,
+    stack_env,
+)
+from testing.registry import Registry
 
-(support.ROOT / "var").mkdir(exist_ok=True)
+(ROOT / "var").mkdir(exist_ok=True)
 
 REQUIRE_SERVICES = os.environ.get("IOTGW_REQUIRE_SERVICES", "") not in ("", "0")
 
@@ -49,10 +59,25 @@ def need_binary(name: str) -> None:
     pytest.skip(message)
 
 
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+
+def need_dynsec() -> None:
+    """Skip (or, with IOTGW_REQUIRE_SERVICES=1, fail) without Mosquitto's dynamic-security plugin and mosquitto_ctrl."""
+    need_binary("mosquitto")
+    need_binary("mosquitto_ctrl")
+    if os.path.exists(DYNSEC_PLUGIN):
+        return
+    message = f"Mosquitto's dynamic-security plugin is not installed at {DYNSEC_PLUGIN}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " and IOTGW_REQUIRE_SERVICES is set")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def same_secret_key():
-    """Sessions and signatures made here are valid in the processes tests start (support.stack_env)."""
-    settings.SECRET_KEY = support.TEST_SECRET_KEY
+    """Sessions and signatures made here are valid in the processes tests start (stack_env)."""
+    settings.SECRET_KEY = TEST_SECRET_KEY
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,7 +92,7 @@ def private_broker(tmp_path):
     """A Mosquitto of the test's own (queues up to 100000 for an absent client) that a test may stop,
     restart or freeze; stopped after the test."""
     need_binary("mosquitto")
-    service = support.PrivateService("mosquitto", tmp_path / "mosquitto").start()
+    service = PrivateService("mosquitto", tmp_path / "mosquitto").start()
     yield service
     service.stop()
 
@@ -109,7 +134,7 @@ def mqtt_url() -> str:
 @pytest.fixture
 def live_db(transactional_db) -> str:
     """The test database, committed and reachable by subprocesses; returns its DATABASE_URL."""
-    yield support.database_url(settings.DATABASES["default"])
+    yield database_url(settings.DATABASES["default"])
     # Async tests reach the ORM through asgiref's one sync thread: close its connection too,
     # or the test database cannot be dropped at the end.
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
@@ -123,7 +148,7 @@ def run_id() -> str:
 @pytest.fixture
 def processes(request):
     """Starts gateway processes for a test and stops them after it, keeping their logs."""
-    group = support.ProcessGroup(request.node.name)
+    group = ProcessGroup(request.node.name)
     yield group
     group.stop_all()
 
@@ -131,17 +156,17 @@ def processes(request):
 @pytest.fixture
 def stack(live_db, redis_url, mqtt_url, processes, run_id):
     """Env for a split deployment against the real services: web and bridge processes share it."""
-    env = support.stack_env(database_url=live_db, redis_url=redis_url, mqtt_url=mqtt_url, run_id=run_id)
-    stack = support.Stack(env=env, processes=processes, mqtt_url=mqtt_url)
+    env = stack_env(database_url=live_db, redis_url=redis_url, mqtt_url=mqtt_url, run_id=run_id)
+    stack = Stack(env=env, processes=processes, mqtt_url=mqtt_url)
     yield stack
     processes.stop_all()
-    support.drop_sessions(stack.env["MQTT_URL"], stack.client_ids)
+    drop_sessions(stack.env["MQTT_URL"], stack.client_ids)
 
 
 @pytest.fixture
 def registry(live_db):
     """Creates users, tokens and devices with unique ids in the committed test database."""
-    return support.Registry()
+    return Registry()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import tomllib
 import yaml
 
 from iotgw import env as iotgw_env
-from tests.support import ROOT
+from testing.processes import ROOT
 
 LONG_RUNNING = ("mosquitto", "redis", "postgres", "web", "bridge", "proxy")
 TEST_TOOLING = ("pytest", "pytest-django", "pytest-asyncio", "playwright", "ruff")

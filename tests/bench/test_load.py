@@ -9,8 +9,8 @@ import paho.mqtt.client as mqtt
 
 from bench.dashboards import slices
 from bench.load import LeanPublisher, message
-from protocols.payloads import parse_samples
-from tests.support import wait_until
+from core.payloads import parse_samples
+from testing.waiting import wait_until
 
 
 def test_a_batched_message_is_an_array_the_gateway_accepts_with_one_sample_per_ts():

@@ -11,13 +11,13 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
 
-from bridge.client import BrokerConfig
-from bridge.mqtt import PACKET_HEADROOM
+from bridge.mqtt.client import PACKET_HEADROOM
 from bridge.runtime import Bridge
+from core.broker import BrokerConfig
 from devices.models import Telemetry
-from devices.services import device_register
-from tests.bridge.test_mqtt_refusals import until
-from tests.support import await_until
+from devices.services.devices import device_register
+from testing.waiting import await_until
+from tests.bridge.mqtt.test_refusals import until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -45,31 +45,28 @@ def _stored(device_id: str) -> list[int]:
 
 async def _started(url: str, client_id: str) -> Bridge:
     bridge = Bridge(broker=BrokerConfig.from_url(url), layer=InMemoryChannelLayer(), client_id=client_id,
-                    subscribe=[("devices/#", 1)])
+                    subscribe=[("devices/#", 1)], max_payload=1000, heartbeat_seconds=60)
     await bridge.start()
     async with asyncio.timeout(15):
-        await bridge.up.wait()
+        await bridge.transport.until_connected()
     return bridge
 
 
-async def test_v311_message_over_the_limit_is_rejected_once_unbuffered_and_the_next_is_stored(private_broker,
-                                                                                               settings):
-    settings.IOTGW_MAX_PAYLOAD = 1000
-    settings.IOTGW_HEARTBEAT_SECONDS = 60
+async def test_v311_message_over_the_limit_is_rejected_once_unbuffered_and_the_next_is_stored(private_broker):
     device_id = (await sync_to_async(device_register)(device_id=f"big-{uuid.uuid4().hex[:6]}"))[0].id
     url = private_broker.url + "?protocol=3.1.1"
     client_id = f"br-{uuid.uuid4().hex[:6]}"
     bridge = await _started(url, client_id)
     topic = f"devices/{device_id}/telemetry"
     try:
-        assert bridge.client.max_packet_size == 1000 + PACKET_HEADROOM
+        assert bridge.transport.max_packet_size == 1000 + PACKET_HEADROOM
         await asyncio.to_thread(_device_publish, url, topic, [b'{"x": "' + b"a" * 500_000 + b'"}',
                                                               b'{"ts": 1767225600000, "n": 1}'])
         await until(lambda: bridge.stats.counts["received"] == 2, what="both messages")
-        await bridge.ingestor.idle()
+        await bridge.pipeline.idle()
         assert await sync_to_async(_stored)(device_id) == [1]
         assert bridge.stats.rejected == {"too_large": 1}
-        assert bridge.client.peak_buffered <= 1000 + PACKET_HEADROOM + 5
+        assert bridge.transport.peak_buffered <= 1000 + PACKET_HEADROOM + 5
     finally:
         await bridge.stop()
 
@@ -77,7 +74,7 @@ async def test_v311_message_over_the_limit_is_rejected_once_unbuffered_and_the_n
     try:
         await asyncio.to_thread(_device_publish, url, topic, [b'{"ts": 1767225600001, "n": 2}'])
         await await_until(lambda: _stored(device_id) == [1, 2], what="the next message stored")
-        await again.ingestor.idle()
+        await again.pipeline.idle()
         assert again.stats.counts["received"] == 1 and not again.stats.rejected
     finally:
         await again.stop()

@@ -11,13 +11,17 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests import support
+from testing.http import http_get
+from testing.mqtt import MqttDevice
+from testing.processes import OUTPUT, ROOT, Process, ProcessGroup, free_port, stack_env
+from testing.registry import demo_secret
+from testing.waiting import wait_until
 from tests.conftest import REQUIRE_SERVICES
 
 pytestmark = [pytest.mark.browser, pytest.mark.services]
 
 CHROMIUM = os.environ.get("IOTGW_CHROMIUM", "/usr/bin/chromium")
-SHOTS = support.OUTPUT / "browser"
+SHOTS = OUTPUT / "browser"
 PASSWORD = "pw-123456"
 
 
@@ -43,8 +47,8 @@ class Gateway:
     env: dict[str, str]
     port: int
     mqtt_port: int
-    processes: support.ProcessGroup
-    proc: support.Process | None = None
+    processes: ProcessGroup
+    proc: Process | None = None
 
     @property
     def url(self) -> str:
@@ -54,7 +58,7 @@ class Gateway:
         args = [sys.executable, "manage.py", "gateway", "--port", str(self.port),
                 "--mqtt-port", str(self.mqtt_port), "--simulate", "1"]
         self.proc = proc = self.processes.start("gateway", args, self.env)
-        support.wait_until(lambda: support.http_get(self.url + "/healthz")[0] == 200 or not proc.alive(),
+        wait_until(lambda: http_get(self.url + "/healthz")[0] == 200 or not proc.alive(),
                            timeout=60, what="the gateway")
         assert proc.alive(), proc.output()
         return self
@@ -67,11 +71,11 @@ class Gateway:
 @pytest.fixture
 def gateway(live_db, processes, run_id) -> Iterator[Gateway]:
     need_chromium()
-    env = support.stack_env(database_url=live_db, redis_url=None, mqtt_url=None, run_id=run_id)
-    gw = Gateway(env=env, port=support.free_port(), mqtt_port=support.free_port(), processes=processes).start()
+    env = stack_env(database_url=live_db, redis_url=None, mqtt_url=None, run_id=run_id)
+    gw = Gateway(env=env, port=free_port(), mqtt_port=free_port(), processes=processes).start()
     yield gw
     gw.stop()
-    shutil.rmtree(support.ROOT / "var" / f"mosquitto-{gw.mqtt_port}", ignore_errors=True)
+    shutil.rmtree(ROOT / "var" / f"mosquitto-{gw.mqtt_port}", ignore_errors=True)
 
 
 @pytest.fixture
@@ -139,8 +143,8 @@ def test_fleet_view_shows_the_simulated_device_live(gateway, page):
 
 
 def test_device_strings_are_shown_as_text_not_markup(gateway, page):
-    device = support.MqttDevice(f"mqtt://127.0.0.1:{gateway.mqtt_port}", "demo-1", protocol=4, will=False,
-                                password=support.demo_secret("demo-1"))
+    device = MqttDevice(f"mqtt://127.0.0.1:{gateway.mqtt_port}", "demo-1", protocol=4, will=False,
+                                password=demo_secret("demo-1"))
     try:
         page.wait_for_selector(TEMPERATURE)
         device.telemetry({"note": '<img src=x onerror="window.pwned=1"><b>bold</b>'})

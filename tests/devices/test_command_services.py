@@ -9,9 +9,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from devices.exceptions import Conflict, DeviceDisabled, DeviceUnknown, PayloadInvalid
+from core.errors import Conflict, DeviceDisabled, DeviceUnknown, PayloadInvalid
 from devices.models import Command, Device
-from devices.services import (
+from devices.services.commands import (
     command_cancel,
     command_claim,
     command_expire_due,
@@ -19,9 +19,8 @@ from devices.services import (
     command_mark_sent,
     command_resolve,
     command_time_out_due,
-    device_register,
-    device_set_enabled,
 )
+from devices.services.devices import device_register, device_set_enabled
 
 pytestmark = pytest.mark.django_db
 

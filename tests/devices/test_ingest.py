@@ -6,9 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from core.payloads import Sample
 from devices.models import Device, Telemetry
-from devices.services import Inbound, device_register, device_set_enabled, telemetry_ingest
-from protocols.payloads import Sample
+from devices.services.devices import device_register, device_set_enabled
+from devices.services.telemetry import Inbound, telemetry_ingest
 
 pytestmark = pytest.mark.django_db
 

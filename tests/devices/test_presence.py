@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from devices.models import Device
-from devices.services import device_presence_sweep, device_register
+from devices.services.devices import device_presence_sweep, device_register
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,8 +20,7 @@ def seen(device_id: str, seconds_ago: float, *, offline_after: int | None = None
     Device.objects.filter(pk=device_id).update(online=online, last_seen=timezone.now() - timedelta(seconds=seconds_ago))
 
 
-def test_silent_devices_go_offline_after_their_own_or_the_default_silence(settings):
-    settings.IOTGW_OFFLINE_AFTER = 60
+def test_silent_devices_go_offline_after_their_own_or_the_default_silence():
     seen("default-silent", 61)
     seen("default-fresh", 30)
     seen("own-silent", 11, offline_after=10)
@@ -29,23 +28,21 @@ def test_silent_devices_go_offline_after_their_own_or_the_default_silence(settin
     seen("never", 10 ** 6, offline_after=0)
     seen("already-off", 10 ** 6, online=False)
 
-    ids, at = device_presence_sweep()
+    ids, at = device_presence_sweep(default_after=60)
     assert sorted(ids) == ["default-silent", "own-silent"]
     assert abs((timezone.now() - at).total_seconds()) < 5
     assert set(Device.objects.filter(online=True).values_list("pk", flat=True)) == {
         "default-fresh", "own-patient", "never"}
-    assert device_presence_sweep()[0] == []  # reported once
+    assert device_presence_sweep(default_after=60)[0] == []  # reported once
 
 
-def test_the_default_of_zero_turns_the_sweep_off_for_devices_without_their_own(settings):
-    settings.IOTGW_OFFLINE_AFTER = 0
+def test_the_default_of_zero_turns_the_sweep_off_for_devices_without_their_own():
     seen("quiet", 10 ** 6)
     seen("strict", 5, offline_after=1)
-    assert device_presence_sweep()[0] == ["strict"]
+    assert device_presence_sweep(default_after=0)[0] == ["strict"]
 
 
-def test_two_bridges_sweeping_at_once_mark_each_device_once(settings):
-    settings.IOTGW_OFFLINE_AFTER = 60
+def test_two_bridges_sweeping_at_once_mark_each_device_once():
     ids = [f"many-{i}" for i in range(200)]
     for device_id in ids:
         seen(device_id, 120)
@@ -54,7 +51,7 @@ def test_two_bridges_sweeping_at_once_mark_each_device_once(settings):
     def bridge() -> None:
         barrier.wait()
         try:
-            results.append(device_presence_sweep()[0])
+            results.append(device_presence_sweep(default_after=60)[0])
         finally:
             connection.close()
 

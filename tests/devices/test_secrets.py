@@ -11,10 +11,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from devices.management.commands import demo
+from devices import signals
 from devices.models import ApiToken, Device
+from devices.secrets import mosquitto_password_hash
 from devices.selectors import device_secret_ok, token_user
-from devices.services import device_register, mosquitto_password_hash
+from devices.services.devices import device_register
+from sim.management.commands import demo
 from tests.conftest import need_binary
 
 pytestmark = pytest.mark.django_db
@@ -79,23 +81,23 @@ def test_admin_action_issues_new_secrets_shown_once(admin_client):
         assert device_secret_ok(device_id, new[device_id]) and not device_secret_ok(device_id, olds[device_id])
 
 
-def test_admin_disabling_a_device_goes_through_the_service(admin_client, settings):
+def test_admin_disabling_a_device_goes_through_the_service_and_tells_the_edges(admin_client):
     calls = []
-    settings.MQTT_DYNSEC = True
-    from devices import dynsec
 
-    original = dynsec.ACTIONS["client_set_enabled"]
-    dynsec.ACTIONS["client_set_enabled"] = lambda **kw: calls.append(kw)
+    def heard(sender, **kwargs):
+        calls.append(kwargs)
+
+    signals.device_enabled_changed.connect(heard, dispatch_uid="test-heard")
     try:
         device_register(device_id="dis-1")
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr("django.db.transaction.on_commit", lambda fn, using=None, robust=False: fn())
             response = admin_client.post("/admin/devices/device/dis-1/change/", {"name": "dis-1"})
     finally:
-        dynsec.ACTIONS["client_set_enabled"] = original
+        signals.device_enabled_changed.disconnect(dispatch_uid="test-heard")
     assert response.status_code == 302
     assert Device.objects.get(pk="dis-1").enabled is False
-    assert calls == [{"device_id": "dis-1", "enabled": False}]
+    assert [{k: v for k, v in c.items() if k != "signal"} for c in calls] == [{"device_id": "dis-1", "enabled": False}]
 
 
 def test_admin_add_api_token_shows_the_key_once_and_it_works(admin_client):
@@ -111,7 +113,7 @@ def test_admin_add_api_token_shows_the_key_once_and_it_works(admin_client):
 
 def test_demo_prints_the_same_token_each_run_and_keeps_one_live(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "TOKEN_FILE", tmp_path / "demo-token.json")
-    monkeypatch.setattr("devices.management.commands.simulate.SECRETS_FILE", tmp_path / "secrets.json")
+    monkeypatch.setattr("sim.fleet.SECRETS_FILE", tmp_path / "secrets.json")
     first, second = run("demo"), run("demo")
     token = re.search(r"API token: (\S+)", first)[1]
     assert re.search(r"API token: (\S+)", second)[1] == token

@@ -14,7 +14,8 @@ import pytest
 from django.db.models import Count
 
 from devices.models import Telemetry
-from tests.support import MqttDevice, wait_until
+from testing.mqtt import MqttDevice
+from testing.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

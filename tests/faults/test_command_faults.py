@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from devices.models import BridgeHeartbeat, Command, Device
-from tests.commands_support import Responder, command_status, http, wait_status
-from tests.support import free_port, wait_until
+from testing.http import json_call
+from testing.mqtt import Responder
+from testing.processes import free_port
+from testing.registry import command_status, wait_status
+from testing.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -23,7 +26,8 @@ def owner(registry):
 
 
 def issue(stack, token: str, device_id: str, **fields) -> str:
-    status, body = http("POST", f"{stack.web}/api/devices/{device_id}/commands", token, {"name": "reboot", **fields})
+    status, body = json_call("POST", f"{stack.web}/api/devices/{device_id}/commands", token,
+                             {"name": "reboot", **fields})
     assert status == 202, body
     return body["id"]
 

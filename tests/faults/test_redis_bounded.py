@@ -11,9 +11,12 @@ import redis
 from asgiref.sync import sync_to_async
 
 from devices.models import Telemetry
+from testing.http import basic, call
+from testing.mqtt import MqttDevice
+from testing.processes import PrivateService, Stack, stack_env
+from testing.waiting import wait_until
+from testing.ws import Dashboard
 from tests.conftest import need_binary
-from tests.integration.apiclient import basic, call
-from tests.support import Dashboard, MqttDevice, PrivateService, Stack, stack_env, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

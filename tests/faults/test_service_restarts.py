@@ -10,17 +10,11 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from devices.models import Telemetry
+from testing.mqtt import MqttDevice
+from testing.processes import PrivateService, Stack, drop_sessions, stack_env, wait_bridge_connected
+from testing.waiting import wait_until
+from testing.ws import Dashboard
 from tests.conftest import need_binary
-from tests.support import (
-    Dashboard,
-    MqttDevice,
-    PrivateService,
-    Stack,
-    drop_sessions,
-    stack_env,
-    wait_bridge_connected,
-    wait_until,
-)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,10 @@ import pytest
 from django.db.models import Count
 
 from devices.models import BridgeHeartbeat, Telemetry
-from tests.support import ROOT, MqttDevice, http_get, wait_until
+from testing.http import http_get
+from testing.mqtt import MqttDevice
+from testing.processes import ROOT
+from testing.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

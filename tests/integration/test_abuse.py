@@ -20,9 +20,10 @@ from django.utils import timezone
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from devices.models import ApiToken, Command, Device, Telemetry
-from devices.services import device_set_enabled
-from tests.integration.apiclient import basic, call
-from tests.support import ROOT, Dashboard
+from devices.services.devices import device_set_enabled
+from testing.http import basic, call
+from testing.processes import ROOT
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

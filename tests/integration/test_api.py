@@ -8,8 +8,10 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import Telemetry
-from tests.integration.apiclient import basic, call
-from tests.support import Dashboard, MqttDevice, http_get, wait_until
+from testing.http import basic, call, http_get
+from testing.mqtt import MqttDevice
+from testing.waiting import wait_until
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

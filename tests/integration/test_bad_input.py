@@ -8,8 +8,11 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import Telemetry
-from devices.services import device_set_enabled
-from tests.support import Dashboard, MqttDevice, http_get, wait_until
+from devices.services.devices import device_set_enabled
+from testing.http import http_get
+from testing.mqtt import MqttDevice
+from testing.waiting import wait_until
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

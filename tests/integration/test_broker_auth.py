@@ -6,8 +6,8 @@ import urllib.parse
 
 import pytest
 
-from devices.services import device_rotate_secret, device_set_enabled
-from tests.integration.apiclient import call
+from devices.services.devices import device_rotate_secret, device_set_enabled
+from testing.http import call
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

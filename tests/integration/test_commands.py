@@ -8,9 +8,14 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import BridgeHeartbeat, Command
-from devices.services import command_issue
-from tests.commands_support import Responder, command_status, http
-from tests.support import Dashboard, wait_until
+from devices.services.commands import command_issue
+from testing.http import json_call
+from testing.mqtt import Responder
+from testing.registry import command_status
+from testing.waiting import wait_until
+from testing.ws import Dashboard
+
+call_json = sync_to_async(json_call)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -83,7 +88,7 @@ async def test_command_round_trip_succeeds_with_the_result(running, registry, ow
     assert props.ResponseTopic == f"devices/{device_id}/commands/response"
     assert props.CorrelationData == reply["id"].encode()
     assert await sync_to_async(history)(reply["id"]) == ["queued", "sent", "succeeded"]
-    status, body = await sync_to_async(http)("GET", f"{running.web}/api/commands/{reply['id']}", token)
+    status, body = await sync_to_async(json_call)("GET", f"{running.web}/api/commands/{reply['id']}", token)
     assert status == 200 and body["status"] == "succeeded" and body["result"] == {"echo": {"delay": 3}}
     assert [h["status"] for h in body["history"]] == ["queued", "sent", "succeeded"]
     device.close()
@@ -174,15 +179,15 @@ async def test_queued_command_is_cancelled_over_http_and_then_conflicts(running,
     device_id, _ = await sync_to_async(registry.device)("far", owner=user)
     dash = await open_dashboard(running, token, [device_id])
 
-    status, created = await sync_to_async(http)("POST", f"{running.web}/api/devices/{device_id}/commands", token,
+    status, created = await sync_to_async(json_call)("POST", f"{running.web}/api/devices/{device_id}/commands", token,
                                                 {"name": "reboot", "params": {"hard": True}, "ref": "h1"})
     assert status == 202 and created["status"] == "queued" and created["params"] == {"hard": True}
-    status, cancelled = await sync_to_async(http)("POST", f"{running.web}/api/commands/{created['id']}/cancel", token)
+    status, cancelled = await call_json("POST", f"{running.web}/api/commands/{created['id']}/cancel", token)
     assert status == 200 and cancelled["status"] == "cancelled"
     frame = await status_frame(dash, created["id"], "cancelled")
     assert frame["ref"] == "h1"
 
-    status, again = await sync_to_async(http)("POST", f"{running.web}/api/commands/{created['id']}/cancel", token)
+    status, again = await sync_to_async(json_call)("POST", f"{running.web}/api/commands/{created['id']}/cancel", token)
     assert status == 409 and again["error"]["code"] == "conflict"
     assert await sync_to_async(history)(created["id"]) == ["queued", "cancelled"]
     await dash.close()
@@ -194,9 +199,9 @@ async def test_same_idempotency_key_returns_the_first_command(running, registry,
     url = f"{running.web}/api/devices/{device_id}/commands"
     body = {"name": "reboot", "idempotency_key": "reboot-2026-01-01"}
 
-    status, first = await sync_to_async(http)("POST", url, token, body)
+    status, first = await sync_to_async(json_call)("POST", url, token, body)
     assert status == 202
-    status, second = await sync_to_async(http)("POST", url, token, dict(body, params={"other": 1}))
+    status, second = await sync_to_async(json_call)("POST", url, token, dict(body, params={"other": 1}))
     assert status == 202 and second["id"] == first["id"] and second["params"] == {}
     dash = await open_dashboard(running, token, [device_id])
     reply = await issue(dash, device_id, idempotency_key="reboot-2026-01-01")
@@ -216,15 +221,15 @@ async def test_commands_need_a_visible_device_and_valid_fields(running, registry
     assert (await issue(dash, theirs))["code"] == "unknown_device"
     assert (await issue(dash, "no-such-device-" + registry.tag))["code"] == "unknown_device"
     assert (await issue(dash, theirs, timeout=-1))["code"] == "bad_request"
-    status, body = await sync_to_async(http)("POST", f"{running.web}/api/devices/{theirs}/commands", token,
+    status, body = await sync_to_async(json_call)("POST", f"{running.web}/api/devices/{theirs}/commands", token,
                                              {"name": "reboot"})
     assert status == 404 and body["error"]["code"] == "unknown_device"  # the API does not leak existence
-    status, body = await sync_to_async(http)("GET", f"{running.web}/api/commands/not-a-uuid", token)
+    status, body = await sync_to_async(json_call)("GET", f"{running.web}/api/commands/not-a-uuid", token)
     assert status == 404 and body["error"]["code"] == "unknown_command"
     theirs_command = await sync_to_async(command_issue)(user=stranger, device_id=theirs, name="reboot")
-    status, body = await sync_to_async(http)("GET", f"{running.web}/api/commands/{theirs_command.id}", token)
+    status, body = await sync_to_async(json_call)("GET", f"{running.web}/api/commands/{theirs_command.id}", token)
     assert status == 404 and body["error"]["code"] == "unknown_command"
-    status, body = await sync_to_async(http)("POST", f"{running.web}/api/commands/{theirs_command.id}/cancel", token)
+    status, body = await call_json("POST", f"{running.web}/api/commands/{theirs_command.id}/cancel", token)
     assert status == 404 and await sync_to_async(command_status)(str(theirs_command.id)) == "queued"
     await dash.close()
 
@@ -286,7 +291,7 @@ async def test_a_burst_of_stored_commands_all_complete(running, registry, owner)
 
 async def test_two_bridges_publish_each_command_once(running, registry, owner):
     """Both bridges sweep the same queue: row locks and leases give every command to one of them."""
-    from tests.support import drop_bridge_sessions
+    from testing.processes import drop_bridge_sessions
 
     user, _ = owner
     second = dict(MQTT_CLIENT_ID=running.env["MQTT_CLIENT_ID"] + "-b")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, free_port, stack_env
+from testing.processes import ROOT, free_port, stack_env
 
 
 def run(args: list[str], **env_overrides) -> subprocess.CompletedProcess:

@@ -10,7 +10,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from websockets.exceptions import InvalidStatus
 
-from tests.support import Dashboard, MqttDevice
+from testing.mqtt import MqttDevice
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -9,7 +9,10 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import Telemetry
-from tests.support import Dashboard, MqttDevice, await_until, http_get
+from testing.http import http_get
+from testing.mqtt import MqttDevice
+from testing.waiting import await_until
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

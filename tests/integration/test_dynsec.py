@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -14,9 +13,12 @@ import pytest
 from django.core.management import call_command
 
 from devices.models import Telemetry
-from devices.services import command_issue, device_rotate_secret, device_set_enabled
-from tests.support import MqttProbe as Client
-from tests.support import free_port, wait_until
+from devices.services.commands import command_issue
+from devices.services.devices import device_rotate_secret, device_set_enabled
+from testing.mqtt import MqttProbe as Client
+from testing.processes import free_port
+from testing.waiting import wait_until
+from tests.conftest import need_dynsec
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -27,8 +29,7 @@ ADMIN_PASSWORD = "admin-" + uuid.uuid4().hex[:12]
 @pytest.fixture
 def dynsec_broker(tmp_path, processes, settings):
     """A Mosquitto of our own on a free port, with the dynamic-security plugin; settings point the services at it."""
-    if not PLUGIN.exists() or not shutil.which("mosquitto") or not shutil.which("mosquitto_ctrl"):
-        pytest.skip("mosquitto with the dynamic-security plugin is not installed")
+    need_dynsec()
     state = tmp_path / "dynsec.json"
     subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(state), "admin", ADMIN_PASSWORD], check=True,
                    capture_output=True)
@@ -51,7 +52,7 @@ def dynsec_broker(tmp_path, processes, settings):
     return port
 
 
-from tests.support import NOT_AUTHORIZED  # noqa: E402
+from testing.mqtt import NOT_AUTHORIZED  # noqa: E402
 
 
 def test_registered_device_is_confined_to_its_own_topics(dynsec_broker, registry):

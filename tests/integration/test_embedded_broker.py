@@ -20,19 +20,13 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from devices.models import Device, Telemetry
-from devices.services import device_rotate_secret, device_set_enabled
+from devices.services.devices import device_rotate_secret, device_set_enabled
+from testing.http import call
+from testing.mqtt import NOT_AUTHORIZED, MqttProbe
+from testing.processes import ROOT, AllInOne, free_port, stack_env
+from testing.registry import demo_secret
+from testing.waiting import wait_until
 from tests.conftest import need_binary
-from tests.integration.apiclient import call
-from tests.support import (
-    NOT_AUTHORIZED,
-    ROOT,
-    AllInOne,
-    MqttProbe,
-    demo_secret,
-    free_port,
-    stack_env,
-    wait_until,
-)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -9,7 +9,11 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import Telemetry
-from tests.support import ROOT, Dashboard, MqttDevice, free_port, http_get, stack_env, wait_until
+from testing.http import http_get
+from testing.mqtt import MqttDevice
+from testing.processes import ROOT, free_port, stack_env
+from testing.waiting import wait_until
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -14,10 +14,11 @@ from django.db import connection
 from websockets.exceptions import InvalidStatus
 
 from devices.models import Command, Device
-from tests.commands_support import Responder
-from tests.integration.apiclient import basic, call
+from testing.http import basic, call
+from testing.mqtt import Responder
+from testing.waiting import wait_until
+from testing.ws import Dashboard
 from tests.integration.test_api import metric
-from tests.support import Dashboard, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

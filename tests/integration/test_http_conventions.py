@@ -13,8 +13,8 @@ import websockets
 from asgiref.sync import sync_to_async
 from websockets.exceptions import InvalidStatus
 
-from tests.integration.apiclient import basic, call
-from tests.support import Dashboard, http_get
+from testing.http import basic, call, http_get
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

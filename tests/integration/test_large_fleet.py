@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from devices.models import Device
-from tests.support import Dashboard
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.stats import LATENCY_BUCKETS
-from tests.support import MqttDevice, http_get, wait_until
+from devices.stats import LATENCY_BUCKETS
+from testing.http import http_get
+from testing.mqtt import MqttDevice
+from testing.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

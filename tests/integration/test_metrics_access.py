@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.apiclient import call
+from testing.http import call, http_get
+from testing.waiting import wait_until
 from tests.integration.test_api import metric
-from tests.support import http_get, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.services import command_issue
+from devices.services.commands import command_issue
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

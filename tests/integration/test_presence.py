@@ -10,9 +10,11 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from devices.models import BridgeHeartbeat, Command, Device
-from devices.services import device_register
-from tests.integration.apiclient import basic, call
-from tests.support import Dashboard, MqttDevice, await_until
+from devices.services.devices import device_register
+from testing.http import basic, call
+from testing.mqtt import MqttDevice
+from testing.waiting import await_until
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -17,7 +17,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.support import ROOT, free_port, http_get, stack_env, wait_until
+from testing.http import http_get
+from testing.processes import ROOT, free_port, stack_env
+from testing.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

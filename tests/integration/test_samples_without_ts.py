@@ -7,7 +7,8 @@ import json
 import pytest
 
 from devices.models import Telemetry
-from tests.support import MqttDevice, wait_until
+from testing.mqtt import MqttDevice
+from testing.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -18,7 +18,8 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 
-from tests.support import Dashboard, MqttDevice
+from testing.mqtt import MqttDevice
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

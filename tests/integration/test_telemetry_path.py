@@ -8,7 +8,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.models import Device, Telemetry
-from tests.support import Dashboard, MqttDevice, await_until
+from testing.mqtt import MqttDevice
+from testing.waiting import await_until
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -11,8 +11,10 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.integration.apiclient import call
-from tests.support import ROOT, Dashboard, await_until
+from testing.http import call
+from testing.processes import ROOT
+from testing.waiting import await_until
+from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -15,14 +15,17 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 from django.urls import path
+from prometheus_client import REGISTRY
 
-from bridge.push import PushBatch, push_send
-from devices import metrics
+from core.channels import user_group
+from core.payloads import Sample
+from core.push import PushBatch, push_send
 from devices.models import Command
-from devices.services import device_register, token_create, user_group
+from devices.services.devices import device_register
+from devices.services.tokens import token_create
 from protocols import consumers
 from protocols.auth import BearerOrSessionAuthMiddleware
-from protocols.consumers import CLOSE_NOT_READING, DashboardConsumer
+from protocols.consumers import CLOSE_NOT_READING, DashboardConfig, DashboardConsumer
 from protocols.outbound import SCOPE_KEY
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,8 +41,9 @@ class FakeOutbound:
         return self.waiting
 
 
-def application(outbound: FakeOutbound | None = None):
-    inner = BearerOrSessionAuthMiddleware(URLRouter([path("ws/dashboard/", DashboardConsumer.as_asgi())]))
+def application(outbound: FakeOutbound | None = None, config: DashboardConfig | None = None):
+    consumer = DashboardConsumer.as_asgi(config=config)
+    inner = BearerOrSessionAuthMiddleware(URLRouter([path("ws/dashboard/", consumer)]))
     if outbound is None:
         return inner
 
@@ -59,11 +63,11 @@ def alice():
     return alice, token_create(user=alice)
 
 
-async def connect(token: str | None = None, *, headers: list | None = None, outbound=None):
+async def connect(token: str | None = None, *, headers: list | None = None, outbound=None, config=None):
     headers = list(headers or [])
     if token:
         headers.append((b"authorization", f"Bearer {token}".encode()))
-    socket = WebsocketCommunicator(application(outbound), "/ws/dashboard/", headers=headers)
+    socket = WebsocketCommunicator(application(outbound, config), "/ws/dashboard/", headers=headers)
     connected, _ = await socket.connect()
     return socket, connected
 
@@ -82,12 +86,22 @@ async def alive(socket) -> bool:
     return (await frame(socket, "pong"))["type"] == "pong"
 
 
+async def until(predicate, *, what: str, timeout: float = 5.0) -> None:
+    """Wait on the loop itself (no threads: the tasks to watch live on it) until `predicate()` holds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting until {what}") from None
+
+
 def recheck_tasks() -> list[asyncio.Task]:
     return [t for t in asyncio.all_tasks() if "_recheck_credentials" in repr(t.get_coro()) and not t.done()]
 
 
 def open_gauge() -> float:
-    return metrics.websockets_open._value.get()
+    return REGISTRY.get_sample_value("iotgw_websockets_open")
 
 
 # --- an unexpected failure is an error frame, and clean-up runs on every exit path ---------------
@@ -123,8 +137,7 @@ async def test_a_socket_ended_by_the_server_leaves_no_gauge_or_recheck_task_behi
         with pytest.raises(asyncio.CancelledError):
             await socket.future
     assert open_gauge() == baseline
-    await asyncio.sleep(0)  # let the cancelled tasks finish
-    assert len(recheck_tasks()) == tasks
+    await until(lambda: len(recheck_tasks()) == tasks, what="the cancelled recheck tasks finished")
 
 
 async def test_a_failing_group_discard_still_cleans_up(alice, monkeypatch):
@@ -138,8 +151,7 @@ async def test_a_failing_group_discard_still_cleans_up(alice, monkeypatch):
     monkeypatch.setattr(layer, "group_discard", failing)
     await socket.disconnect()
     assert open_gauge() == baseline
-    await asyncio.sleep(0)
-    assert not recheck_tasks()
+    await until(lambda: not recheck_tasks(), what="the cancelled recheck tasks finished")
 
 
 @pytest.mark.parametrize("field", [{"params": {"x": "a\u0000b"}}, {"params": {"k\u0000": 1}},
@@ -240,25 +252,24 @@ async def test_a_token_socket_needs_no_origin(alice):
 
 async def push_sample(device_id: str, value: int) -> None:
     batch = PushBatch()
-    batch.telemetry(device_id, datetime.now(UTC), {"v": value})
+    batch.telemetry(device_id, Sample(ts=datetime.now(UTC), data={"v": value}))
     await push_send(get_channel_layer(), batch)
 
 
-@override_settings(IOTGW_WS_SEND_BUFFER=1000)
 async def test_a_client_that_falls_behind_gets_no_pushes_then_a_snapshot_once_drained(alice):
     outbound = FakeOutbound()
-    socket, _ = await connect(alice[1], outbound=outbound)
+    socket, _ = await connect(alice[1], outbound=outbound, config=DashboardConfig(send_buffer=1000))
     await socket.send_json_to({"type": "subscribe", "devices": ["a1"]})
     await frame(socket, "snapshot")
     await push_sample("a1", 1)
     assert (await frame(socket, "telemetry"))["items"][0]["data"] == {"v": 1}
 
-    skipped = metrics.ws_push_skipped._value.get()
+    skipped = REGISTRY.get_sample_value("iotgw_ws_push_skipped_total")
     outbound.waiting = 1500  # the client stopped reading
     for n in range(2, 5):
         await push_sample("a1", n)
     assert await socket.receive_nothing(0.3)
-    assert metrics.ws_push_skipped._value.get() >= skipped + 3
+    assert REGISTRY.get_sample_value("iotgw_ws_push_skipped_total") >= skipped + 3
 
     outbound.waiting = 0  # it read everything
     snapshot = await frame(socket, "snapshot")
@@ -268,10 +279,9 @@ async def test_a_client_that_falls_behind_gets_no_pushes_then_a_snapshot_once_dr
     await socket.disconnect()
 
 
-@override_settings(IOTGW_WS_SEND_BUFFER=1000)
 async def test_a_client_that_asks_but_never_reads_is_closed(alice):
     outbound = FakeOutbound()
-    socket, _ = await connect(alice[1], outbound=outbound)
+    socket, _ = await connect(alice[1], outbound=outbound, config=DashboardConfig(send_buffer=1000))
     assert await alive(socket)
     outbound.waiting = 2001
     await socket.send_to(text_data='{"type": "ping"}')

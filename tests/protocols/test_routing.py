@@ -8,9 +8,10 @@ from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from devices.services import token_create
-from devices.tickets import ws_ticket_issue
-from protocols.routing import CLOSE_UNKNOWN_PATH, build_application
+from devices.services.tickets import ws_ticket_issue
+from devices.services.tokens import token_create
+from iotgw.application import build_application
+from protocols.routing import CLOSE_UNKNOWN_PATH
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError
 from django.utils import timezone
 
 from devices.models import BridgeHeartbeat
+from devices.selectors import bridge_fresh_after
 
 
 class Command(BaseCommand):
@@ -21,7 +20,7 @@ class Command(BaseCommand):
     def handle(self, *args, client_id: str | None, **options):
         client_id = client_id or settings.MQTT_CLIENT_ID
         beat = BridgeHeartbeat.objects.filter(client_id=client_id).first()
-        fresh = timezone.now() - timedelta(seconds=max(3 * settings.IOTGW_HEARTBEAT_SECONDS, 10))
+        fresh = bridge_fresh_after(timezone.now(), heartbeat_seconds=settings.IOTGW_HEARTBEAT_SECONDS)
         if beat is None:
             raise CommandError(f"bridge {client_id}: no heartbeat yet")
         if beat.beat_at < fresh:

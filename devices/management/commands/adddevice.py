@@ -3,8 +3,8 @@
 from django.contrib.auth import get_user_model
 from django.core.management import BaseCommand, CommandError
 
-from devices.exceptions import GatewayError
-from devices.services import device_register
+from core.errors import GatewayError
+from devices.services.devices import device_register
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management import BaseCommand, CommandError
 
-from devices.services import token_create
+from devices.services.tokens import token_create
 
 
 class Command(BaseCommand):

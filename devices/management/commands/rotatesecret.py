@@ -2,8 +2,8 @@
 
 from django.core.management import BaseCommand, CommandError
 
-from devices.exceptions import GatewayError
-from devices.services import device_rotate_secret
+from core.errors import GatewayError
+from devices.services.devices import device_rotate_secret
 
 
 class Command(BaseCommand):

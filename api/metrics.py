@@ -1,0 +1,125 @@
+"""Prometheus metrics of the HTTP edge, plus every known bridge's counters from its heartbeat and command counts.
+
+The WebSocket edge registers its own (protocols/metrics.py) in the same registry: /metrics shows both.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+from django.conf import settings
+from django.utils import timezone
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
+
+from devices.selectors import bridges_known
+
+http_samples_ingested = Counter("iotgw_http_samples_ingested", "Samples committed through HTTP ingest")
+http_rejected = Counter("iotgw_http_rejected", "HTTP ingest requests rejected, by reason", ["reason"])
+
+
+def bridge_timing() -> dict[str, float]:
+    """What makes a bridge live and how long its session outlives it (IOTGW_HEARTBEAT_SECONDS, MQTT_SESSION_EXPIRY)."""
+    return {"heartbeat_seconds": settings.IOTGW_HEARTBEAT_SECONDS, "session_expiry": settings.MQTT_SESSION_EXPIRY}
+
+
+class BridgeCollector:
+    """Exports the counters that bridges publish in their heartbeats (they may run elsewhere)."""
+
+    def describe(self):
+        # Without this, registering would call collect() (a query) at import time.
+        return []
+
+    def collect(self):
+        received = CounterMetricFamily("iotgw_messages_received", "Device messages received", labels=["bridge"])
+        stored = CounterMetricFamily("iotgw_samples_ingested", "Samples committed to the database", labels=["bridge"])
+        rejected = CounterMetricFamily(
+            "iotgw_messages_rejected", "Device messages rejected, by reason", labels=["bridge", "reason"]
+        )
+        connected = GaugeMetricFamily("iotgw_bridge_connected", "1 when the bridge holds a broker connection",
+                                      labels=["bridge"])
+        latency = HistogramMetricFamily("iotgw_ingest_latency_seconds",
+                                        "Receive → commit time of the device messages a bridge stored",
+                                        labels=["bridge"])
+        live = GaugeMetricFamily("iotgw_bridge_live", "1 while the bridge's heartbeat is fresh; 0 for a silent "
+                                 "bridge whose broker session may still collect messages", labels=["bridge"])
+        age = GaugeMetricFamily("iotgw_bridge_heartbeat_age_seconds", "Seconds since the bridge's last heartbeat",
+                                labels=["bridge"])
+        now = timezone.now()
+        for bridge in bridges_known(**bridge_timing()):
+            counters, name = bridge.counters, bridge.client_id
+            received.add_metric([name], counters.get("received", 0))
+            stored.add_metric([name], counters.get("samples_stored", 0))
+            for reason, count in counters.get("rejected", {}).items():
+                rejected.add_metric([name, reason], count)
+            connected.add_metric([name], 1 if bridge.connected and bridge.live else 0)
+            live.add_metric([name], 1 if bridge.live else 0)
+            age.add_metric([name], (now - bridge.beat_at).total_seconds())
+            histogram = counters.get("latency", {})
+            if "counts" in histogram:  # a bridge of an older version sent quantiles instead
+                bounds = [*(floatToGoString(le) for le in histogram["le"]), "+Inf"]
+                latency.add_metric([name], list(zip(bounds, histogram["counts"], strict=True)),
+                                   sum_value=histogram["sum"])
+        yield from (received, stored, rejected, connected, latency, live, age)
+
+
+class CommandCollector:
+    """Commands by status, counted in the database (so every web process reports the same).
+
+    The count is a scan of the command table, so it runs at most once per `every` seconds
+    per process, however often and by how many scrapers /metrics is read; in between the
+    last counts are served. A gauge seen by a 15-60 s scrape loses nothing by being that old,
+    and, unlike counters kept in the command transactions, it costs the command path
+    nothing and cannot drift.
+    """
+
+    def __init__(self, *, every: float | None = None) -> None:
+        self.every = every
+        self._counts: dict[str, int] | None = None
+        self._counted_at = -math.inf
+        self._lock = threading.Lock()
+
+    def describe(self):
+        return []
+
+    def counts(self) -> dict[str, int] | None:
+        """Commands per status, as of at most `every` seconds ago; None while the database cannot say."""
+        every = settings.IOTGW_METRICS_COUNT_SECONDS if self.every is None else self.every
+        with self._lock:
+            if time.monotonic() - self._counted_at >= every:
+                self._counts = _count_commands()
+                self._counted_at = time.monotonic() if self._counts is not None else -math.inf
+            return self._counts
+
+    def collect(self):
+        family = GaugeMetricFamily("iotgw_commands", "Commands by status (recounted at most every "
+                                   "IOTGW_METRICS_COUNT_SECONDS)", labels=["status"])
+        counts = self.counts()
+        if counts is None:  # /metrics still answers while the database is away
+            return
+        from devices.models import Command
+
+        for status, _label in Command.STATUSES:
+            family.add_metric([status], counts.get(status, 0))
+        yield family
+
+
+def _count_commands() -> dict[str, int] | None:
+    from django.db import DatabaseError
+    from django.db.models import Count
+
+    from devices.models import Command
+
+    try:
+        return dict(Command.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    except DatabaseError:
+        return None
+
+
+commands_collector = CommandCollector()
+
+REGISTRY.register(BridgeCollector())
+REGISTRY.register(commands_collector)

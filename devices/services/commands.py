@@ -1,0 +1,207 @@
+"""Writes of the command lifecycle (SPEC §6): issue, cancel, claim and lease, sent, resolve, time out, expire."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from core.errors import Conflict, DeviceDisabled, DeviceUnknown
+from core.ids import DEVICE_ID_RE
+from core.times import format_ts
+from core.wire import command_fields
+from devices.models import Command
+
+COMMAND_FINAL = frozenset({Command.SUCCEEDED, Command.FAILED, Command.TIMED_OUT, Command.EXPIRED, Command.CANCELLED})
+# How long a bridge's claim on a command it is publishing holds; it renews while the PUBACK is awaited.
+COMMAND_LEASE_SECONDS = 30.0
+
+
+def _transition(command: Command, status: str, at: datetime) -> None:
+    """Move a command to `status` and record when; the caller saves it."""
+    command.status = status
+    command.updated_at = at
+    command.history = [*command.history, {"status": status, "at": format_ts(at)}]
+    if status == Command.SENT:
+        command.sent_at = at
+        command.deadline = None if command.oneway else at + timedelta(seconds=command.timeout)
+        command.lease_owner, command.lease_until = "", None
+    if status in COMMAND_FINAL or (status == Command.SENT and command.oneway):
+        command.finished_at = at
+
+
+def command_issue(
+    *,
+    user: User,
+    device_id: str,
+    name: str,
+    params: dict | None = None,
+    timeout: float | None = None,
+    expires_in: float | None = None,
+    oneway: bool = False,
+    idempotency_key: str | None = None,
+    ref: str | int | None = None,
+) -> Command:
+    """Store a command `queued` for a device the user may command; the caller then nudges the bridge.
+
+    An `idempotency_key` is unique per device: issuing it again returns the first command unchanged.
+    A device the user may not see is as unknown as one that does not exist, so ids cannot be probed.
+    """
+    from devices.selectors import devices_visible_to  # selectors imports this module
+
+    fields = command_fields(name=name, params=params, timeout=timeout, expires_in=expires_in, oneway=oneway,
+                            idempotency_key=idempotency_key, ref=ref)
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
+        raise DeviceUnknown(f"no such device: {str(device_id)[:80]!r}")
+    device = devices_visible_to(user).filter(pk=device_id).only("id", "enabled").first()
+    if device is None:
+        raise DeviceUnknown(f"no such device: {device_id}")
+    if not device.enabled:
+        raise DeviceDisabled(f"device {device_id} is disabled")
+    key = fields["idempotency_key"]
+    if key is not None and (first := Command.objects.filter(device_id=device_id, idempotency_key=key).first()):
+        return first
+    now = timezone.now()
+    command = Command(
+        id=uuid.uuid4(), device_id=device_id, issued_by=user, name=fields["name"], params=fields["params"],
+        oneway=fields["oneway"], timeout=fields["timeout"], idempotency_key=key, ref=fields["ref"],
+        status=Command.QUEUED, created_at=now, updated_at=now, expires_at=now + timedelta(seconds=fields["expires_in"]),
+        history=[{"status": Command.QUEUED, "at": format_ts(now)}],
+    )
+    try:
+        with transaction.atomic():
+            command.save(force_insert=True)
+    except IntegrityError:
+        # Two issues with one key raced: the other one stored first.
+        first = Command.objects.filter(device_id=device_id, idempotency_key=key).first() if key else None
+        if first is None:
+            raise
+        return first
+    return command
+
+
+def command_cancel(*, user: User, command_id: uuid.UUID | str) -> Command:
+    """Cancel a command still `queued` and not being published; Conflict otherwise."""
+    from devices.selectors import command_get
+
+    command_get(user=user, command_id=command_id)
+    now = timezone.now()
+    with transaction.atomic():
+        command = Command.objects.select_for_update().get(pk=command_id)
+        if command.status != Command.QUEUED:
+            raise Conflict(f"command is {command.status}; only a queued command can be cancelled")
+        if command.lease_until is not None and command.lease_until > now:
+            raise Conflict("command is being published to the device; it can no longer be cancelled")
+        _transition(command, Command.CANCELLED, now)
+        command.save()
+    return command
+
+
+def command_claim(
+    *,
+    owner: str,
+    device_ids: Iterable[str] | None = None,
+    exclude: Iterable[uuid.UUID] = (),
+    limit: int = 200,
+    lease: float = COMMAND_LEASE_SECONDS,
+) -> list[Command]:
+    """Lease queued, unexpired commands of online devices to one bridge for publishing.
+
+    Rows another bridge is locking are skipped, and so are live leases of other bridges:
+    each command is published by one bridge at a time. The owner's own stale leases
+    (from before a restart) are taken back, minus `exclude` (its publishes in flight).
+    """
+    now = timezone.now()
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner)
+    with transaction.atomic():
+        qs = (
+            Command.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(free, status=Command.QUEUED, expires_at__gt=now, device__online=True, device__enabled=True)
+            .exclude(pk__in=list(exclude))
+        )
+        if device_ids is not None:
+            qs = qs.filter(device_id__in=list(device_ids))
+        commands = list(qs.order_by("created_at")[:limit])
+        if commands:
+            until = now + timedelta(seconds=lease)
+            Command.objects.filter(pk__in=[c.pk for c in commands]).update(lease_owner=owner, lease_until=until)
+    return commands
+
+
+def command_lease_renew(*, owner: str, command_ids: Iterable[uuid.UUID], lease: float = COMMAND_LEASE_SECONDS) -> int:
+    """Extend a bridge's leases on commands whose publish it still awaits."""
+    until = timezone.now() + timedelta(seconds=lease)
+    return Command.objects.filter(pk__in=list(command_ids), lease_owner=owner, status=Command.QUEUED).update(
+        lease_until=until
+    )
+
+
+def command_mark_sent(*, command_id: uuid.UUID) -> Command | None:
+    """`queued` → `sent` once the broker acknowledged the publish; None when it had moved on already."""
+    with transaction.atomic():
+        command = Command.objects.select_for_update().filter(pk=command_id).first()
+        if command is None or command.status != Command.QUEUED:
+            return None
+        _transition(command, Command.SENT, timezone.now())
+        command.save()
+    return command
+
+
+def command_resolve(
+    *, device_id: str, command_id: uuid.UUID, ok: bool, result: object = None, error: str = ""
+) -> tuple[Command | None, str | None]:
+    """Apply a device's response: (the command if it changed, the reason the response was ignored)."""
+    now = timezone.now()
+    changed: Command | None = None
+    with transaction.atomic():
+        command = Command.objects.select_for_update().filter(pk=command_id).first()
+        # A queued command never leased was never published: the device cannot know its id.
+        if command is None or (command.status == Command.QUEUED and command.lease_until is None):
+            return None, "response_unknown"
+        if command.device_id != device_id:
+            return None, "response_wrong_device"
+        if command.status == Command.QUEUED:
+            # The device answered before the broker's PUBACK was recorded: it was sent.
+            _transition(command, Command.SENT, now)
+            changed = command
+        if command.status == Command.SENT and not command.oneway:
+            _transition(command, Command.SUCCEEDED if ok else Command.FAILED, now)
+            command.result, command.error = result, error
+            changed = command
+        if changed is None:
+            return None, "response_finished"
+        command.save()
+    # A one-way command answered before its PUBACK was recorded is now `sent`; the answer itself is ignored.
+    return command, (None if command.status in COMMAND_FINAL else "response_finished")
+
+
+def command_time_out_due(*, limit: int = 500) -> list[Command]:
+    """`sent` → `timed_out` for two-way commands past their deadline; rows locked elsewhere wait."""
+    return _finish_due(Q(status=Command.SENT, oneway=False, deadline__lte=timezone.now()), Command.TIMED_OUT,
+                       "no response within the timeout", limit)
+
+
+def command_expire_due(*, limit: int = 500) -> list[Command]:
+    """`queued` → `expired` for commands still unsent at expires_at."""
+    return _finish_due(Q(status=Command.QUEUED, expires_at__lte=timezone.now()), Command.EXPIRED,
+                       "not delivered before it expired", limit)
+
+
+def _finish_due(due: Q, status: str, error: str, limit: int) -> list[Command]:
+    now = timezone.now()
+    with transaction.atomic():
+        commands = list(Command.objects.select_for_update(skip_locked=True).filter(due).order_by("pk")[:limit])
+        for command in commands:
+            _transition(command, status, now)
+            command.error = error
+            command.lease_owner, command.lease_until = "", None
+        if commands:
+            Command.objects.bulk_update(
+                commands, ["status", "updated_at", "history", "finished_at", "error", "lease_owner", "lease_until"]
+            )
+    return commands

@@ -1,0 +1,46 @@
+"""Settings → constructor keywords: the one place the long-lived objects' configuration is read.
+
+The bridge, the dashboard consumer and the HTTP edge's live pushes take their configuration
+as keywords with documented defaults (as channels_redis does); this module reads Django's
+settings (themselves read from the environment by iotgw/env.py) once per process and passes
+them on, so no hot path reads `settings.X`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from protocols.consumers import DashboardConfig
+
+
+def bridge_options() -> dict[str, Any]:
+    """The Bridge's keywords (bridge/runtime.py) except the broker and the layer."""
+    return {
+        "client_id": settings.MQTT_CLIENT_ID,
+        "share_group": settings.MQTT_SHARE_GROUP,
+        "session_expiry": settings.MQTT_SESSION_EXPIRY,
+        "receive_maximum": settings.MQTT_RECEIVE_MAXIMUM,
+        "max_batch": settings.IOTGW_MAX_BATCH,
+        "max_payload": settings.IOTGW_MAX_PAYLOAD,
+        "max_clock_skew": settings.IOTGW_MAX_CLOCK_SKEW,
+        "push_buckets": settings.IOTGW_PUSH_BUCKETS,
+        "push_interval": settings.IOTGW_PUSH_INTERVAL,
+        "heartbeat_seconds": settings.IOTGW_HEARTBEAT_SECONDS,
+        "offline_after": settings.IOTGW_OFFLINE_AFTER,
+    }
+
+
+def dashboard_config() -> DashboardConfig:
+    """The dashboard socket's limits (protocols/consumers.py)."""
+    return DashboardConfig(
+        rate=settings.IOTGW_WS_RATE,
+        burst=settings.IOTGW_WS_BURST,
+        send_buffer=settings.IOTGW_WS_SEND_BUFFER,
+        inbox=settings.IOTGW_WS_INBOX,
+        rejoin_every=settings.IOTGW_PUSH_REJOIN_SECONDS,
+        recheck_seconds=settings.IOTGW_WS_RECHECK_SECONDS,
+        max_frame=settings.IOTGW_WS_MAX_FRAME,
+        push_buckets=settings.IOTGW_PUSH_BUCKETS,
+    )

@@ -1,0 +1,92 @@
+"""`simulate`: N devices publishing drifting telemetry over MQTT and answering commands (SPEC §10)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+
+from django.conf import settings
+from django.core.management import BaseCommand, CommandError
+
+from core.broker import BrokerConfig
+from core.errors import ConfigMissing
+from sim.fleet import devices_latest, ensure_devices
+from sim.simulator import Simulator, SimulatorRefused, Stats, progress_line
+
+logger = logging.getLogger("iotgw.simulator")
+
+# How long a run may go without a single device logged in before it stops and says why.
+GIVE_UP_AFTER = 15.0
+
+
+def _refusal_hint(reason: str, broker: BrokerConfig) -> str:
+    """One line: what the broker said, and what usually fixes it."""
+    where = f"{broker.host}:{broker.port}"
+    if "protocol" in reason.lower() and broker.protocol == 5:
+        fix = "that broker speaks MQTT 3.1.1 only: add ?protocol=3.1.1 to the URL"
+    elif "not authori" in reason.lower() or "bad user" in reason.lower():
+        fix = ("the devices' credentials are not that broker's: it must check them against this registry "
+               "(the all-in-one gateway's broker does; see docs/broker-auth.md)")
+    else:
+        fix = "is a broker listening there?"
+    return f"no simulated device could log in to {where} ({reason}): {fix}"
+
+
+class Command(BaseCommand):
+    help = "Simulate N devices publishing R samples/s in total over MQTT, answering commands."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--devices", type=int, default=3, help="how many devices (default 3)")
+        parser.add_argument("--rate", type=float, default=3.0, help="samples per second across all devices")
+        parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+        parser.add_argument("--prefix", default="sim", help="device ids are PREFIX-1 … PREFIX-N (default sim)")
+        parser.add_argument("--owner", default=None, help="owner of devices registered by this run")
+        parser.add_argument("--mqtt-url", default=None, help="broker URL (default: MQTT_URL)")
+        parser.add_argument("--latency", type=float, default=0.2, help="seconds before answering a command")
+        parser.add_argument("--failure-rate", type=float, default=0.0, help="share of commands answered with an error")
+        parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable values")
+
+    def handle(self, *args, devices: int, rate: float, duration: float | None, prefix: str, owner: str | None,
+               mqtt_url: str | None, latency: float, failure_rate: float, seed: int | None, **options):
+        url = mqtt_url or settings.MQTT_URL
+        if not url:
+            raise CommandError(str(ConfigMissing("MQTT_URL", "pass --mqtt-url or set MQTT_URL")))
+        if devices < 1 or rate <= 0 or not 0 <= failure_rate <= 1:
+            raise CommandError("--devices must be at least 1, --rate above 0, --failure-rate from 0 to 1")
+        broker = BrokerConfig.from_url(url)
+        ids = [f"{prefix}-{i}" for i in range(1, devices + 1)]
+        try:
+            registered = ensure_devices(ids, owner_name=owner)
+        except LookupError as exc:
+            raise CommandError(str(exc)) from None
+        sim = Simulator(broker=broker, devices=registered, rate=rate,
+                        latency=latency, failure_rate=failure_rate, seed=seed, latest=devices_latest(ids))
+        self.stdout.write(f"simulating {ids[0]} … {ids[-1]} at {rate:g} samples/s in total → "
+                          f"{broker.host}:{broker.port}  (Ctrl-C to stop)")
+        self._last_line = time.monotonic()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda *_: sim.stop()) if main else None
+        try:
+            stats = sim.run(duration=duration, progress=self._progress, give_up_after=GIVE_UP_AFTER)
+        except KeyboardInterrupt:
+            stats = sim.stats
+        except SimulatorRefused as exc:
+            raise CommandError(_refusal_hint(str(exc), broker)) from None
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+        self.stdout.write(("\n" if sys.stdout.isatty() else "") + "done: " + progress_line(stats, final=True))
+
+    def _progress(self, stats: Stats) -> None:
+        # In place on a terminal; into a log or a pipe, one line every ten seconds instead.
+        if sys.stdout.isatty():
+            sys.stdout.write("\r\033[K" + progress_line(stats))
+            sys.stdout.flush()
+            return
+        now = time.monotonic()
+        if now - self._last_line >= 10:
+            self._last_line = now
+            self.stdout.write(progress_line(stats))

@@ -1,0 +1,67 @@
+"""The broker hooks in-process (Django's test client): the rules of /mqtt/auth, /mqtt/acl and /mqtt/superuser.
+
+tests/integration/test_broker_auth.py holds the same hooks over real HTTP to Daphne.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from devices.services.devices import device_register, device_set_enabled
+
+pytestmark = pytest.mark.django_db
+
+BRIDGE_USER, BRIDGE_PASSWORD = "bridge-acct", "bridge-pw-123"
+
+
+@pytest.fixture
+def devices(settings):
+    settings.MQTT_BRIDGE_USERNAME, settings.MQTT_BRIDGE_PASSWORD = BRIDGE_USER, BRIDGE_PASSWORD
+    settings.MQTT_HOOK_SECRET = None
+    return device_register(device_id="mine")[1], device_register(device_id="other")[1]
+
+
+def emqx(client, hook: str, **fields: str) -> str:
+    reply = client.post(f"/mqtt/{hook}", fields, content_type="application/json")
+    assert reply.status_code == 200
+    return reply.json()["result"]
+
+
+def go_auth(client, hook: str, **fields: str) -> int:
+    return client.post(f"/mqtt/{hook}", fields).status_code
+
+
+def test_a_device_logs_in_with_its_own_secret_only(client, devices):
+    mine, other = devices
+    assert emqx(client, "auth", username="mine", password=mine) == "allow"
+    assert emqx(client, "auth", username="mine", password=other) == "deny"
+    assert go_auth(client, "auth", username="mine", password=mine) == 200
+    assert go_auth(client, "auth", username="ghost", password=mine) == 403
+    device_set_enabled(device_id="mine", enabled=False)
+    assert emqx(client, "auth", username="mine", password=mine) == "deny"
+
+
+def test_a_device_publishes_and_subscribes_on_its_own_topics_only(client, devices):
+    assert emqx(client, "acl", username="mine", topic="devices/mine/telemetry", action="publish") == "allow"
+    assert emqx(client, "acl", username="mine", topic="devices/mine/commands", action="subscribe") == "allow"
+    assert emqx(client, "acl", username="mine", topic="devices/other/telemetry", action="publish") == "deny"
+    assert emqx(client, "acl", username="mine", topic="devices/mine/commands", action="publish") == "deny"
+    assert go_auth(client, "acl", username="mine", topic="devices/mine/status", acc="2") == 200
+    assert go_auth(client, "acl", username="mine", topic="devices/#", acc="4") == 403
+
+
+def test_only_the_bridge_is_a_superuser_and_may_do_anything(client, devices):
+    assert emqx(client, "auth", username=BRIDGE_USER, password=BRIDGE_PASSWORD) == "allow"
+    assert emqx(client, "auth", username=BRIDGE_USER, password="wrong") == "deny"
+    assert emqx(client, "acl", username=BRIDGE_USER, topic="devices/x/commands", action="publish") == "allow"
+    assert go_auth(client, "superuser", username=BRIDGE_USER) == 200
+    assert go_auth(client, "superuser", username="mine") == 403
+
+
+def test_with_a_hook_secret_a_request_without_it_is_denied(client, devices, settings):
+    mine, _ = devices
+    settings.MQTT_HOOK_SECRET = "s3cret"
+    assert emqx(client, "auth", username="mine", password=mine) == "deny"
+    reply = client.post("/mqtt/auth", {"username": "mine", "password": mine}, content_type="application/json",
+                        headers={"X-Iotgw-Hook-Secret": "s3cret"})
+    assert reply.json()["result"] == "allow"

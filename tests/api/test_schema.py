@@ -1,0 +1,202 @@
+"""The OpenAPI schema tells the truth: each operation declares exactly the statuses it answers, in the error shape."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from devices.models import Command
+from devices.services.commands import command_issue
+from devices.services.devices import device_register, device_set_enabled
+from devices.services.tokens import token_create
+
+pytestmark = pytest.mark.django_db
+
+
+@dataclass
+class World:
+    alice: str  # token
+    ops: str  # staff token
+    mine: str  # alice's device id
+    secret: str
+    hidden: str  # bob's device id
+    disabled: str  # alice's disabled device
+    command: str  # a queued command of alice's
+    theirs: str  # a command of bob's
+    session: Client  # alice logged in, CSRF enforced
+
+
+@pytest.fixture
+def world(settings) -> World:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    users = get_user_model().objects
+    alice, bob = users.create_user("alice"), users.create_user("bob")
+    ops = users.create_user("ops", is_staff=True)
+    mine, secret = device_register(device_id="mine", owner=alice)
+    device_register(device_id="theirs", owner=bob)
+    device_register(device_id="off", owner=alice)
+    device_set_enabled(device_id="off", enabled=False)
+    command = command_issue(user=alice, device_id="mine", name="reboot")
+    theirs = command_issue(user=bob, device_id="theirs", name="reboot")
+    session = Client(enforce_csrf_checks=True)
+    session.force_login(alice)
+    return World(alice=token_create(user=alice), ops=token_create(user=ops), mine="mine", secret=secret,
+                 hidden="theirs", disabled="off", command=str(command.id), theirs=str(theirs.id),
+                 session=session)
+
+
+def api(method: str, path: str, *, token: str | None = None, body=None, raw: bytes | None = None,
+        headers: dict | None = None, client: Client | None = None):
+    extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in (headers or {}).items()}
+    if token:
+        extra["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    kwargs = {"data": data, "content_type": "application/json"} if data is not None else {}
+    return getattr(client or Client(), method.lower())(path, **kwargs, **extra)
+
+
+def device_auth(device_id: str, secret: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{device_id}:{secret}".encode()).decode()}
+
+
+def until_limited(w: World):
+    """Ingest as fast as possible until the device's rate limit answers."""
+    for _ in range(500):
+        reply = api("POST", f"/api/ingest/{w.mine}/telemetry", body={"x": 1}, headers=device_auth(w.mine, w.secret))
+        if reply.status_code == 429:
+            return reply
+    raise AssertionError("never rate limited")
+
+
+Case = Callable[[World], object]
+BIG = b'{"id": "' + b"x" * 5000 + b'"}'
+
+# (method, path in the schema) -> {status: a request that gets it}
+CASES: dict[tuple[str, str], dict[int, Case]] = {
+    ("get", "/api/devices"): {
+        200: lambda w: api("GET", "/api/devices", token=w.alice),
+        400: lambda w: api("GET", "/api/devices?limit=0", token=w.alice),
+        401: lambda w: api("GET", "/api/devices"),
+    },
+    ("post", "/api/devices"): {
+        201: lambda w: api("POST", "/api/devices", token=w.ops, body={"id": "new-one"}),
+        400: lambda w: api("POST", "/api/devices", token=w.ops, body={"name": "no id"}),
+        401: lambda w: api("POST", "/api/devices", body={"id": "x"}),
+        403: lambda w: api("POST", "/api/devices", token=w.alice, body={"id": "x"}),
+        409: lambda w: api("POST", "/api/devices", token=w.ops, body={"id": w.mine}),
+        413: lambda w: api("POST", "/api/devices", token=w.ops, raw=BIG),
+    },
+    ("get", "/api/devices/{device_id}"): {
+        200: lambda w: api("GET", f"/api/devices/{w.mine}", token=w.alice),
+        401: lambda w: api("GET", f"/api/devices/{w.mine}"),
+        404: lambda w: api("GET", f"/api/devices/{w.hidden}", token=w.alice),
+    },
+    ("get", "/api/devices/{device_id}/telemetry"): {
+        200: lambda w: api("GET", f"/api/devices/{w.mine}/telemetry", token=w.alice),
+        400: lambda w: api("GET", f"/api/devices/{w.mine}/telemetry?since=yesterday", token=w.alice),
+        401: lambda w: api("GET", f"/api/devices/{w.mine}/telemetry"),
+        404: lambda w: api("GET", f"/api/devices/{w.hidden}/telemetry", token=w.alice),
+    },
+    ("post", "/api/ingest/{device_id}/telemetry"): {
+        200: lambda w: api("POST", f"/api/ingest/{w.mine}/telemetry", body={"x": 1},
+                           headers=device_auth(w.mine, w.secret)),
+        400: lambda w: api("POST", f"/api/ingest/{w.mine}/telemetry", raw=b"{", headers=device_auth(w.mine, w.secret)),
+        401: lambda w: api("POST", f"/api/ingest/{w.disabled}/telemetry", body={"x": 1},
+                           headers=device_auth(w.disabled, w.secret)),
+        413: lambda w: api("POST", f"/api/ingest/{w.mine}/telemetry", raw=b"[" + b"{}," * 30000 + b"{}]",
+                           headers=device_auth(w.mine, w.secret)),
+        429: until_limited,
+    },
+    ("post", "/api/devices/{device_id}/commands"): {
+        202: lambda w: api("POST", f"/api/devices/{w.mine}/commands", token=w.alice, body={"name": "ping"}),
+        400: lambda w: api("POST", f"/api/devices/{w.mine}/commands", token=w.alice, body={"name": "no spaces"}),
+        401: lambda w: api("POST", f"/api/devices/{w.mine}/commands", body={"name": "ping"}),
+        403: lambda w: api("POST", f"/api/devices/{w.disabled}/commands", token=w.alice, body={"name": "ping"}),
+        404: lambda w: api("POST", f"/api/devices/{w.hidden}/commands", token=w.alice, body={"name": "ping"}),
+        413: lambda w: api("POST", f"/api/devices/{w.mine}/commands", token=w.alice, raw=BIG),
+    },
+    ("get", "/api/commands/{command_id}"): {
+        200: lambda w: api("GET", f"/api/commands/{w.command}", token=w.alice),
+        401: lambda w: api("GET", f"/api/commands/{w.command}"),
+        404: lambda w: api("GET", "/api/commands/not-a-uuid", token=w.alice),
+    },
+    ("post", "/api/commands/{command_id}/cancel"): {
+        200: lambda w: api("POST", f"/api/commands/{w.command}/cancel", token=w.alice),
+        401: lambda w: api("POST", f"/api/commands/{w.command}/cancel"),
+        403: lambda w: api("POST", f"/api/commands/{w.command}/cancel", client=w.session),  # no CSRF token
+        404: lambda w: api("POST", f"/api/commands/{w.theirs}/cancel", token=w.alice),
+        409: lambda w: (Command.objects.filter(pk=w.command).update(status="sent"),
+                        api("POST", f"/api/commands/{w.command}/cancel", token=w.alice))[1],
+    },
+    ("post", "/api/devices/{device_id}/secret"): {
+        200: lambda w: api("POST", f"/api/devices/{w.mine}/secret", token=w.ops),
+        401: lambda w: api("POST", f"/api/devices/{w.mine}/secret"),
+        403: lambda w: api("POST", f"/api/devices/{w.mine}/secret", token=w.alice),
+        404: lambda w: api("POST", f"/api/devices/{w.hidden}/secret", token=w.alice),
+    },
+    ("post", "/api/ws-ticket"): {
+        200: lambda w: api("POST", "/api/ws-ticket", token=w.alice),
+        401: lambda w: api("POST", "/api/ws-ticket"),
+        403: lambda w: api("POST", "/api/ws-ticket", client=w.session),
+    },
+}
+
+
+@pytest.fixture
+def schema(client) -> dict:
+    return client.get("/api/openapi.json").json()
+
+
+def test_every_operation_has_its_cases(schema):
+    operations = {(m, p) for p, ops in schema["paths"].items() for m in ops}
+    assert operations == set(CASES)
+
+
+@pytest.mark.parametrize(("operation", "status"), [(op, s) for op, cases in CASES.items() for s in cases],
+                         ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_a_declared_status_is_really_answered_in_its_declared_shape(world, schema, operation, status):
+    method, path = operation
+    declared = schema["paths"][path][method]["responses"]
+    assert sorted(map(int, declared)) == sorted(CASES[operation]), "declared statuses are exactly the real ones"
+    reply = CASES[operation][status](world)
+    assert reply.status_code == status, reply.content[:300]
+    body = reply.json()
+    if status >= 400:
+        assert declared[str(status)]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+        assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]) <= {"code", "message", "details"}
+        assert all(isinstance(v, str) for k, v in body["error"].items() if k != "details")
+        if "details" in body["error"]:
+            assert status == 400 and all(set(d) == {"loc", "msg"} for d in body["error"]["details"])
+    if status == 429:
+        assert int(reply["Retry-After"]) >= 1 and "Retry-After" in declared["429"]["headers"]
+
+
+def test_validation_errors_carry_details_and_the_schema_says_so(world, schema):
+    reply = api("POST", "/api/devices", token=world.ops, body={"name": 5})
+    details = reply.json()["error"]["details"]
+    assert reply.status_code == 400 and any(d["loc"][-1] == "id" for d in details), details
+    info = schema["components"]["schemas"]["ErrorInfo"]
+    assert info["properties"]["details"]["type"] == "array" and info["required"] == ["code", "message"]
+    assert schema["components"]["schemas"]["ErrorDetail"]["required"] == ["loc", "msg"]
+
+
+def test_ingest_declares_the_device_credentials_it_takes(schema):
+    ingest = schema["paths"]["/api/ingest/{device_id}/telemetry"]["post"]
+    assert ingest["security"] == [{"DeviceBasic": []}, {"DeviceSecret": []}]
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["DeviceBasic"] == {**schemes["DeviceBasic"], "type": "http", "scheme": "basic"}
+    assert schemes["DeviceSecret"]["scheme"] == "bearer"
+    others = [op for p, ops in schema["paths"].items() for op in ops.values() if "ingest" not in p]
+    assert all(op["security"] == [{"BearerToken": []}, {"SessionCookie": []}] for op in others)
+
+
+def test_created_and_accepted_declare_their_location(schema):
+    assert "Location" in schema["paths"]["/api/devices"]["post"]["responses"]["201"]["headers"]
+    assert "Location" in schema["paths"]["/api/devices/{device_id}/commands"]["post"]["responses"]["202"]["headers"]
+    assert "Link" in schema["paths"]["/api/devices"]["get"]["responses"]["200"]["headers"]
