@@ -36,6 +36,8 @@ class DeviceOut(Schema):
                                                         "null: the gateway's default; 0: never")
     online: bool
     last_seen: str | None
+    transport: str | None = Field(None, description="the transport it was last seen on: mqtt, http, ws or coap; "
+                                                     "null until it is first seen")
     latest: dict[str, Any]
     latest_ts: dict[str, str]
 

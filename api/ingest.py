@@ -119,7 +119,8 @@ def _ingest(request: HttpRequest, device_id: str) -> tuple[dict[str, int], PushB
     received_at = timezone.now()
     samples = parse_samples(request.body, received_at=received_at, max_bytes=max_bytes,
                             max_skew=timedelta(seconds=settings.IOTGW_MAX_CLOCK_SKEW))
-    outcome = telemetry_ingest(items=[Inbound(device_id=device_id, samples=samples)], received_at=received_at)
+    outcome = telemetry_ingest(items=[Inbound(device_id=device_id, samples=samples)], received_at=received_at,
+                               transports={device_id: "http"})
     if outcome.rejected:  # disabled or deleted since its credentials were checked: the same 401 as then
         metrics.http_rejected.labels(reason=outcome.rejected[0]).inc()
         raise DeviceCredentialsInvalid()

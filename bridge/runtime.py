@@ -35,6 +35,10 @@ logger = logging.getLogger("iotgw.bridge")
 _current: Bridge | None = None
 
 
+# The `Device.transport` values whose commands this bridge publishes.
+MQTT_DELIVERS_TO = (MqttTransport.name, "", "http")
+
+
 class BridgeNotRunning(RuntimeError):
     """The bridge has not been started in this process."""
 
@@ -87,8 +91,10 @@ class Bridge:
             session_expiry=session_expiry, receive_maximum=receive_maximum,
             max_packet_size=max_payload + PACKET_HEADROOM,
         )
+        # Devices last seen on MQTT (or over HTTP ingest, which has no way down of its own), or not seen yet;
+        # one heard on a transport with its own way down (ws, coap) gets its commands there.
         self.dispatcher = CommandDispatcher(outlet=self.transport, owner=client_id, stats=self.stats,
-                                            pusher=self.pusher)
+                                            pusher=self.pusher, transports=MQTT_DELIVERS_TO)
         self.pipeline = IngestPipeline(intake=self.intake, stats=self.stats, pusher=self.pusher, max_batch=max_batch,
                                        responses=self.dispatcher, listeners=[self.dispatcher])
         self._tasks: list[asyncio.Task[None]] = []

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import TypeVar
 
 from django.db import DatabaseError, InterfaceError, OperationalError
@@ -61,8 +61,13 @@ class CommandDispatcher:
     """
 
     def __init__(self, *, outlet: Outlet, owner: str, stats: IngestStats, pusher: Pusher, interval: float = 1.0,
-                 batch: int = 200) -> None:
+                 batch: int = 200, transports: Iterable[str] | None = None,
+                 reach: Callable[[], Collection[str]] | None = None) -> None:
         self._outlet = outlet
+        # The device transports it delivers to (None: every device), and, for an outlet that holds
+        # the devices' connections itself (a WebSocket device), the devices it can reach right now.
+        self._transports = tuple(transports) if transports is not None else None
+        self._reach = reach
         self._owner = owner
         self._stats = stats
         self._pusher = pusher
@@ -138,8 +143,13 @@ class CommandDispatcher:
         """Claim queued commands of online devices and deliver each without waiting for the others."""
         if not self._outlet.connected:
             return  # the sweep after the reconnect takes them; meanwhile another bridge may
+        if self._reach is not None:
+            reachable = self._reach()
+            device_ids = [d for d in device_ids if d in reachable] if device_ids is not None else list(reachable)
+            if not device_ids:
+                return
         commands = await self._claim(owner=self._owner, device_ids=device_ids, exclude=set(self._inflight),
-                                     limit=self._batch)
+                                     limit=self._batch, transports=self._transports)
         for command in commands:
             self._inflight.add(command.id)
             task = asyncio.ensure_future(self._deliver(command))

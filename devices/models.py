@@ -29,6 +29,9 @@ class Device(models.Model):
                   "(IOTGW_OFFLINE_AFTER); 0: never")
     online = models.BooleanField(default=False)
     last_seen = models.DateTimeField(null=True, blank=True)
+    # The transport it was last seen on (an Inlet's name: mqtt, http, ws, coap); empty until it is first seen.
+    # The MQTT bridge delivers commands to a device whose transport is mqtt or empty.
+    transport = models.CharField(max_length=16, blank=True, default="", editable=False)
     # {metric: {"value": v, "ts": iso}}: the newest value of every metric, by sample time.
     latest = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

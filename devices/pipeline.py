@@ -199,11 +199,18 @@ class IngestPipeline:
 
     async def _finish(self, batch: _Batch) -> None:
         """Store, resolve responses, tell the listeners, ack after the commit, then push."""
-        said = [s for _, _, saying in batch.entries for s in saying]
-        items = [s for s in said if s.response is None]
-        responses = [(s.device_id, s.response) for s in said if s.response is not None]
+        items: list[Said] = []
+        responses: list[tuple[str, CommandResponse]] = []
+        transports: dict[str, str] = {}  # the transport each device was last heard on in this batch
+        for inlet, _, saying in batch.entries:
+            for s in saying:
+                if s.response is None:
+                    items.append(s)
+                    transports[s.device_id] = inlet.name
+                else:
+                    responses.append((s.device_id, s.response))
         push = self._pusher.batch()
-        outcome = await self._commit(items, batch.received_at) if items else IngestOutcome()
+        outcome = await self._commit(items, batch.received_at, transports) if items else IngestOutcome()
         if outcome.accepted:
             self._stats.observe_latency((timezone.now() - batch.received_at).total_seconds(),
                                         count=len(outcome.accepted))
@@ -214,12 +221,12 @@ class IngestPipeline:
         self._ack(batch.entries)
         await self._pusher.offer(push)
 
-    async def _commit(self, items: list[Said], received_at: datetime) -> IngestOutcome:
+    async def _commit(self, items: list[Said], received_at: datetime, transports: dict[str, str]) -> IngestOutcome:
         """Commit with retries: while the database is away nothing is acked, so nothing is lost."""
 
         def count() -> Awaitable[IngestOutcome]:
             self._stats.counts["transactions"] += 1
-            return self._store(items=items, received_at=received_at)
+            return self._store(items=items, received_at=received_at, transports=transports)
 
         def failed(exc: BaseException, delay: float) -> None:
             self._stats.counts["db_errors"] += 1

@@ -72,12 +72,13 @@ def device_snapshots(device_ids: Iterable[str]) -> list[dict[str, Any]]:
 
 
 def device_state(device: Device) -> dict[str, Any]:
-    """One device's public state: id, name, online, last_seen and latest values."""
+    """One device's public state: id, name, online, last_seen, the transport it was last seen on, latest values."""
     return {
         "id": device.id,
         "name": device.name,
         "online": device.online,
         "last_seen": format_ts(device.last_seen) if device.last_seen else None,
+        "transport": device.transport or None,
         "latest": {name: m["value"] for name, m in device.latest.items()},
         "latest_ts": {name: m["ts"] for name, m in device.latest.items()},
     }

@@ -35,6 +35,7 @@ class DeviceRow:
     online: bool
     latest: dict[str, Any]
     last_seen: datetime | None
+    transport: str | None = None  # the transport it was seen on in this batch; None: unchanged
 
 
 def devices_lock(ids: Sequence[str]) -> dict[str, DeviceRow]:
@@ -130,21 +131,28 @@ def _insert_returning_taken(rows: Sequence[AssignedRow], received_at: datetime) 
 
 
 def devices_update(devices: Iterable[DeviceRow]) -> None:
-    """Write back `latest`, `last_seen` and `online` of the devices a batch touched."""
+    """Write back `latest`, `last_seen`, `online` and (when it was seen on one) `transport` of a batch's devices."""
     devices = list(devices)
     if not devices:
         return
     if connection.vendor != "postgresql":
-        Device.objects.bulk_update(
-            [Device(id=d.id, latest=d.latest, last_seen=d.last_seen, online=d.online) for d in devices],
-            ["latest", "last_seen", "online"],
-        )
+        fields = ["latest", "last_seen", "online"]
+        plain = [d for d in devices if d.transport is None]
+        seen_on = [d for d in devices if d.transport is not None]
+        for rows, columns in ((plain, fields), (seen_on, [*fields, "transport"])):
+            if rows:
+                Device.objects.bulk_update(
+                    [Device(id=d.id, latest=d.latest, last_seen=d.last_seen, online=d.online,
+                            transport=d.transport or "") for d in rows], columns)
         return
-    doc = orjson.dumps([{"i": d.id, "l": d.latest, "s": d.last_seen, "o": d.online} for d in devices]).decode()
+    doc = orjson.dumps([{"i": d.id, "l": d.latest, "s": d.last_seen, "o": d.online, "t": d.transport}
+                        for d in devices]).decode()
     with connection.cursor() as cur:
         cur.execute(
-            f"UPDATE {DEVICE} AS d SET latest = u.l, last_seen = u.s, online = u.o "
-            "FROM json_to_recordset(%s::json) AS u(i text, l jsonb, s timestamptz, o boolean) WHERE d.id = u.i",
+            f"UPDATE {DEVICE} AS d SET latest = u.l, last_seen = u.s, online = u.o, "
+            "transport = COALESCE(u.t, d.transport) "
+            "FROM json_to_recordset(%s::json) AS u(i text, l jsonb, s timestamptz, o boolean, t text) "
+            "WHERE d.id = u.i",
             [doc],
         )
 

@@ -109,12 +109,15 @@ def command_claim(
     exclude: Iterable[uuid.UUID] = (),
     limit: int = 200,
     lease: float = COMMAND_LEASE_SECONDS,
+    transports: Iterable[str] | None = None,
 ) -> list[Command]:
     """Lease queued, unexpired commands of online devices to one bridge for publishing.
 
     Rows another bridge is locking are skipped, and so are live leases of other bridges:
     each command is published by one bridge at a time. The owner's own stale leases
     (from before a restart) are taken back, minus `exclude` (its publishes in flight).
+    With `transports`, only devices last seen on one of them (`Device.transport`; "" is a device
+    never seen yet) are claimed: a command goes out on the transport its device was last heard on.
     """
     now = timezone.now()
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner)
@@ -126,6 +129,8 @@ def command_claim(
         )
         if device_ids is not None:
             qs = qs.filter(device_id__in=list(device_ids))
+        if transports is not None:
+            qs = qs.filter(device__transport__in=list(transports))
         commands = list(qs.order_by("created_at")[:limit])
         if commands:
             until = now + timedelta(seconds=lease)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,8 +33,12 @@ class Inbound:
     online: bool | None = None
 
 
-def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime) -> IngestOutcome:
+def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime,
+                     transports: Mapping[str, str] | None = None) -> IngestOutcome:
     """Store a batch of device messages in one transaction.
+
+    `transports` names the transport each device was heard on in this batch (an Inlet's name);
+    it is written with the rest of the device's row, so recording it costs no statement of its own.
 
     A sample with `ts` is stored once per (device, ts): a redelivered sample is a no-op.
     A sample without `ts` never collides with another one: it gets the first free microsecond
@@ -62,6 +66,8 @@ def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime) -> Inge
             outcome.accepted.append(index)
             touched[device.id] = device
             device.last_seen = received_at
+            if transports:
+                device.transport = transports.get(device.id, device.transport)
             device.online = True if item.online is None else item.online
             for position, sample in enumerate(item.samples):
                 if sample.assigned:

@@ -151,3 +151,14 @@ def test_oneway_answered_before_its_puback_is_sent_and_the_answer_ignored(owner,
     changed, reason = command_resolve(device_id="d1", command_id=command.id, ok=True)
     assert changed.status == "sent" and reason == "response_finished"
     assert statuses(command) == ["queued", "sent"]
+
+
+def test_a_transport_claims_only_devices_last_heard_on_it(owner, device):
+    from devices.models import Device
+
+    device_register(device_id="on-ws", owner=owner)
+    Device.objects.filter(pk="on-ws").update(online=True, transport="ws")
+    mqtt_or_new = command_issue(user=owner, device_id="d1", name="a")
+    over_ws = command_issue(user=owner, device_id="on-ws", name="b")
+    assert [c.id for c in command_claim(owner="bridge", transports=("mqtt", ""))] == [mqtt_or_new.id]
+    assert [c.id for c in command_claim(owner="web", transports=("ws",))] == [over_ws.id]

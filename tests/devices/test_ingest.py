@@ -76,3 +76,14 @@ def test_a_redelivered_sample_with_ts_is_still_stored_once_beside_samples_withou
                          received_at=T0)
     assert Telemetry.objects.filter(device_id="d1", data__has_key="x").count() == 1
     assert Telemetry.objects.filter(device_id="d1", data__has_key="y").count() == 2
+
+
+def test_the_transport_a_device_was_last_heard_on_is_recorded_with_its_batch():
+    device_register(device_id="d1")
+    device_register(device_id="d2")
+    assert Device.objects.get(pk="d1").transport == "", "not seen yet"
+    telemetry_ingest(items=[Inbound("d1", [sample(1, x=1)]), Inbound("d2", online=True)], received_at=T0,
+                     transports={"d1": "ws", "d2": "coap"})
+    telemetry_ingest(items=[Inbound("d1", [sample(2, x=2)])], received_at=T0, transports={"d1": "http"})
+    telemetry_ingest(items=[Inbound("d2", [sample(3, x=3)])], received_at=T0)  # a caller that does not say
+    assert dict(Device.objects.values_list("id", "transport")) == {"d1": "http", "d2": "coap"}

@@ -129,3 +129,20 @@ async def test_listeners_see_what_the_batch_committed_before_its_acks(transactio
     assert acked_before == 0
     assert [s.data for s in batch.samples[device.id]] == [{"t": 1}, {"t": 2}]
     assert batch.came_online == [device.id]
+
+
+async def test_the_pipeline_records_the_transport_each_device_was_heard_on():
+    from devices.models import Device
+
+    first, _ = await sync_to_async(device_register)(device_id="heard-1")
+    ingest, transport, _ = pipeline()
+    other = MemoryTransport(transport._sink)
+    other.name = "ws"
+    runner = asyncio.ensure_future(ingest.run())
+    transport.send(telemetry(first.id, b'{"n": 1}'))
+    other.send(telemetry(first.id, b'{"n": 2}'))
+    await ingest.idle()
+    await asyncio.sleep(0)
+    runner.cancel()
+    device = await sync_to_async(Device.objects.get)(pk=first.id)
+    assert device.transport == "ws", "the last one it was heard on in the batch"

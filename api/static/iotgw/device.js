@@ -27,7 +27,8 @@ const stateBadge = document.getElementById("state");
 const seen = document.getElementById("seen");
 const series = new Map(); // metric -> {xs, ys, chart, value, card}
 const dirty = new Set();
-const state = { online: false, last_seen: null, texts: {} };
+const transportText = document.getElementById("transport");
+const state = { online: false, last_seen: null, transport: null, texts: {} };
 let lastSample = 0; // epoch s of the newest sample seen, to refetch what a reconnect missed
 
 function numeric(value) {
@@ -182,6 +183,7 @@ function renderState() {
   stateBadge.textContent = state.online ? "online" : "offline";
   stateBadge.className = `badge ${state.online ? "online" : "offline"}`;
   seen.textContent = ago(state.last_seen);
+  transportText.textContent = state.transport ? `over ${state.transport}` : "";
   document.getElementById("waiting").hidden = series.size > 0 || Object.keys(state.texts).length > 0;
 }
 
@@ -209,7 +211,7 @@ function onFrame(f) {
     if (!d && f.more) return; // this device is in a later part of the snapshot
     document.getElementById("gone").hidden = Boolean(d);
     if (!d) return;
-    Object.assign(state, { online: d.online, last_seen: d.last_seen });
+    Object.assign(state, { online: d.online, last_seen: d.last_seen, transport: d.transport });
     // The first snapshot loads the last minutes; a later one (a reconnect) fetches what was missed.
     const since = snapshots++ === 0 || !lastSample ? Date.now() / 1000 - WINDOW_S : lastSample;
     loadHistory(since);

@@ -20,10 +20,10 @@ function device(id, state) {
     link.href = `/devices/${encodeURIComponent(id)}/`;
     const nameCell = el("td");
     nameCell.append(link, el("div", "id", id));
-    const cells = { state: el("td"), seen: el("td", "seen"), latest: el("div", "chips") };
+    const cells = { state: el("td"), seen: el("td", "seen"), transport: el("td", "transport"), latest: el("div", "chips") };
     const latestCell = el("td", "latest");
     latestCell.append(cells.latest);
-    row.append(nameCell, cells.state, cells.seen, latestCell);
+    row.append(nameCell, cells.state, cells.seen, cells.transport, latestCell);
     row.addEventListener("click", (ev) => { if (ev.target.tagName !== "A") location.href = link.href; });
     d = { state, row, cells, link };
     devices.set(id, d);
@@ -41,6 +41,7 @@ function renderRow(d) {
   cells.state.replaceChildren(el("span", `badge ${state.online ? "online" : "offline"}`, state.online ? "online" : "offline"));
   cells.seen.textContent = ago(state.last_seen);
   cells.seen.title = state.last_seen ? new Date(state.last_seen).toLocaleString() : "";
+  cells.transport.textContent = state.transport || "—";
   const shown = d.shown || (d.shown = {});
   const chips = Object.entries(state.latest || {}).sort(([a], [b]) => (a < b ? -1 : 1)).map(([metric, value]) => {
     // A value that just changed flashes once: the row visibly breathes with its device.
