@@ -5,6 +5,7 @@ from __future__ import annotations
 import dj_database_url
 
 from iotgw import env
+from iotgw.layers import redis_host
 
 BASE_DIR = env.BASE_DIR
 
@@ -124,8 +125,8 @@ if REDIS_URL:
                 # At most IOTGW_REDIS_POOL connections per process and event loop; a burst of
                 # group_adds (dashboards connecting) waits for one, up to `timeout` seconds,
                 # instead of opening ~1,000 that then stay open idle.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5,
-                           "max_connections": int(env.number("IOTGW_REDIS_POOL", 50)), "timeout": 20}],
+                "hosts": [redis_host(REDIS_URL, socket_timeout=30, socket_connect_timeout=5,
+                                     max_connections=int(env.number("IOTGW_REDIS_POOL", 50)), timeout=20)],
                 # Pushes are coalesced per batch, so a dashboard gets few, larger
                 # messages; this bounds how far a slow one may fall behind.
                 "capacity": 1000,

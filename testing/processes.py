@@ -216,10 +216,13 @@ def drop_sessions(mqtt_url: str, client_ids: set[str]) -> None:
 
 
 class PrivateService:
-    """A Mosquitto or Redis of the test's own, on a free port, that a test may stop and start."""
+    """A Mosquitto, Redis or Redis Sentinel of the test's own, on a free port, that a test may stop and start."""
 
-    def __init__(self, kind: str, workdir: Path, *, mosquitto: list[str] | None = None) -> None:
+    def __init__(self, kind: str, workdir: Path, *, mosquitto: list[str] | None = None,
+                 redis: list[str] | None = None) -> None:
         self.kind = kind
+        # redis and sentinel: lines of their config file (a sentinel rewrites its file, so it must have one).
+        self.config = workdir / f"{kind}.conf"
         self.port = free_port()
         self.workdir = workdir
         self.popen: subprocess.Popen | None = None
@@ -234,16 +237,22 @@ class PrivateService:
             (workdir / "mosquitto.conf").write_text("\n".join([
                 f"listener {self.port} 127.0.0.1", "allow_anonymous true", *lines,
                 *(["user root"] if os.geteuid() == 0 else [])]) + "\n")
+        elif kind in ("redis", "sentinel"):
+            self.config.write_text("\n".join(redis or []) + "\n")
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}" if self.kind == "mosquitto" else f"redis://127.0.0.1:{self.port}/0"
+        scheme = {"mosquitto": "mqtt", "redis": "redis", "sentinel": "redis"}[self.kind]
+        return f"{scheme}://127.0.0.1:{self.port}" + ("/0" if self.kind == "redis" else "")
 
     def start(self) -> PrivateService:
         if self.kind == "mosquitto":
             args = ["mosquitto", "-c", str(self.workdir / "mosquitto.conf")]
+        elif self.kind == "sentinel":
+            args = ["redis-server", str(self.config), "--sentinel", "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--dir", str(self.workdir)]
         else:
-            args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            args = ["redis-server", str(self.config), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                     "--appendonly", "no", "--dir", str(self.workdir)]
         log = open(self.workdir / f"{self.kind}.log", "ab")
         self.popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

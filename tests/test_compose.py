@@ -133,3 +133,24 @@ def test_every_pinned_dependency_is_in_its_lock():
         for requirement in group:
             name, version = re.match(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^;\s]+)", requirement).groups()
             assert lock.get(normal(name)) == version, requirement
+
+
+def test_the_ha_profile_runs_a_replica_and_sentinels_that_the_documented_redis_url_reaches():
+    from iotgw.layers import redis_host
+
+    services = load()["services"]
+    replica, sentinel = services["redis-replica"], services["redis-sentinel"]
+    assert replica["profiles"] == ["ha"] and sentinel["profiles"] == ["ha"]
+    assert "profiles" not in services["redis"], "the default deployment keeps its single Redis"
+    assert replica["command"][-3:] == ["--replicaof", "redis", "6379"]
+    script = sentinel["command"][0]
+    monitor = re.search(r"'sentinel monitor (\S+) (\S+) (\d+) (\d+)'", script)
+    assert monitor, script
+    master, host, port, quorum = monitor.groups()
+    assert (host, port) == ("redis", "6379") and sentinel["deploy"]["replicas"] >= 3
+    assert 1 < int(quorum) <= sentinel["deploy"]["replicas"], "a majority of the sentinels decides a failover"
+    documented = re.search(r"REDIS_URL=(redis\+sentinel://\S+)", (ROOT / "docs" / "scale-out.md").read_text())
+    assert documented, "docs/scale-out.md gives the ha profile's REDIS_URL"
+    host_entry = redis_host(documented.group(1))
+    assert host_entry["master_name"] == master and host_entry["sentinels"] == [("redis-sentinel", 26379)]
+    assert "port 26379" in script and "${REDIS_URL:-" in (ROOT / "compose.yaml").read_text()
