@@ -73,3 +73,9 @@ class DeliveryFailed(GatewayError):
     """A transport could not hand a command to its device (e.g. the broker is away); the dispatcher retries it."""
 
     code = "delivery_failed"
+
+
+class AlarmUnknown(DeviceUnknown):
+    """No alarm (or alarm rule) has that id, or the caller may not see its device (answered 404)."""
+
+    code = "unknown_alarm"

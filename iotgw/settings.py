@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     # Listed so that /api/docs serves the Swagger UI django-ninja ships, not one from a CDN.
     "ninja",
     "devices",
+    "alarms",
     "api",
     "protocols",
     "sim",
