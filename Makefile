@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 MQTT_PORT ?= 1883
 
-.PHONY: venv run test lint bench migrate demo clean
+.PHONY: venv run test lint bench migrate demo clean sparkplug-proto
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,14 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Regenerate core/sparkplug/sparkplug_b_pb2.py(i) from the Eclipse Tahu .proto beside it, with a throwaway
+# generator (grpcio-tools is not a dependency: the committed code needs only the protobuf runtime it pins).
+SPB := core/sparkplug
+sparkplug-proto:
+	$(PYTHON) -m venv var/protoc-venv
+	var/protoc-venv/bin/python -m pip install --quiet grpcio-tools==1.85.1 protobuf==7.36.2
+	cd $(SPB) && ../../var/protoc-venv/bin/python -m grpc_tools.protoc --proto_path=. --python_out=. --pyi_out=. sparkplug_b.proto
 
 clean:
 	rm -rf $(VENV) db.sqlite3* staticfiles var test-output
