@@ -98,7 +98,12 @@ def decode_one(decoder: Decoder, envelope: Envelope, *, received_at: datetime) -
 
 
 class Inlet(Protocol[E_contra]):
-    """The device → domain half of a transport: its dialect, and the acknowledgement of its own envelopes."""
+    """The device → domain half of a transport: its dialect, and the acknowledgement of its own envelopes.
+
+    A transport that answers each request (CoAP: 2.04 or an error code) may also have
+    `refused(envelope, rejected: Rejected)`: the pipeline calls it, before the envelope's ack, for an
+    envelope refused while decoding or storing, so the device hears why.
+    """
 
     name: str
     decoder: Decoder

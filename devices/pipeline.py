@@ -164,6 +164,7 @@ class IngestPipeline:
                 decoded = decode_one(decoder, envelope, received_at=received_at)
                 if isinstance(decoded, Rejected):
                     self._stats.reject(source=decoded.source, reason=decoded.reason, message=decoded.message)
+                    _tell_refused(inlet, envelope, decoded)
                     decoded = []
                 entries.append((inlet, envelope, decoded))
             self._stats.counts["received"] += len(envelopes)
@@ -187,6 +188,7 @@ class IngestPipeline:
             inlet, envelope, said = entries[0]
             source = said[0].device_id if said else inlet.name
             self._stats.reject(source=source, reason="internal_error", message="the database refused it")
+            _tell_refused(inlet, envelope, Rejected(source, "internal_error", "the database refused it"))
             inlet.ack([envelope])
             return
         middle = len(entries) // 2
@@ -209,8 +211,12 @@ class IngestPipeline:
                     transports[s.device_id] = inlet.name
                 else:
                     responses.append((s.device_id, s.response))
+        # Whose envelope each item came from, to tell a transport which of its envelopes storage refused.
+        owners = [(inlet, envelope) for inlet, envelope, saying in batch.entries for s in saying if s.response is None]
         push = self._pusher.batch()
         outcome = await self._commit(items, batch.received_at, transports) if items else IngestOutcome()
+        for index, reason in outcome.rejected.items():
+            _tell_refused(*owners[index], Rejected(items[index].device_id, reason, f"device {reason}"))
         if outcome.accepted:
             self._stats.observe_latency((timezone.now() - batch.received_at).total_seconds(),
                                         count=len(outcome.accepted))
@@ -273,3 +279,13 @@ class IngestPipeline:
             if i == len(entries) or entries[i][0] is not entries[start][0]:
                 entries[start][0].ack([envelope for _, envelope, _ in entries[start:i]])
                 start = i
+
+
+def _tell_refused(inlet: Inlet[Any], envelope: Any, rejected: Rejected) -> None:
+    """Tell a transport that answers each request (CoAP) why one was refused; its ack still follows."""
+    refused = getattr(inlet, "refused", None)
+    if refused is not None:
+        try:
+            refused(envelope, rejected)
+        except Exception:
+            logger.exception("%s could not be told of a refusal", inlet.name)

@@ -32,6 +32,26 @@ def bridge_options() -> dict[str, Any]:
     }
 
 
+def coap_options() -> dict[str, Any]:
+    """The CoapServer's keywords (coap/server.py) except the layer."""
+    return {
+        "client_id": settings.IOTGW_COAP_ID,
+        "host": settings.IOTGW_COAP_HOST,
+        "port": settings.IOTGW_COAP_PORT,
+        "plain": settings.IOTGW_COAP_PLAIN,
+        "rate": settings.IOTGW_COAP_RATE,
+        "burst": settings.IOTGW_COAP_BURST,
+        "commit_wait": settings.IOTGW_COAP_COMMIT_WAIT,
+        "max_batch": settings.IOTGW_MAX_BATCH,
+        "max_payload": settings.IOTGW_MAX_PAYLOAD,
+        "max_clock_skew": settings.IOTGW_MAX_CLOCK_SKEW,
+        "push_buckets": settings.IOTGW_PUSH_BUCKETS,
+        "push_interval": settings.IOTGW_PUSH_INTERVAL,
+        "heartbeat_seconds": settings.IOTGW_HEARTBEAT_SECONDS,
+        "offline_after": settings.IOTGW_OFFLINE_AFTER,
+    }
+
+
 def dashboard_config() -> DashboardConfig:
     """The dashboard socket's limits (protocols/consumers.py)."""
     return DashboardConfig(

@@ -239,6 +239,20 @@ IOTGW_WS_RECHECK_SECONDS = env.number("IOTGW_WS_RECHECK_SECONDS", 30.0)
 IOTGW_HTTP_INGEST_RATE = env.number("IOTGW_HTTP_INGEST_RATE", 20.0)
 IOTGW_HTTP_INGEST_BURST = env.number("IOTGW_HTTP_INGEST_BURST", 40.0)
 
+# CoAP (coap/, docs/transports/coap.md): `manage.py coapserver`, or the gateway's `--coap-port`.
+IOTGW_COAP_HOST = env.text("IOTGW_COAP_HOST", "::")
+IOTGW_COAP_PORT = int(env.number("IOTGW_COAP_PORT", 5683))
+# Plain mode: the device's secret travels in clear in the request (`?secret=…`); for trusted networks only.
+IOTGW_COAP_PLAIN = env.flag("IOTGW_COAP_PLAIN")
+# CoAP requests per second per device (4.29 past the burst), per CoAP process.
+IOTGW_COAP_RATE = env.number("IOTGW_COAP_RATE", 20.0)
+IOTGW_COAP_BURST = env.number("IOTGW_COAP_BURST", 40.0)
+# How long a request waits for its batch to commit before it is answered 5.03 (its ACK waits as long): past
+# CoAP's MAX_TRANSMIT_SPAN (45 s) the device has stopped retransmitting, past 93 s it has given up.
+IOTGW_COAP_COMMIT_WAIT = env.number("IOTGW_COAP_COMMIT_WAIT", 60.0)
+# The CoAP process's name in heartbeats and command leases; distinct per CoAP process.
+IOTGW_COAP_ID = env.text("IOTGW_COAP_ID", env.default_client_id().replace("iotgw-bridge-", "iotgw-coap-", 1))
+
 # When set, GET /metrics needs it: `Authorization: Bearer <token>`, or HTTP Basic with it as the password.
 IOTGW_METRICS_TOKEN = env.text("IOTGW_METRICS_TOKEN")
 # Command counts in /metrics come from one query at most this often per web process, however often it is scraped.
