@@ -92,8 +92,10 @@ class CoapServer:
             decoder=IotgwDecoder(max_payload=max_payload, max_skew=timedelta(seconds=max_clock_skew)),
         )
         self.site = DeviceSite(self.transport, keys=DeviceKeys(), plain=plain)
+        # Devices last heard on CoAP, and of those only the ones observing their commands here.
         self.dispatcher = CommandDispatcher(outlet=self.transport, owner=client_id, stats=self.stats,
-                                            pusher=self.pusher)
+                                            pusher=self.pusher, transports=[CoapTransport.name],
+                                            reach=self.transport.reachable)
         self.transport.on_observe = lambda device_id: self.dispatcher.nudge([device_id])
         self.pipeline = IngestPipeline(intake=self.intake, stats=self.stats, pusher=self.pusher, max_batch=max_batch,
                                        responses=self.dispatcher, listeners=[self.dispatcher], store=store)
