@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from typing import Any
 
+import paho.mqtt.client as mqtt
+
+from core.broker import BrokerConfig
 from core.sparkplug.sparkplug_b_pb2 import DataType, Payload
 
 # (name, datatype, value[, alias]) → a Metric; a value of None is sent as is_null.
@@ -84,3 +90,55 @@ class EdgeNode:
     def ndeath(self) -> bytes:
         """NDEATH (the MQTT will): no seq, the bdSeq of its NBIRTH."""
         return self._payload([{"name": "bdSeq", "datatype": DataType.Int64, "value": self.bdseq}], seq=None)
+
+
+class MqttEdgeNode:
+    """A real paho client acting as a Sparkplug edge node: its NDEATH is its will, it records NCMD and DCMD."""
+
+    def __init__(self, url: str, *, group: str, edge: str, bdseq: int = 0, now_ms: int | None = None) -> None:
+        config = BrokerConfig.from_url(url)
+        self.group, self.edge = group, edge
+        self.node = EdgeNode(bdseq=bdseq, now_ms=now_ms if now_ms is not None else int(time.time() * 1000))
+        self.commands: list[tuple[str, Payload]] = []
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-{edge}-{uuid.uuid4().hex[:4]}",
+                                  protocol=mqtt.MQTTv311, clean_session=True)
+        # Sparkplug: the NDEATH is registered as the will, with the bdSeq the NBIRTH will carry.
+        self.client.will_set(self.topic("NDEATH"), self.node.ndeath(), qos=1, retain=False)
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_a: subscribed.set()
+        self.client.connect(config.host, config.port)
+        self.client.loop_start()
+        self.client.subscribe([(f"spBv1.0/{group}/NCMD/{edge}", 0), (f"spBv1.0/{group}/DCMD/{edge}/+", 0)])
+        assert subscribed.wait(10), "the edge node could not subscribe to its commands"
+
+    def topic(self, kind: str, device: str = "") -> str:
+        return f"spBv1.0/{self.group}/{kind}/{self.edge}" + (f"/{device}" if device else "")
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with self._cond:
+            self.commands.append((msg.topic, Payload.FromString(msg.payload)))
+            self._cond.notify_all()
+
+    def publish(self, kind: str, payload: bytes, device: str = "") -> None:
+        """Publish at QoS 0 as Sparkplug edge nodes do (the broker keeps the order of one client's messages)."""
+        self.client.publish(self.topic(kind, device), payload, qos=0).wait_for_publish(10)
+
+    def wait_command(self, topic: str, match: Any = None, timeout: float = 15.0) -> Payload:
+        """Wait for an NCMD or DCMD on `topic` (that `match` accepts, if given)."""
+        def found() -> Payload | None:
+            return next((p for t, p in self.commands if t == topic and (match is None or match(p))), None)
+
+        with self._cond:
+            assert self._cond.wait_for(lambda: found() is not None, timeout), f"no command on {topic}"
+            return found()  # type: ignore[return-value]
+
+    def die(self) -> None:
+        """Drop the connection without a DISCONNECT, so that the broker publishes the will (the NDEATH)."""
+        self.client.loop_stop()
+        self.client.socket().close()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
