@@ -42,6 +42,7 @@ from bridge.mqtt.codec import (
     PacketReader,
     ProtocolError,
     Raw,
+    Will,
     decode_ack,
     decode_auth,
     decode_connack,
@@ -105,6 +106,7 @@ class MqttClient:
         min_delay: float = 1.0,
         max_delay: float = 30.0,
         refused_delay: float = REFUSED_DELAY,
+        will: Callable[[], Will | None] | None = None,
     ) -> None:
         self.config = config
         self.client_id = client_id
@@ -123,6 +125,8 @@ class MqttClient:
         self.min_delay = min_delay
         self.max_delay = max_delay
         self.refused_delay = refused_delay
+        # Asked before each CONNECT: a will may differ per connection (a Sparkplug STATE carries its time).
+        self.will = will
         self.generation = 0  # +1 per connection; Raws carry the one they came on
         self._ssl = config.ssl_context()  # CERT_REQUIRED, hostname checked
         self._conn: _Connection | None = None  # the connection with a successful CONNACK, if any
@@ -285,7 +289,7 @@ class MqttClient:
                     client_id=self.client_id, v5=self.v5, keepalive=self.keepalive, clean=False,
                     username=self.config.username, password=self.config.password,
                     session_expiry=self.session_expiry, receive_maximum=self.receive_maximum,
-                    max_packet_size=self.max_packet_size))
+                    max_packet_size=self.max_packet_size, will=self.will() if self.will else None))
                 await conn.connack
         except BaseException:
             conn.ours = True

@@ -139,11 +139,23 @@ def encode_properties(properties: list[tuple[int, Any]]) -> bytes:
     return encode_varint(len(out)) + bytes(out)
 
 
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The message the broker publishes for us when our connection ends without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
 def encode_connect(*, client_id: str, v5: bool, keepalive: int, clean: bool = False, username: str | None = None,
                    password: str | None = None, session_expiry: int = 0, receive_maximum: int = 0,
-                   max_packet_size: int = 0) -> bytes:
+                   max_packet_size: int = 0, will: Will | None = None) -> bytes:
     """CONNECT; a v5 one carries Session Expiry Interval, Receive Maximum and Maximum Packet Size when given."""
     flags = (0x80 if username is not None else 0) | (0x40 if password is not None else 0) | (0x02 if clean else 0)
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
     body = _string("MQTT") + bytes((5 if v5 else 4, flags)) + keepalive.to_bytes(2, "big")
     if v5:
         props = [(SESSION_EXPIRY, session_expiry)] if session_expiry else []
@@ -151,6 +163,8 @@ def encode_connect(*, client_id: str, v5: bool, keepalive: int, clean: bool = Fa
         props += [(MAXIMUM_PACKET_SIZE, max_packet_size)] if max_packet_size else []
         body += encode_properties(props)
     body += _string(client_id)
+    if will is not None:
+        body += (b"\x00" if v5 else b"") + _string(will.topic) + _string(will.payload)  # no v5 will properties
     if username is not None:
         body += _string(username)
     if password is not None:

@@ -14,8 +14,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from bridge.mqtt.client import MqttClient, PublishRefused
-from bridge.mqtt.codec import Raw
+from bridge.mqtt.codec import Raw, Will
 from core.broker import BrokerConfig
+from testing.waiting import wait_until
 
 pytestmark = pytest.mark.services
 
@@ -392,4 +393,32 @@ async def test_qos1_publish_to_a_broker_allowing_qos0_only_is_refused_not_sent(p
         await probe.until(lambda: probe.payloads() == [b"x"], what="the QoS 0 one back")
         assert len(probe.connects) == 1 and not probe.disconnects
     finally:
+        await client.stop()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_the_broker_publishes_the_will_asked_for_at_each_connect_when_the_connection_drops(
+        private_broker, protocol):
+    url = private_broker.url + ("?protocol=3.1.1" if protocol == "3.1.1" else "")
+    wills: list[Will] = []
+
+    def will() -> Will:
+        wills.append(Will(f"w/{protocol}", f"gone {len(wills)}".encode(), qos=1, retain=True))
+        return wills[-1]
+
+    probe = Probe()
+    client = make_client(url, probe, client_id=f"br-{uuid.uuid4().hex[:6]}", will=will)
+    watcher = paho_client(private_broker.url)
+    got: list[tuple[bytes, bool]] = []
+    watcher.on_message = lambda _c, _u, msg: got.append((msg.payload, msg.retain))
+    watcher.subscribe(f"w/{protocol}", qos=1)
+    try:
+        await probe.until(lambda: probe.connects, what="a connection")
+        client._conn.transport.abort()  # no DISCONNECT: as if the process died
+        await probe.until(lambda: len(probe.connects) == 2, what="the reconnect")
+        await asyncio.to_thread(wait_until, lambda: got, what="the will")
+        assert got[0] == (b"gone 0", False)  # retained on the broker; live subscribers see it unflagged
+        assert [w.payload for w in wills] == [b"gone 0", b"gone 1"]  # asked again for the new connection
+    finally:
+        close(watcher)
         await client.stop()

@@ -15,6 +15,7 @@ from bridge.mqtt.codec import (
     PacketTooLarge,
     ProtocolError,
     Raw,
+    Will,
     decode_ack,
     decode_connack,
     decode_properties,
@@ -263,3 +264,12 @@ def test_subscribe_and_its_suback():
 def test_connack_with_properties():
     session, code, props = decode_connack(b"\x01\x00" + encode_properties([(0x21, 20), (0x13, 5)]), v5=True)
     assert (session, code, props) == (True, 0, {0x21: 20, 0x13: 5})
+
+
+@pytest.mark.parametrize("v5", [True, False])
+def test_connect_carries_a_will_after_the_client_id(v5):
+    body = encode_connect(client_id="br", v5=v5, keepalive=30, username="u",
+                          will=Will("s/h", b"off", qos=1, retain=True))[2:]
+    assert body[7] == 0x80 | 0x20 | 0x08 | 0x04  # username, will retain, will QoS 1, will flag
+    tail = b"\x00\x02br" + (b"\x00" if v5 else b"") + b"\x00\x03s/h\x00\x03off\x00\x01u"
+    assert body.endswith(tail)
