@@ -46,3 +46,9 @@ async def retry(call: Callable[[], Awaitable[T]], *, on: tuple[type[BaseExceptio
             delay = backoff.next()
             failed(exc, delay)
             await asyncio.sleep(delay)
+
+
+def backoff_delay(attempt: int, *, first: float, most: float, jitter: float = 0.2) -> float:
+    """The delay after the `attempt`-th failure (1-based) of a retry kept in a database row, not a loop."""
+    delay: float = min(most, first * 2.0 ** min(max(attempt - 1, 0), 60))
+    return delay * random.uniform(1 - jitter, 1 + jitter)

@@ -64,3 +64,17 @@ def dashboard_config() -> DashboardConfig:
         max_frame=settings.IOTGW_WS_MAX_FRAME,
         push_buckets=settings.IOTGW_PUSH_BUCKETS,
     )
+
+
+def notify_options() -> dict[str, Any]:
+    """The notification Sender's keywords (notify/sender.py)."""
+    return {
+        "interval": settings.IOTGW_NOTIFY_INTERVAL,
+        "lease": settings.IOTGW_NOTIFY_LEASE,
+        "timeout": settings.IOTGW_NOTIFY_TIMEOUT,
+        "concurrency": settings.IOTGW_NOTIFY_CONCURRENCY,
+        "max_attempts": settings.IOTGW_NOTIFY_MAX_ATTEMPTS,
+        "retry_first": settings.IOTGW_NOTIFY_RETRY_FIRST,
+        "retry_most": settings.IOTGW_NOTIFY_RETRY_MOST,
+        "from_email": settings.DEFAULT_FROM_EMAIL,
+    }

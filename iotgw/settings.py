@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "ninja",
     "devices",
     "alarms",
+    "notify",
     "api",
     "protocols",
     "sim",

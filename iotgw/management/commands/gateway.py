@@ -12,7 +12,7 @@ from django.core.management import BaseCommand, CommandError
 
 from bridge.broker import EmbeddedBrokerError, embedded_broker, port_check
 from core.broker import BrokerConfig
-from iotgw.config import bridge_options
+from iotgw.config import bridge_options, notify_options
 from iotgw.production import refusal
 
 logger = logging.getLogger("iotgw.gateway")
@@ -39,6 +39,7 @@ class Command(BaseCommand):
         from bridge.worker import BridgeWorker
         from core.channels import BRIDGE_CHANNEL
         from iotgw.asgi import application
+        from notify.sender import Sender
 
         # Registered (or given secrets known here) before the broker starts, so their first login holds.
         simulated = _simulated_devices(simulate) if simulate else {}
@@ -55,9 +56,13 @@ class Command(BaseCommand):
         worker = BridgeWorker(application=application, channels=[BRIDGE_CHANNEL], channel_layer=layer,
                               broker_url=broker_url, bridge=bridge_options())
 
+        sender = Sender(**notify_options())
+
         def start_bridge() -> None:
             task = asyncio.ensure_future(worker.arun())
             task.add_done_callback(_report_crash)
+            # The notification sender on the same loop (its sends run in worker threads): docs/notifications.md.
+            asyncio.ensure_future(sender.run()).add_done_callback(_report_sender_crash)
 
         def ready() -> None:
             self.stdout.write(
@@ -111,6 +116,11 @@ def _start_simulator(broker_url: str, devices: dict[str, str | None]) -> None:
     sim = Simulator(broker=BrokerConfig.from_url(broker_url), devices=devices, rate=float(len(devices)),
                     latest=devices_latest(list(devices)))
     threading.Thread(target=sim.run, name="simulator", daemon=True).start()
+
+
+def _report_sender_crash(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the notification sender stopped", exc_info=task.exception())
 
 
 def _report_crash(task: asyncio.Task) -> None:

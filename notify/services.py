@@ -1,0 +1,199 @@
+"""The notification outbox's writes: enqueue (fan-out to subscriptions), claim, finish, the reminder sweep, test sends.
+
+`enqueue` runs inside the caller's transaction (the alarm transition's): the event and one
+delivery per matching channel commit with the alarm change or not at all, so a crash loses
+nothing, and what an event sends is fixed when it commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from core.retry import backoff_delay
+from core.times import format_ts
+from notify.kinds import Message, Outcome
+from notify.matching import subscriptions_for
+from notify.models import ALARM_KINDS, RANK, Attempt, Channel, Counter, Delivery, Event, KeyState, Subscription
+
+TEST_OWNER = "test-send"
+
+
+def enqueue(*, key: str, kind: str, severity: str, device_id: str = "", title: str, body: str = "",
+            data: dict[str, Any] | None = None, at: datetime | None = None) -> Event:
+    """Store an alarm transition to tell, and one delivery per channel of every subscription that should hear it.
+
+    Call it inside the transaction that changes the alarm. `kind` is one of raised, acknowledged,
+    cleared, retriggered; `severity` one of critical, major, minor, warning, info.
+    """
+    if kind not in ALARM_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(ALARM_KINDS)}, not {kind!r}")
+    if severity not in RANK:
+        raise ValueError(f"severity must be one of {', '.join(RANK)}, not {severity!r}")
+    with transaction.atomic():
+        event = Event.objects.create(key=key[:200], kind=kind, severity=severity, device_id=device_id or "",
+                                     title=title[:300], body=body, data=data or {}, at=at or timezone.now())
+        channels = [sub.channel_id for sub in subscriptions_for(event) if _tell(sub, event)]
+        _deliver(event, channels)
+    return event
+
+
+def _deliver(event: Event, channel_ids: Iterable[int], *, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    rows = [Delivery(event=event, channel_id=c, key=event.key, next_attempt_at=now, created_at=now)
+            for c in sorted(set(channel_ids))]
+    Delivery.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def _tell(sub: Subscription, event: Event) -> bool:
+    """Whether this subscription hears of this event now; keeps its view of the alarm (open, held back, reminders)."""
+    state, new = KeyState.objects.select_for_update().get_or_create(subscription=sub, key=event.key)
+    kinds = sub.kinds or ()
+    if event.kind == "raised" or (event.kind == "retriggered" and not state.open):
+        tell = _open(state, sub, event)
+    elif event.kind == "retriggered":
+        tell = state.told_open
+    elif event.kind == "acknowledged":
+        tell = new or state.told_open
+        state.acknowledged, state.due_at = True, None  # someone is on it: no more reminders
+    else:  # cleared
+        tell = new or state.told_open
+        state.open, state.told_open, state.cleared_at, state.due_at = False, False, event.at, None
+    state.save()
+    return tell and (not kinds or event.kind in kinds)
+
+
+def _open(state: KeyState, sub: Subscription, event: Event) -> bool:
+    state.open, state.acknowledged, state.raised_by, state.reminders = True, False, event, 0
+    if sub.quiet_period and state.cleared_at and event.at < state.cleared_at + timedelta(seconds=sub.quiet_period):
+        # Flapping: held back; the sweep sends it when the quiet period ends if the alarm is still open.
+        state.told_open, state.due_at = False, state.cleared_at + timedelta(seconds=sub.quiet_period)
+        return False
+    state.told_open = True
+    state.due_at = event.at + timedelta(seconds=sub.repeat_every) if sub.repeat_every else None
+    return True
+
+
+def reminders_sweep(*, limit: int = 200, now: datetime | None = None) -> int:
+    """Send what is due: held-back raises whose quiet period ended, reminders of alarms still active."""
+    now = now or timezone.now()
+    done = 0
+    with transaction.atomic():
+        due = (KeyState.objects.select_for_update(skip_locked=True, of=("self",))
+               .filter(due_at__lte=now).select_related("subscription", "raised_by").order_by("due_at")[:limit])
+        for state in due:
+            done += _due(state, now)
+            state.save()
+        # A closed key is kept only as long as a quiet period can last (a day at most).
+        KeyState.objects.filter(open=False, cleared_at__lt=now - timedelta(days=1)).delete()
+    return done
+
+
+def _due(state: KeyState, now: datetime) -> int:
+    sub, raised = state.subscription, state.raised_by
+    state.due_at = None
+    if not state.open or raised is None or not sub.enabled:
+        return 0
+    kinds = sub.kinds or ()
+    if not state.told_open:
+        state.told_open = True
+        if not kinds or "raised" in kinds:
+            _deliver(raised, [sub.channel_id], now=now)
+    elif sub.repeat_every and not state.acknowledged:
+        state.reminders += 1
+        if not kinds or "reminder" in kinds:
+            reminder = Event.objects.create(
+                key=raised.key, kind="reminder", severity=raised.severity, device_id=raised.device_id,
+                title=raised.title, body=raised.body, data={**raised.data, "reminder": state.reminders}, at=now)
+            _deliver(reminder, [sub.channel_id], now=now)
+    else:
+        return 0
+    if sub.repeat_every and not state.acknowledged:
+        state.due_at = now + timedelta(seconds=sub.repeat_every)
+    return 1
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery leased to one sender, with what to send and where."""
+
+    delivery_id: str
+    channel: Channel
+    message: Message
+
+
+def delivery_claim(*, owner: str, lease: float, limit: int = 50, exclude: Iterable[str] = ()) -> list[Claimed]:
+    """Lease due deliveries to one sender: rows another sender holds are skipped (SKIP LOCKED, and the lease).
+
+    A key's deliveries to one channel go out in order: one waits while an earlier one is pending.
+    A claim that was never finished (the sender died) is free again when its lease runs out.
+    """
+    now = timezone.now()
+    earlier = Delivery.objects.filter(channel_id=OuterRef("channel_id"), key=OuterRef("key"),
+                                      status=Delivery.PENDING, event_id__lt=OuterRef("event_id"))
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(status=Delivery.PENDING, next_attempt_at__lte=now, channel__enabled=True)
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+            .exclude(pk__in=list(exclude)).exclude(Exists(earlier))
+            .select_related("event", "channel").order_by("next_attempt_at")[:limit])
+        if rows:
+            Delivery.objects.filter(pk__in=[d.pk for d in rows]).update(
+                lease_owner=owner, lease_until=now + timedelta(seconds=lease))
+    return [Claimed(str(d.pk), d.channel, message_of(d)) for d in rows]
+
+
+def message_of(delivery: Delivery) -> Message:
+    """What a delivery sends: its event as committed."""
+    e = delivery.event
+    return Message(delivery_id=str(delivery.pk), kind=e.kind, severity=e.severity, key=e.key, device_id=e.device_id,
+                   title=e.title, body=e.body, data=e.data, at=format_ts(e.at))
+
+
+def delivery_finish(*, delivery_id: str, outcome: Outcome, max_attempts: int, retry_first: float,
+                    retry_most: float) -> Delivery | None:
+    """Record one try: `sent`, another try after a jittered back-off, or `failed` when out of tries."""
+    now = timezone.now()
+    with transaction.atomic():
+        d = (Delivery.objects.select_for_update(of=("self",)).select_related("channel")
+             .filter(pk=delivery_id, status=Delivery.PENDING).first())
+        if d is None:
+            return None
+        Attempt.objects.create(delivery=d, at=now, ok=outcome.ok, status_code=outcome.status_code,
+                               error=outcome.error, latency_ms=outcome.latency_ms)
+        d.attempts += 1
+        d.status_code, d.error, d.lease_owner, d.lease_until = outcome.status_code, outcome.error, "", None
+        if outcome.ok:
+            d.status, d.finished_at, counted = Delivery.SENT, now, "sent"
+        elif not outcome.retry or d.attempts >= max_attempts:
+            d.status, d.finished_at, counted = Delivery.FAILED, now, "failed"
+        else:
+            counted = "retried"
+            d.next_attempt_at = now + timedelta(seconds=backoff_delay(d.attempts, first=retry_first, most=retry_most))
+        d.save()
+        _count(d.channel.kind, counted)
+    return d
+
+
+def _count(kind: str, what: str) -> None:
+    Counter.objects.bulk_create([Counter(kind=kind)], ignore_conflicts=True)
+    Counter.objects.filter(kind=kind).update(**{what: F(what) + 1})
+
+
+def test_event(*, channel: Channel, lease: float) -> Claimed:
+    """A test notification to one channel, leased to the caller, who sends it at once (the test-send button)."""
+    now = timezone.now()
+    with transaction.atomic():
+        event = Event.objects.create(key=f"test:{channel.pk}", kind="test", severity="info",
+                                     title=f"Test notification to {channel.name}",
+                                     body="iotgw can reach this channel.", data={"test": True}, at=now)
+        d = Delivery.objects.create(event=event, channel=channel, key=event.key, next_attempt_at=now, created_at=now,
+                                    lease_owner=TEST_OWNER, lease_until=now + timedelta(seconds=lease))
+    return Claimed(str(d.pk), channel, message_of(d))
