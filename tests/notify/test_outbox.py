@@ -172,6 +172,6 @@ def test_apprise_sends_through_its_own_json_plugin_to_the_receiver(receiver, ops
 def test_apprise_reports_an_unreachable_service_as_a_failed_try(receiver, ops):
     subscribe(Channel.objects.create(name="chat", kind="apprise", target=f"json://127.0.0.1:{receiver.port}/"), ops)
     raise_("alarm:1")
-    drain()
+    drain(finish={"max_attempts": 5, "retry_first": 60, "retry_most": 60})
     delivery = Delivery.objects.get()
     assert delivery.status == "pending" and delivery.attempts == 1 and delivery.error
