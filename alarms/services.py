@@ -21,7 +21,9 @@ from django.utils import timezone
 from alarms.models import Alarm, AlarmEvent, AlarmRule
 from core.errors import AlarmUnknown, Conflict, PayloadInvalid
 from core.payloads import storable_text
+from core.times import format_ts
 from devices.selectors import devices_visible_to
+from notify.services import enqueue
 
 MAX_NOTE = 1000
 KIND_STATE = {AlarmEvent.RAISED: Alarm.ACTIVE, AlarmEvent.RETRIGGERED: Alarm.ACTIVE,
@@ -56,7 +58,19 @@ def transition(*, alarm: Alarm, kind: str, at: datetime, by: User | None = None,
         alarm.save(force_insert=True)
     else:
         alarm.save(update_fields=fields)
-    return AlarmEvent.objects.create(alarm=alarm, kind=kind, at=at, by=by, note=note, value=value)
+    event = AlarmEvent.objects.create(alarm=alarm, kind=kind, at=at, by=by, note=note, value=value)
+    _notify(alarm, event)
+    return event
+
+
+def _notify(alarm: Alarm, event: AlarmEvent) -> None:
+    """The transition's notifications, in its transaction: the outbox commits with the alarm change or not at all."""
+    by = event.by.get_username() if event.by is not None else None
+    enqueue(key=f"alarm:{alarm.pk}", kind=event.kind, severity=alarm.severity, device_id=alarm.device_id,
+            title=f"{alarm.rule_name} on {alarm.device_id}", body=alarm.message, at=event.at,
+            data={"alarm": alarm.pk, "rule": alarm.rule_id, "rule_kind": alarm.kind, "state": alarm.state,
+                  "value": alarm.value if event.value is None else event.value, "by": by, "note": event.note,
+                  "retriggers": alarm.retriggers, "first_seen": format_ts(alarm.first_seen)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,7 +119,40 @@ def _count_commands() -> dict[str, int] | None:
         return None
 
 
+class NotificationCollector:
+    """Notifications sent, failed and retried per channel kind, and pending now, from the database (any process
+    may have sent them)."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from django.db import DatabaseError
+
+        from notify.selectors import notification_counts
+
+        try:
+            counts = notification_counts()
+        except DatabaseError:  # /metrics still answers while the database is away
+            return
+        labels = ["channel_kind"]
+        sent = CounterMetricFamily("iotgw_notifications_sent", "Notifications delivered", labels=labels)
+        failed = CounterMetricFamily("iotgw_notifications_failed", "Notifications given up on (out of tries, "
+                                     "or refused for good)", labels=labels)
+        retried = CounterMetricFamily("iotgw_notifications_retried", "Notification tries that failed and will be "
+                                      "tried again", labels=labels)
+        pending = GaugeMetricFamily("iotgw_notifications_pending", "Notifications waiting to be sent",
+                                    labels=labels)
+        for kind, c in counts.items():
+            sent.add_metric([kind], c.sent)
+            failed.add_metric([kind], c.failed)
+            retried.add_metric([kind], c.retried)
+            pending.add_metric([kind], c.pending)
+        yield from (sent, failed, retried, pending)
+
+
 commands_collector = CommandCollector()
 
 REGISTRY.register(BridgeCollector())
 REGISTRY.register(commands_collector)
+REGISTRY.register(NotificationCollector())

@@ -268,6 +268,30 @@ MQTT_HOOK_SECRET = env.text("MQTT_HOOK_SECRET")
 MQTT_DYNSEC = env.flag("MQTT_DYNSEC")
 MQTT_DYNSEC_URL = env.text("MQTT_DYNSEC_URL", MQTT_URL)
 
+# --- notifications (docs/notifications.md) ---------------------------------------------------------
+# Seconds one send may take (webhook connect + answer, SMTP); a claim's lease must outlast it.
+IOTGW_NOTIFY_TIMEOUT = env.number("IOTGW_NOTIFY_TIMEOUT", 10.0)
+# Seconds a sender holds a claimed delivery; one killed mid-send is retried by any sender after this.
+IOTGW_NOTIFY_LEASE = env.number("IOTGW_NOTIFY_LEASE", 60.0)
+# Tries per delivery before it is `failed`; retries back off from FIRST, doubling up to MOST seconds, jittered
+# ±20 %: the defaults keep trying for about 45 minutes, so a receiver down for a deploy or a reboot misses nothing.
+IOTGW_NOTIFY_MAX_ATTEMPTS = int(env.number("IOTGW_NOTIFY_MAX_ATTEMPTS", 12))
+IOTGW_NOTIFY_RETRY_FIRST = env.number("IOTGW_NOTIFY_RETRY_FIRST", 10.0)
+IOTGW_NOTIFY_RETRY_MOST = env.number("IOTGW_NOTIFY_RETRY_MOST", 600.0)
+# How often a sender looks for due deliveries and reminders, and how many sends it runs at once.
+IOTGW_NOTIFY_INTERVAL = env.number("IOTGW_NOTIFY_INTERVAL", 1.0)
+IOTGW_NOTIFY_CONCURRENCY = int(env.number("IOTGW_NOTIFY_CONCURRENCY", 4))
+# E-mail goes through Django's mail backends: smtp (default), console, filebased, locmem.
+EMAIL_BACKEND = env.text("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.text("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = int(env.number("DJANGO_EMAIL_PORT", 25))
+EMAIL_HOST_USER = env.text("DJANGO_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.text("DJANGO_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env.flag("DJANGO_EMAIL_USE_TLS")
+EMAIL_USE_SSL = env.flag("DJANGO_EMAIL_USE_SSL")
+EMAIL_FILE_PATH = env.text("DJANGO_EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+DEFAULT_FROM_EMAIL = env.text("DJANGO_DEFAULT_FROM_EMAIL", "iotgw@localhost")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from core.retry import backoff_delay
 from core.times import format_ts
-from notify.kinds import Message, Outcome
+from notify.kinds import Message, Outcome, send
 from notify.matching import subscriptions_for
 from notify.models import ALARM_KINDS, RANK, Attempt, Channel, Counter, Delivery, Event, KeyState, Subscription
 
@@ -57,8 +57,11 @@ def _tell(sub: Subscription, event: Event) -> bool:
     kinds = sub.kinds or ()
     if event.kind == "raised" or (event.kind == "retriggered" and not state.open):
         tell = _open(state, sub, event)
-    elif event.kind == "retriggered":
+    elif event.kind == "retriggered":  # active again (an acknowledgement is void): reminders resume
         tell = state.told_open
+        state.acknowledged = False
+        if state.told_open and sub.repeat_every:
+            state.due_at = event.at + timedelta(seconds=sub.repeat_every)
     elif event.kind == "acknowledged":
         tell = new or state.told_open
         state.acknowledged, state.due_at = True, None  # someone is on it: no more reminders
@@ -197,3 +200,13 @@ def test_event(*, channel: Channel, lease: float) -> Claimed:
         d = Delivery.objects.create(event=event, channel=channel, key=event.key, next_attempt_at=now, created_at=now,
                                     lease_owner=TEST_OWNER, lease_until=now + timedelta(seconds=lease))
     return Claimed(str(d.pk), channel, message_of(d))
+
+
+def channel_test_send(*, channel: Channel, timeout: float, from_email: str) -> tuple[Delivery, Outcome]:
+    """Send a test notification through the real channel now, once, and log it like any delivery."""
+    claimed = test_event(channel=channel, lease=timeout + 5)
+    outcome = send(channel, claimed.message, timeout=timeout, from_email=from_email)
+    delivery = delivery_finish(delivery_id=claimed.delivery_id, outcome=outcome, max_attempts=1, retry_first=0,
+                               retry_most=0)
+    assert delivery is not None  # nobody else claims a test delivery: it was leased from the start
+    return delivery, outcome
