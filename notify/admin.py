@@ -30,7 +30,7 @@ class ChannelAdmin(admin.ModelAdmin):
     def send_test(self, request, queryset):
         for channel in queryset:
             _delivery, outcome = channel_test_send(channel=channel, timeout=settings.IOTGW_NOTIFY_TIMEOUT,
-                                                   from_email=settings.DEFAULT_FROM_EMAIL)
+                                                   from_email=settings.DEFAULT_FROM_EMAIL or "")
             code = f" (HTTP {outcome.status_code})" if outcome.status_code else ""
             if outcome.ok:
                 self.message_user(request, f"{channel.name}: sent{code} in {outcome.latency_ms:.0f} ms",
