@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from datetime import timedelta
 
@@ -19,6 +17,7 @@ from ninja.errors import AuthenticationError
 
 from api import metrics
 from api.rest import errors
+from core.credentials import device_credentials
 from core.errors import PayloadInvalid, RateLimited
 from core.logs import FailureLog
 from core.payloads import parse_samples
@@ -50,17 +49,8 @@ _ingest_buckets: BucketMap | None = None
 
 def _device_secret(request: HttpRequest, device_id: str) -> str | None:
     """The secret from `Authorization: Basic base64(id:secret)` or `Bearer <secret>`."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    value = value.strip()
-    if scheme.lower() == "bearer":
-        return value or None
-    if scheme.lower() == "basic":
-        try:
-            user, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return secret if sep and user == device_id else None
-    return None
+    credentials = device_credentials(request.headers.get("Authorization"), device_id=device_id)
+    return credentials[1] if credentials is not None else None
 
 
 def _rate_ok(device_id: str) -> bool:

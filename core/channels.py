@@ -17,6 +17,20 @@ NUDGE_TYPE = "command.nudge"
 SOCKET_CLOSE = "sockets.revoke"
 
 
+# "device.nudge" on a device's group: a web process holding that device's connection looks for its commands.
+DEVICE_NUDGE = "device.nudge"
+
+
+def device_group(device_id: str) -> str:
+    """The group of the web processes holding a connection of this device (a WebSocket, a waiting request)."""
+    return f"iotgw.device.{device_id}"
+
+
+def device_nudge(*, device_id: str, command_id: str) -> dict[str, Any]:
+    """The message that tells a web process a command of a device it holds is queued."""
+    return {"type": DEVICE_NUDGE, "device": device_id, "id": command_id}
+
+
 def command_nudge(*, device_id: str, command_id: str) -> dict[str, Any]:
     """The message that tells a bridge a command of `device_id` is queued."""
     return {"type": NUDGE_TYPE, "device": device_id, "id": command_id}

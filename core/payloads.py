@@ -112,7 +112,11 @@ def parse_samples(payload: bytes, *, received_at: datetime, max_bytes: int,
     Samples without `ts` get the receive time, one microsecond apart within the array;
     the service makes them unique per device (devices.services.telemetry.telemetry_ingest).
     """
-    doc = decode_json(payload, max_bytes=max_bytes)
+    return samples_of(decode_json(payload, max_bytes=max_bytes), received_at=received_at, max_skew=max_skew)
+
+
+def samples_of(doc: Any, *, received_at: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW) -> list[Sample]:
+    """The samples of a decoded telemetry document: one sample object, or a non-empty array of them."""
     items = doc if isinstance(doc, list) else [doc]
     if not items:
         raise PayloadInvalid("bad_sample", "an array of samples must not be empty")

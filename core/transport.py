@@ -63,6 +63,8 @@ class Envelope(Protocol):
     @property
     def payload(self) -> bytes: ...
 
+    # A transport that decoded the envelope as it arrived (to refuse a bad frame at once, with its reason)
+    # may carry `decoded`, what it said: the pipeline then stores it as it is.
     # A transport that skipped a payload too large to hold (MQTT 3.1.1, where the broker cannot be told a
     # limit) may also carry `oversize`, that payload's size: the envelope is then refused as `too_large`.
 
@@ -84,6 +86,9 @@ class Decoder(Protocol):
 
 def decode_one(decoder: Decoder, envelope: Envelope, *, received_at: datetime) -> Decoded:
     """Decode one message; a rule it breaks, or a decoder bug, rejects that message only."""
+    decoded: list[Said] | None = getattr(envelope, "decoded", None)
+    if decoded is not None:  # read already at its edge, which answered a refusal there (a WebSocket device)
+        return decoded
     oversize = getattr(envelope, "oversize", 0)
     if oversize:
         return Rejected(decoder.source(envelope.topic), "too_large",

@@ -173,7 +173,8 @@ def _check_params(params: Any) -> dict[str, Any]:
     return params
 
 
-def _check_ref(ref: Any) -> None:
+def check_ref(ref: Any) -> None:
+    """A client's reference, echoed in frames: a safe integer or a short string without NUL."""
     if ref is None:
         return
     if isinstance(ref, str) and len(ref) <= MAX_KEY and storable_text(ref):
@@ -204,7 +205,7 @@ def command_fields(
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY or not storable_text(key)):
         raise PayloadInvalid("bad_request", f"idempotency_key must be a string of 1 to {MAX_KEY} characters "
                              "without NUL")
-    _check_ref(ref)
+    check_ref(ref)
     return {
         "name": name,
         "params": params,
@@ -256,7 +257,11 @@ class CommandResponse:
 
 def parse_command_response(payload: bytes, *, max_bytes: int) -> CommandResponse:
     """Decode `{"id", "status": "ok"|"error", "result", "error"}`; raises PayloadInvalid with a reason."""
-    doc = decode_json(payload, max_bytes=max_bytes)
+    return command_response_of(decode_json(payload, max_bytes=max_bytes))
+
+
+def command_response_of(doc: Any) -> CommandResponse:
+    """The command response in a decoded document; raises PayloadInvalid with a reason."""
     if not isinstance(doc, dict):
         raise PayloadInvalid("bad_response", "a command response must be a JSON object")
     if doc.get("status") not in ("ok", "error"):

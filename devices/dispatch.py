@@ -62,12 +62,13 @@ class CommandDispatcher:
 
     def __init__(self, *, outlet: Outlet, owner: str, stats: IngestStats, pusher: Pusher, interval: float = 1.0,
                  batch: int = 200, transports: Iterable[str] | None = None,
-                 reach: Callable[[], Collection[str]] | None = None) -> None:
+                 reach: Callable[[], Collection[str]] | None = None, housekeep: bool = True) -> None:
         self._outlet = outlet
         # The device transports it delivers to (None: every device), and, for an outlet that holds
         # the devices' connections itself (a WebSocket device), the devices it can reach right now.
         self._transports = tuple(transports) if transports is not None else None
         self._reach = reach
+        self._housekeeps = housekeep  # time out and expire what is due (the bridges do; a web process need not)
         self._owner = owner
         self._stats = stats
         self._pusher = pusher
@@ -181,6 +182,8 @@ class CommandDispatcher:
         """Renew leases of deliveries in flight, then time out and expire what is due."""
         if self._inflight:
             await self._renew(owner=self._owner, command_ids=set(self._inflight))
+        if not self._housekeeps:
+            return
         timed_out = await self._time_out()
         expired = await self._expire()
         self._stats.counts["commands_timed_out"] += len(timed_out)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from core.channels import BRIDGE_CHANNEL, command_nudge
+from core.channels import BRIDGE_CHANNEL, command_nudge, device_group, device_nudge
 from core.push import Layer, PushBatch, push_send
 from core.wire import command_frame
 from devices.models import Command
@@ -25,5 +25,8 @@ async def command_announce(layer: Layer, command: Command, *, buckets: int) -> N
         await push_send(layer, push)  # first, so dashboards see `queued` before the bridge's `sent`
         if command.status == Command.QUEUED:
             await layer.send(BRIDGE_CHANNEL, command_nudge(device_id=command.device_id, command_id=str(command.id)))
+            # And the web processes holding the device's WebSocket or waiting request (devices/inprocess.py).
+            await layer.group_send(device_group(command.device_id),
+                                   device_nudge(device_id=command.device_id, command_id=str(command.id)))
     except Exception as exc:  # e.g. Redis away: the sweep publishes it within a second of the bridge seeing it
         logger.warning("command %s stored but not announced: %s", command.id, exc)

@@ -124,6 +124,11 @@ def device_secret_ok(device_id: str, secret: str) -> bool:
     return device is not None and hmac.compare_digest(device.secret_hash, secret_hash(secret))
 
 
+def device_offline_after(device_id: str) -> int | None:
+    """The device's own seconds of silence before it is marked offline (None: the gateway's default)."""
+    return Device.objects.filter(pk=device_id).values_list("offline_after", flat=True).first()
+
+
 def telemetry_history(
     *,
     device_id: str,

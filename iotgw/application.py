@@ -12,11 +12,11 @@ def build_application() -> ProtocolTypeRouter:
     """Build the router; Django must be set up before the consumers are imported."""
     http = get_asgi_application()
     from bridge.consumers import BridgeConsumer
-    from iotgw.config import dashboard_config
+    from iotgw.config import dashboard_config, device_socket_config
     from protocols.routing import websocket_application
 
     return ProtocolTypeRouter({
         "http": http,
-        "websocket": websocket_application(dashboard_config()),
+        "websocket": websocket_application(dashboard_config(), device_socket_config()),
         "channel": ChannelNameRouter({BRIDGE_CHANNEL: BridgeConsumer.as_asgi()}),
     })

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from protocols.consumers import DashboardConfig
+from protocols.device_socket import DeviceSocketConfig
 
 
 def bridge_options() -> dict[str, Any]:
@@ -78,3 +79,28 @@ def notify_options() -> dict[str, Any]:
         "retry_most": settings.IOTGW_NOTIFY_RETRY_MOST,
         "from_email": settings.DEFAULT_FROM_EMAIL,
     }
+
+
+def process_ingest_options() -> dict[str, Any]:
+    """A web process's own pipeline (devices/inprocess.py), for WebSocket and HTTP devices."""
+    return {
+        "max_batch": settings.IOTGW_MAX_BATCH,
+        "push_buckets": settings.IOTGW_PUSH_BUCKETS,
+        "push_interval": settings.IOTGW_PUSH_INTERVAL,
+    }
+
+
+def device_socket_config() -> DeviceSocketConfig:
+    """The WebSocket device socket's limits (protocols/device_socket.py)."""
+    return DeviceSocketConfig(
+        rate=settings.IOTGW_WS_RATE,
+        burst=settings.IOTGW_WS_BURST,
+        send_buffer=settings.IOTGW_WS_SEND_BUFFER,
+        max_frame=settings.IOTGW_WS_MAX_FRAME,
+        max_payload=settings.IOTGW_MAX_PAYLOAD,
+        max_clock_skew=settings.IOTGW_MAX_CLOCK_SKEW,
+        recheck_seconds=settings.IOTGW_WS_RECHECK_SECONDS,
+        grace=settings.IOTGW_WS_DEVICE_GRACE,
+        offline_after=settings.IOTGW_OFFLINE_AFTER,
+        ingest=process_ingest_options(),
+    )

@@ -236,6 +236,9 @@ IOTGW_PUSH_REJOIN_SECONDS = env.number("IOTGW_PUSH_REJOIN_SECONDS", 30.0)
 IOTGW_WS_TICKET_SECONDS = env.number("IOTGW_WS_TICKET_SECONDS", 30.0)
 # How often an open socket re-checks that its token, session and user are still valid.
 IOTGW_WS_RECHECK_SECONDS = env.number("IOTGW_WS_RECHECK_SECONDS", 30.0)
+# Seconds after a WebSocket device's socket closed before it is marked offline (a quick reconnect, a web
+# process restarting behind a balancer, is no flap on the dashboards).
+IOTGW_WS_DEVICE_GRACE = env.number("IOTGW_WS_DEVICE_GRACE", 10.0)
 # HTTP ingest requests per second per device (429 past the burst), in each web process.
 IOTGW_HTTP_INGEST_RATE = env.number("IOTGW_HTTP_INGEST_RATE", 20.0)
 IOTGW_HTTP_INGEST_BURST = env.number("IOTGW_HTTP_INGEST_BURST", 40.0)

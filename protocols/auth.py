@@ -11,7 +11,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
-from devices.selectors import token_lookup
+from core.credentials import device_credentials
+from devices.selectors import device_secret_ok, token_lookup
 from devices.services.tickets import ws_ticket_redeem
 
 
@@ -118,3 +119,22 @@ async def _ticket_scope(scope: dict, key: str) -> dict:
         return dict(scope, auth="ticket", user=AnonymousUser(), token_id=None, ticket_session_key=None)
     return dict(scope, auth="ticket", user=ticket.user, token_id=ticket.token_id,
                 ticket_session_key=ticket.session_key or None)
+
+
+class DeviceAuthMiddleware:
+    """Sets scope["device_id"] (None when refused) from the device's own credentials in the handshake.
+
+    `Authorization: Basic base64(id:secret)` on `/ws/device/`, or also `Bearer <secret>` on
+    `/ws/device/{id}/`: the same credentials HTTP ingest takes (SPEC §8), never in the URL.
+    """
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        named = scope.get("url_route", {}).get("kwargs", {}).get("device_id")
+        credentials = device_credentials(header(scope, b"authorization"), device_id=named)
+        device_id = secret = None
+        if credentials is not None and await database_sync_to_async(device_secret_ok)(*credentials):
+            device_id, secret = credentials
+        return await self.inner(dict(scope, device_id=device_id, device_secret=secret), receive, send)

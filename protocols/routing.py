@@ -1,4 +1,4 @@
-"""The WebSocket edge's routes: the dashboard socket, and a 404 for any other path."""
+"""The WebSocket edge's routes: the dashboard socket, the device socket, and a 404 for any other path."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import logging
 from channels.routing import URLRouter
 from django.urls import path, re_path
 
-from protocols.auth import BearerOrSessionAuthMiddleware
+from protocols.auth import BearerOrSessionAuthMiddleware, DeviceAuthMiddleware
 from protocols.consumers import DashboardConfig, DashboardConsumer
 from protocols.daphne_fixes import DENIAL
+from protocols.device_socket import DeviceConsumer, DeviceSocketConfig
 from protocols.outbound import OutboundMiddleware
 
 logger = logging.getLogger("iotgw.ws")
@@ -32,10 +33,14 @@ async def unknown_path(scope, receive, send) -> None:
         await send({"type": "websocket.close", "code": CLOSE_UNKNOWN_PATH})
 
 
-def websocket_application(config: DashboardConfig | None = None) -> OutboundMiddleware:
-    """The `websocket` route: the dashboard socket, and a clean refusal for every other path."""
+def websocket_application(config: DashboardConfig | None = None,
+                          devices: DeviceSocketConfig | None = None) -> OutboundMiddleware:
+    """The `websocket` route: the dashboard socket, the device socket, and a clean refusal for every other path."""
+    device_socket = DeviceAuthMiddleware(DeviceConsumer.as_asgi(config=devices))
     return OutboundMiddleware(URLRouter([
         # Credentials are read (and a ticket spent) only on a path that serves a socket.
         path("ws/dashboard/", BearerOrSessionAuthMiddleware(DashboardConsumer.as_asgi(config=config))),
+        path("ws/device/", device_socket),
+        path("ws/device/<str:device_id>/", device_socket),
         re_path(r"", unknown_path),
     ]))
