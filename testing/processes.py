@@ -161,6 +161,10 @@ class Stack:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.web_port}/ws/dashboard/"
 
+    @property
+    def ws_device(self) -> str:
+        return f"ws://127.0.0.1:{self.web_port}/ws/device/"
+
     def start_web(self) -> Process:
         self.web_port = free_port()
         proc = self.processes.start(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 
@@ -54,6 +55,41 @@ class Dashboard:
                 frame = await self.next(lambda f: f["type"] == "telemetry", timeout=timeout)
                 items.extend(i for i in frame["items"] if i["device"] == device)
         return items
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class WsDevice:
+    """A device on /ws/device/ through a real `websockets` client: frames out, answers collected by type."""
+
+    def __init__(self, ws, device_id: str) -> None:
+        self.ws = ws
+        self.device_id = device_id
+        self.frames: list[dict] = []
+        self._ref = 0
+
+    @classmethod
+    async def open(cls, url: str, device_id: str, secret: str, **kwargs) -> WsDevice:
+        """Connect with `Authorization: Basic base64(id:secret)` (raises websockets' InvalidStatus when refused)."""
+        basic = base64.b64encode(f"{device_id}:{secret}".encode()).decode()
+        ws = await websockets.connect(url, additional_headers={"Authorization": f"Basic {basic}"}, **kwargs)
+        return cls(ws, device_id)
+
+    async def send(self, kind: str, **fields) -> int:
+        """Send a frame with a fresh `ref`; returns the ref."""
+        self._ref += 1
+        await self.ws.send(json.dumps({"type": kind, "ref": self._ref, **fields}))
+        return self._ref
+
+    async def next(self, predicate: Callable[[dict], bool] = lambda f: True, timeout: float = 15.0) -> dict:
+        """The next frame matching `predicate` (every frame is kept in `frames`)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await self.ws.recv())
+                self.frames.append(frame)
+                if predicate(frame):
+                    return frame
 
     async def close(self) -> None:
         await self.ws.close()

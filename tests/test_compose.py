@@ -154,3 +154,12 @@ def test_the_ha_profile_runs_a_replica_and_sentinels_that_the_documented_redis_u
     host_entry = redis_host(documented.group(1))
     assert host_entry["master_name"] == master and host_entry["sentinels"] == [("redis-sentinel", 26379)]
     assert "port 26379" in script and "${REDIS_URL:-" in (ROOT / "compose.yaml").read_text()
+
+
+def test_the_broker_also_speaks_mqtt_over_websockets_on_9001_for_browser_devices():
+    text = (ROOT / "compose" / "mosquitto.conf").read_text()
+    lines = [line for line in text.split("\n") if line and not line.startswith("#")]
+    assert "listener 1883" in lines and "listener 9001" in lines
+    assert lines[lines.index("listener 9001") + 1] == "protocol websockets", "the protocol of the 9001 listener"
+    ports = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["mosquitto"]["ports"]
+    assert "9001:9001" in ports
