@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 from aiocoap import Code
 from asgiref.sync import sync_to_async
 
 from devices.models import Device, Telemetry
+from devices.services.commands import command_issue
 from testing.coap import CoapDevice, CoapProcess
+from testing.registry import command_status, wait_status
+from testing.waiting import await_until
 from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -112,3 +116,61 @@ async def test_payload_over_the_limit_is_refused_with_its_size(stack, coap, owne
         response = await device.telemetry([{"ts": 1767225600000 + i, "v": i} for i in range(500)])
     assert response.code == Code.REQUEST_ENTITY_TOO_LARGE
     assert response.opt.size1 == 4096
+
+
+async def test_command_round_trip_through_observe(stack, coap, owner_and_device, registry):
+    token, device_id, secret = owner_and_device
+    user = await sync_to_async(lambda: Device.objects.get(pk=device_id).owner)()
+    await sync_to_async(coap.start)()
+    async with CoapDevice(coap.url, device_id, secret) as device:
+        observation = device.observe_commands()
+        first = await observation.response
+        assert first.code == Code.CONTENT and first.opt.observe == 0
+        # Observing made the device online, on CoAP: the dashboard shows its transport.
+        stored = await sync_to_async(Device.objects.get)(pk=device_id)
+        assert stored.online and stored.transport == "coap"
+
+        command = await sync_to_async(command_issue)(user=user, device_id=device_id, name="reboot",
+                                                     params={"delay": 5})
+        notification = await asyncio.wait_for(observation.observation.__aiter__().__anext__(), 15)
+        body = orjson.loads(notification.payload)
+        assert body["id"] == str(command.id) and body["name"] == "reboot" and body["params"] == {"delay": 5}
+        await sync_to_async(wait_status)(str(command.id), "sent")
+
+        answer = await device.post("commands/response", {"id": str(command.id), "status": "ok", "result": {"up": 1}})
+        assert answer.code == Code.CHANGED
+        assert await sync_to_async(command_status)(str(command.id)) == "succeeded"
+        observation.observation.cancel()
+
+
+async def test_a_killed_coap_process_loses_no_sample_it_answered_2_04(stack, owner_and_device):
+    _, device_id, secret = owner_and_device
+    coap = CoapProcess(stack)
+    await sync_to_async(coap.start)()
+    changed: set[int] = set()
+    stop = asyncio.Event()
+
+    async def stream(device: CoapDevice) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                response = await asyncio.wait_for(device.telemetry({"ts": 1767225600000 + n, "n": n}), 2)
+            except (TimeoutError, Exception):
+                continue  # no answer: not confirmed, so not counted
+            if response.code == Code.CHANGED:
+                changed.add(n)
+
+    async with CoapDevice(coap.url, device_id, secret) as device:
+        streaming = asyncio.ensure_future(stream(device))
+        await await_until(lambda: len(changed) >= 50, timeout=30, what="50 samples confirmed")
+        await sync_to_async(coap.kill)()  # SIGKILL mid-stream: whatever was not committed was not confirmed
+        confirmed_before = set(changed)
+        await sync_to_async(coap.start)()  # the same port
+        await await_until(lambda: len(changed) >= len(confirmed_before) + 50, timeout=60, what="resumed")
+        stop.set()
+        await streaming
+    coap.stop()
+    stored = set(await sync_to_async(list)(
+        Telemetry.objects.filter(device_id=device_id).values_list("data__n", flat=True)))
+    assert changed <= stored, f"{len(changed - stored)} samples answered 2.04 are missing"
