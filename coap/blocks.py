@@ -82,3 +82,18 @@ class Block1Spool:
         self._swept = now
         for key in [k for k, upload in self._uploads.items() if upload.expires <= now]:
             del self._uploads[key]
+
+
+# Notifications carry at most this much payload per datagram (size exponent 6): what fits a 1280-byte IPv6 MTU.
+BLOCK2_EXPONENT = 6
+
+
+def block_of(body: bytes, *, number: int, size_exponent: int = BLOCK2_EXPONENT) -> tuple[bytes, bool]:
+    """Block `number` of a body sent block-wise (RFC 7959 Block2), and whether more follow."""
+    if not 0 <= size_exponent <= 6:
+        raise BlockRefused("bad_block", f"block size exponent {size_exponent} is not one of 0-6")
+    size = 1 << (size_exponent + 4)
+    start = number * size
+    if start >= len(body) and not (number == 0 and not body):
+        raise BlockRefused("bad_block", f"block {number} is past the end of the body")
+    return body[start:start + size], start + size < len(body)

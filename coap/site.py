@@ -96,8 +96,11 @@ class DeviceSite:
         if isinstance(route, Message):
             return route
         device_id, kind = route
-        if kind == COMMANDS:  # a GET without Observe: nothing to show, the commands come as notifications
+        if kind == COMMANDS:  # a GET without Observe: the rest of a large notification, or nothing to show
             refusal = await self._refusal(request, device_id)
+            block2 = request.opt.block2
+            if refusal is None and block2 is not None and block2.block_number > 0:
+                return self._transport.later_block(device_id, block2.block_number, block2.size_exponent)
             return refusal or Message(code=Code.CONTENT, payload=b"")
         assert kind in PUBLISH_KINDS
         limit = self._transport.max_payload

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from aiocoap import Code, Message
 from aiocoap.numbers.contentformat import ContentFormat
 
-from coap.blocks import Block1Spool, BlockRefused
+from coap.blocks import BLOCK2_EXPONENT, Block1Spool, BlockRefused, block_of
 from core.dialect import command_message
 from core.errors import DeliveryFailed
 from core.ratelimit import BucketMap
@@ -95,6 +95,8 @@ class CoapTransport:
         self.rates = BucketMap(rate=rate, burst=burst)
         self.spool = Block1Spool(max_bytes=max_payload)
         self._observers: dict[str, _Observer] = {}
+        # Each observing device's last notification, whole, for the Block2 requests of one that did not fit a datagram.
+        self.notified: dict[str, Message] = {}
         self.on_observe: Callable[[str], None] | None = None  # the dispatcher's nudge, wired by coap/server.py
         self._up = asyncio.Event()
         self._down = asyncio.Event()
@@ -194,18 +196,42 @@ class CoapTransport:
                 if sent.done():  # its delivery gave up waiting
                     continue
                 number += 1
-                notify(command_notification(command, observe=number))
+                notify(self._first_block(device_id, command_notification(command, observe=number)))
                 sent.set_result(None)
         finally:
             if self._observers.get(device_id) is observer:
                 del self._observers[device_id]
+                self.notified.pop(device_id, None)
             _abandon(observer)
+
+    def _first_block(self, device_id: str, notification: Message) -> Message:
+        """A notification that fits a datagram as it is; else its Block2 block 0 (the device GETs the rest)."""
+        if len(notification.payload) <= 1 << (BLOCK2_EXPONENT + 4):
+            return notification
+        self.notified[device_id] = notification
+        payload, more = block_of(notification.payload, number=0)
+        return Message(code=notification.code, observe=notification.opt.observe, etag=notification.opt.etag,
+                       content_format=notification.opt.content_format, payload=payload,
+                       block2=(0, more, BLOCK2_EXPONENT))
+
+    def later_block(self, device_id: str, number: int, size_exponent: int) -> Message:
+        """Block `number` of the device's last notification (RFC 7959: the device asked for the rest)."""
+        notification = self.notified.get(device_id)
+        if notification is None:
+            return error_answer("incomplete", "no notification of this size is waiting; observe again")
+        try:
+            payload, more = block_of(notification.payload, number=number, size_exponent=size_exponent)
+        except BlockRefused as exc:
+            return error_answer(exc.reason, str(exc))
+        return Message(code=notification.code, etag=notification.opt.etag,
+                       content_format=notification.opt.content_format, payload=payload,
+                       block2=(number, more, size_exponent))
 
 
 def command_notification(command: Outbound, *, observe: int) -> Message:
-    """A command as the device's observation carries it: the JSON MQTT publishes (SPEC §6)."""
+    """A command as the device's observation carries it: the JSON MQTT publishes (SPEC §6); an ETag ties its blocks."""
     return Message(code=Code.CONTENT, observe=observe, content_format=ContentFormat.JSON,
-                   payload=command_message(command).payload)
+                   etag=command.command_id.bytes[:8], payload=command_message(command).payload)
 
 
 def _abandon(observer: _Observer) -> None:

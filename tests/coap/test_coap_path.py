@@ -126,13 +126,14 @@ async def test_command_round_trip_through_observe(stack, coap, owner_and_device,
         observation = device.observe_commands()
         first = await observation.response
         assert first.code == Code.CONTENT and first.opt.observe == 0
+        notifications = aiter(observation.observation)
         # Observing made the device online, on CoAP: the dashboard shows its transport.
         stored = await sync_to_async(Device.objects.get)(pk=device_id)
         assert stored.online and stored.transport == "coap"
 
         command = await sync_to_async(command_issue)(user=user, device_id=device_id, name="reboot",
                                                      params={"delay": 5})
-        notification = await asyncio.wait_for(observation.observation.__aiter__().__anext__(), 15)
+        notification = await asyncio.wait_for(anext(notifications), 15)
         body = orjson.loads(notification.payload)
         assert body["id"] == str(command.id) and body["name"] == "reboot" and body["params"] == {"delay": 5}
         await sync_to_async(wait_status)(str(command.id), "sent")
@@ -140,6 +141,14 @@ async def test_command_round_trip_through_observe(stack, coap, owner_and_device,
         answer = await device.post("commands/response", {"id": str(command.id), "status": "ok", "result": {"up": 1}})
         assert answer.code == Code.CHANGED
         assert await sync_to_async(command_status)(str(command.id)) == "succeeded"
+
+        # A command too large for one datagram arrives whole: block 0 in the notification, the rest by Block2.
+        script = "x" * 3000
+        big = await sync_to_async(command_issue)(user=user, device_id=device_id, name="run", params={"script": script})
+        notification = await asyncio.wait_for(anext(notifications), 15)
+        assert orjson.loads(notification.payload)["params"] == {"script": script}
+        assert notification.opt.block2 is not None and notification.opt.block2.block_number > 0
+        await sync_to_async(wait_status)(str(big.id), "sent")
         observation.observation.cancel()
 
 
