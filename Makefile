@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 MQTT_PORT ?= 1883
+# CoAP devices, in plain mode (the banner says so): docs/transports/coap.md.
+COAP_PORT ?= 5683
 
 .PHONY: venv run test lint bench migrate demo clean sparkplug-proto
 
@@ -25,7 +27,7 @@ demo: migrate
 
 run: demo
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py gateway --host $(HOST) --port $(PORT) --mqtt-port $(MQTT_PORT) --simulate 3
+	$(BIN)/python manage.py gateway --host $(HOST) --port $(PORT) --mqtt-port $(MQTT_PORT) --coap-port $(COAP_PORT) --coap-plain --simulate 3
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

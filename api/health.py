@@ -12,10 +12,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.metrics import bridge_timing  # importing it registers the bridge collector
-from devices.selectors import bridges_known
+from devices.selectors import BridgeStatus, bridges_known
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -55,13 +56,29 @@ def _schema() -> tuple[bool, str | None]:
     return True, None
 
 
-def _bridges() -> tuple[bool, list[str]]:
-    """Whether a live bridge holds a broker connection, and the silent bridges whose sessions nobody drains."""
+# A CoAP process holds no broker session (nothing queues for it while it is away), so one silent this long is
+# forgotten by readiness; until then `checks.coap` says whether one is listening.
+COAP_FORGOTTEN_AFTER = 300.0
+
+
+def _transport(bridge: BridgeStatus) -> str:
+    """Which edge wrote a heartbeat: CoAP processes mark theirs (coap/server.py); bridges (MQTT) do not."""
+    return str(bridge.counters.get("transport", "mqtt"))
+
+
+def _bridges() -> tuple[bool, list[str], bool | None]:
+    """Whether a live bridge holds a broker connection, the silent bridges whose sessions nobody drains, and
+    whether a CoAP process listens (None: none has been seen lately)."""
     try:
-        bridges = bridges_known(**bridge_timing())
+        known = bridges_known(**bridge_timing())
     except Exception:
-        return False, []
-    return any(b.live and b.connected for b in bridges), [b.client_id for b in bridges if not b.live]
+        return False, [], None
+    bridges = [b for b in known if _transport(b) == "mqtt"]
+    now = timezone.now()
+    coap = [b for b in known if _transport(b) == "coap"
+            and (now - b.beat_at).total_seconds() < COAP_FORGOTTEN_AFTER]
+    return (any(b.live and b.connected for b in bridges), [b.client_id for b in bridges if not b.live],
+            any(b.live and b.connected for b in coap) if coap else None)
 
 
 async def _layer_ok() -> bool:
@@ -75,10 +92,11 @@ async def _layer_ok() -> bool:
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: the database and its schema, the channel layer, a live bridge, and no silent bridge."""
+    """Readiness: the database and its schema, the channel layer, a live bridge, no silent bridge, and a CoAP
+    listener once one has been seen."""
     database = await sync_to_async(_database_ok)()
     schema, why = await sync_to_async(_schema)() if database else (False, "the database is unreachable")
-    bridge_ok, silent = await sync_to_async(_bridges)() if schema else (False, [])
+    bridge_ok, silent, coap = await sync_to_async(_bridges)() if schema else (False, [], None)
     checks = {
         "database": database,
         "schema": schema,
@@ -86,6 +104,8 @@ async def readyz(request: HttpRequest) -> JsonResponse:
         "bridge": bridge_ok,
         "no_silent_bridge": not silent,
     }
+    if coap is not None:  # a CoAP listener, once one has been seen (docs/transports/coap.md)
+        checks["coap"] = coap
     ok = all(checks.values())
     body: dict = {"status": "ok" if ok else "unavailable", "checks": checks}
     if why:

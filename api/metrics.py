@@ -48,8 +48,13 @@ class BridgeCollector:
                                  "bridge whose broker session may still collect messages", labels=["bridge"])
         age = GaugeMetricFamily("iotgw_bridge_heartbeat_age_seconds", "Seconds since the bridge's last heartbeat",
                                 labels=["bridge"])
+        coap = GaugeMetricFamily("iotgw_coap_listening", "1 while a CoAP process's heartbeat is fresh and its UDP "
+                                 "listener is up (its counters are in the other families under its name)",
+                                 labels=["process"])
         now = timezone.now()
         for bridge in bridges_known(**bridge_timing()):
+            if bridge.counters.get("transport") == "coap":
+                coap.add_metric([bridge.client_id], 1 if bridge.connected and bridge.live else 0)
             counters, name = bridge.counters, bridge.client_id
             received.add_metric([name], counters.get("received", 0))
             stored.add_metric([name], counters.get("samples_stored", 0))
@@ -63,7 +68,7 @@ class BridgeCollector:
                 bounds = [*(floatToGoString(le) for le in histogram["le"]), "+Inf"]
                 latency.add_metric([name], list(zip(bounds, histogram["counts"], strict=True)),
                                    sum_value=histogram["sum"])
-        yield from (received, stored, rejected, connected, latency, live, age)
+        yield from (received, stored, rejected, connected, latency, live, age, coap)
 
 
 class CommandCollector:

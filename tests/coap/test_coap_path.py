@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from devices.models import Device, Telemetry
 from devices.services.commands import command_issue
 from testing.coap import CoapDevice, CoapProcess
+from testing.http import http_get
 from testing.registry import command_status, wait_status
 from testing.waiting import await_until
 from testing.ws import Dashboard
@@ -183,3 +184,26 @@ async def test_a_killed_coap_process_loses_no_sample_it_answered_2_04(stack, own
     stored = set(await sync_to_async(list)(
         Telemetry.objects.filter(device_id=device_id).values_list("data__n", flat=True)))
     assert changed <= stored, f"{len(changed - stored)} samples answered 2.04 are missing"
+
+
+async def test_readiness_and_metrics_report_the_coap_listener_and_its_counters(stack, coap, owner_and_device):
+    _, device_id, secret = owner_and_device
+    await sync_to_async(stack.start_web)()
+    await sync_to_async(coap.start)()
+    async with CoapDevice(coap.url, device_id, secret) as device:
+        assert (await device.telemetry({"ts": 1767225600000, "v": 1})).code == Code.CHANGED
+        assert (await device.telemetry(b"[]")).code == Code.BAD_REQUEST
+
+    status, body = await sync_to_async(http_get)(stack.web + "/readyz")
+    checks = orjson.loads(body)["checks"]
+    assert checks["coap"] is True and checks["bridge"] is False  # a CoAP listener is no MQTT bridge
+    assert status == 503
+
+    def counted() -> str | None:
+        text = http_get(stack.web + "/metrics")[1].decode()
+        ok = (f'iotgw_coap_listening{{process="{coap.client_id}"}} 1.0' in text
+              and f'iotgw_samples_ingested_total{{bridge="{coap.client_id}"}} 1.0' in text
+              and f'iotgw_messages_rejected_total{{bridge="{coap.client_id}",reason="bad_sample"}} 1.0' in text)
+        return text if ok else None
+
+    await await_until(counted, timeout=15, what="the CoAP process's counters in /metrics")

@@ -12,7 +12,7 @@ from django.core.management import BaseCommand, CommandError
 
 from bridge.broker import EmbeddedBrokerError, embedded_broker, port_check
 from core.broker import BrokerConfig
-from iotgw.config import bridge_options, notify_options
+from iotgw.config import bridge_options, coap_options, notify_options
 from iotgw.production import refusal
 
 logger = logging.getLogger("iotgw.gateway")
@@ -26,10 +26,15 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000, help="HTTP/WebSocket port")
         parser.add_argument("--mqtt-port", type=int, default=1883,
                             help="embedded broker port (default 1883; a taken port is an error); ignored with MQTT_URL")
+        parser.add_argument("--coap-port", type=int, default=0, metavar="PORT",
+                            help="also serve CoAP devices on this UDP port (5683 is CoAP's; default 0: off)")
+        parser.add_argument("--coap-plain", action="store_true",
+                            help="CoAP plain mode: devices send their secret in clear (trusted networks only)")
         parser.add_argument("--simulate", type=int, default=0, metavar="N",
                             help="also run N simulated devices demo-1 … demo-N (1 sample/s each)")
 
-    def handle(self, *args, host: str, port: int, mqtt_port: int, simulate: int = 0, **options):
+    def handle(self, *args, host: str, port: int, mqtt_port: int, simulate: int = 0, coap_port: int = 0,
+               coap_plain: bool = False, **options):
         if why := refusal("all-in-one gateway", split=False):
             raise CommandError(why)
         from channels.layers import get_channel_layer
@@ -45,6 +50,8 @@ class Command(BaseCommand):
         simulated = _simulated_devices(simulate) if simulate else {}
         try:
             port_check(host, port, what="HTTP", fix="`make run PORT=…` or `gateway --port …`")
+            if coap_port:
+                _udp_port_check(host, coap_port)
             broker = None if settings.MQTT_URL else embedded_broker(host=host, port=mqtt_port)
             if broker is not None:
                 broker.start()
@@ -57,18 +64,22 @@ class Command(BaseCommand):
                               broker_url=broker_url, bridge=bridge_options())
 
         sender = Sender(**notify_options())
+        coap = _coap_server(layer, host=host, port=coap_port, plain=coap_plain) if coap_port else None
 
         def start_bridge() -> None:
             task = asyncio.ensure_future(worker.arun())
             task.add_done_callback(_report_crash)
             # The notification sender on the same loop (its sends run in worker threads): docs/notifications.md.
             asyncio.ensure_future(sender.run()).add_done_callback(_report_sender_crash)
+            if coap is not None:
+                asyncio.ensure_future(coap.start()).add_done_callback(_report_crash)
 
         def ready() -> None:
             self.stdout.write(
                 f"iotgw gateway ready\n  dashboard  http://{host}:{port}/\n  MQTT       {device_url}"
                 f"  ({broker.label if broker else 'MQTT_URL'})\n"
-                f"  layer      {'redis' if settings.REDIS_URL else 'in-memory'}\n"
+                + (_coap_banner(coap) if coap is not None else "")
+                + f"  layer      {'redis' if settings.REDIS_URL else 'in-memory'}\n"
                 + (f"  simulating {', '.join(simulated)}\n" if simulated else ""),
             )
             self.stdout.flush()
@@ -88,6 +99,33 @@ class Command(BaseCommand):
         finally:
             if broker is not None:
                 broker.stop()
+
+
+def _udp_port_check(host: str, port: int) -> None:
+    """Refuse to start when the CoAP port is taken, naming the fix, as port_check does for TCP."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise EmbeddedBrokerError(f"CoAP: udp {host} port {port} is taken ({exc.strerror}); "
+                                      "`make run COAP_PORT=…` or `gateway --coap-port …`") from None
+
+
+def _coap_server(layer, *, host: str, port: int, plain: bool):
+    """The CoAP edge in this process: its own pipeline and dispatcher, on the gateway's loop and layer."""
+    from coap.server import CoapServer
+
+    options = dict(coap_options(), host=host, port=port)
+    options["plain"] = plain or options["plain"]
+    return CoapServer(layer=layer, **options)
+
+
+def _coap_banner(coap) -> str:
+    mode = "PLAIN MODE: device secrets travel in clear, for trusted networks only" if coap.plain else "plain mode off"
+    return f"  CoAP       coap://{coap.host}:{coap.port}  (udp; {mode})\n"
 
 
 def _without_password(url: str) -> str:
