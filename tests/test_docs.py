@@ -69,7 +69,7 @@ def test_every_relative_link_in_the_docs_resolves():
 def test_every_cited_spec_section_exists():
     spec = (ROOT / "docs" / "spec.md").read_text()
     sections = {int(n) for n in re.findall(r"^## (\d+)\. ", spec, flags=re.MULTILINE)}
-    assert sections == set(range(1, 11))
+    assert sections == set(range(1, len(sections) + 1)), "sections are numbered 1, 2, … without a gap"
     cited_in = [*SOURCES, *(ROOT / "tests").rglob("*.py"), *DOCS, *(ROOT / "devices" / "static").rglob("*.js")]
     for path in cited_in:
         for group in re.findall(r"SPEC ((?:§\d+(?:, )?)+)", path.read_text()):
