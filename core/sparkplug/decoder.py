@@ -48,6 +48,7 @@ CONTROL_PREFIXES = ("Node Control/", "Device Control/")
 MAX_NODES = 10_000
 MAX_DEVICES_PER_NODE = 10_000
 MAX_PENDING_PER_DEVICE = 64
+MAX_NAMES_PER_SCOPE = 10_000
 REBIRTH_INTERVAL = timedelta(seconds=5)
 REBIRTH_QOS = 0  # Sparkplug: NCMD and DCMD are published at QoS 0
 
@@ -72,6 +73,7 @@ class Scope:
     aliases: dict[int, str] = field(default_factory=dict)  # alias → Sparkplug metric name
     types: dict[str, int] = field(default_factory=dict)  # Sparkplug metric name → datatype
     names: dict[str, str] = field(default_factory=dict)  # iotgw metric name → Sparkplug metric name
+    mapped: dict[str, str] = field(default_factory=dict)  # Sparkplug metric name → iotgw metric name
 
 
 @dataclass(slots=True)
@@ -253,6 +255,7 @@ class SparkplugDecoder:
                 gone = self._nodes.pop(next(iter(self._nodes)))
                 for scope in (gone.scope, *gone.devices.values()):
                     self._where.pop(scope.device_id, None)
+                    self._pending.pop(scope.device_id, None)
             node = self._nodes[key] = Node(key[0], key[1], Scope(self.node_id(*key)))
             self._where[node.scope.device_id] = (key, "")
         return node
@@ -269,9 +272,10 @@ class SparkplugDecoder:
             self._ask_rebirth(node, received_at)
 
     def _data(self, node: Node, scope: Scope, message: Payload, received_at: datetime) -> list[Said]:
-        if any(not m.HasField("name") and m.alias not in scope.aliases for m in message.metrics):
-            self._ask_rebirth(node, received_at)  # a BIRTH was missed; its metrics are skipped and counted
+        unknown = self.counts["skipped_unknown_alias"]
         samples, values = self._samples(scope, message, received_at)
+        if self.counts["skipped_unknown_alias"] > unknown:  # a BIRTH was missed: ask for it again
+            self._ask_rebirth(node, received_at)
         return [Said(scope.device_id, samples=samples), *self._confirm(scope.device_id, values, received_at)]
 
     def _declare(self, scope: Scope, message: Payload) -> None:
@@ -285,7 +289,8 @@ class SparkplugDecoder:
                     scope.aliases[metric.alias] = native
                 if metric.HasField("datatype"):
                     scope.types[native] = metric.datatype
-                scope.names[metric_name(native)] = native
+                scope.mapped[native] = metric_name(native)
+                scope.names[scope.mapped[native]] = native
             except Skipped:
                 pass  # counted when its value is read
 
@@ -293,6 +298,7 @@ class SparkplugDecoder:
                  received_at: datetime) -> tuple[list[Sample], dict[str, Any]]:
         """The message's metrics as samples, one per timestamp, and the latest value of each metric."""
         default_ms = message.timestamp if message.HasField("timestamp") else None
+        latest_ms = min(MAX_MS, epoch_ms(received_at + self.max_skew))
         by_ts: dict[int | None, dict[str, Any]] = {}
         values: dict[str, Any] = {}
         for metric in message.metrics:
@@ -302,7 +308,7 @@ class SparkplugDecoder:
                 self.counts[f"skipped_{skipped.why}"] += 1
                 continue
             ms = metric.timestamp if metric.HasField("timestamp") else default_ms
-            if ms is not None and (ms > MAX_MS or ms_to_datetime(ms) > received_at + self.max_skew):
+            if ms is not None and ms > latest_ms:
                 self.counts["skipped_bad_timestamp"] += 1
                 continue
             by_ts.setdefault(ms, {})[name] = value
@@ -317,7 +323,12 @@ class SparkplugDecoder:
             raise Skipped("unknown_alias")
         if native == BDSEQ or native.startswith(CONTROL_PREFIXES):
             raise Skipped("control")
-        return metric_name(native), value_of(metric, datatype_of(metric, scope.types.get(native)))
+        name = scope.mapped.get(native)
+        if name is None:
+            name = metric_name(native)
+            if len(scope.mapped) < MAX_NAMES_PER_SCOPE:  # a DATA may name metrics its BIRTH did not: bounded
+                scope.mapped[native] = name
+        return name, value_of(metric, datatype_of(metric, scope.types.get(native)))
 
     # --- commands and rebirths -------------------------------------------------------------
 

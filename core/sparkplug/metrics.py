@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,15 +17,18 @@ from core.times import EPOCH, format_ts
 
 Metric = Payload.Metric
 
-SIGNED_BITS: dict[int, int] = {DataType.Int8: 8, DataType.Int16: 16, DataType.Int32: 32, DataType.Int64: 64}
-UNSIGNED_BITS: dict[int, int] = {DataType.UInt8: 8, DataType.UInt16: 16, DataType.UInt32: 32, DataType.UInt64: 64}
+# The datatypes as plain ints, read once (an attribute of the generated enum wrapper is a slow lookup).
+INT8, INT16, INT32, INT64 = DataType.Int8, DataType.Int16, DataType.Int32, DataType.Int64
+UINT8, UINT16, UINT32, UINT64 = DataType.UInt8, DataType.UInt16, DataType.UInt32, DataType.UInt64
+FLOAT, DOUBLE, BOOLEAN, DATETIME = DataType.Float, DataType.Double, DataType.Boolean, DataType.DateTime
+STRING, TEXT, UUID, UNKNOWN = DataType.String, DataType.Text, DataType.UUID, DataType.Unknown
+SIGNED_BITS: dict[int, int] = {INT8: 8, INT16: 16, INT32: 32, INT64: 64}
+UNSIGNED_BITS: dict[int, int] = {UINT8: 8, UINT16: 16, UINT32: 32, UINT64: 64}
 INTEGER_TYPES: dict[int, int] = {**SIGNED_BITS, **UNSIGNED_BITS}
-TEXT_TYPES = (DataType.String, DataType.Text, DataType.UUID)
-# The types a sample can hold; the rest (DataSet, Bytes, File, Template, PropertySet, arrays) are skipped.
-SUPPORTED = (*INTEGER_TYPES, DataType.Float, DataType.Double, DataType.Boolean, *TEXT_TYPES, DataType.DateTime)
+TEXT_TYPES = frozenset((STRING, TEXT, UUID))
 # A metric without a declared datatype: the type its value field implies.
-FIELD_TYPES = {"int_value": DataType.UInt32, "long_value": DataType.UInt64, "float_value": DataType.Float,
-               "double_value": DataType.Double, "boolean_value": DataType.Boolean, "string_value": DataType.String}
+FIELD_TYPES = {"int_value": UINT32, "long_value": UINT64, "float_value": FLOAT, "double_value": DOUBLE,
+               "boolean_value": BOOLEAN, "string_value": STRING}
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 _NOT_METRIC_CHAR = re.compile(r"[^A-Za-z0-9_.:-]")
@@ -64,39 +68,62 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-def value_of(metric: Metric, datatype: int) -> Any:
-    """The value a sample stores for this metric of this datatype; raises Skipped."""
-    if datatype not in SUPPORTED:
-        raise Skipped("unsupported_type")
-    if metric.is_null:
-        return None
-    field = metric.WhichOneof("value")
-    if field is None:
-        raise Skipped("no_value")
-    raw = getattr(metric, field)
-    if datatype in INTEGER_TYPES:
-        if field not in ("int_value", "long_value"):
-            raise Skipped("type_mismatch")
-        bits = INTEGER_TYPES[datatype]
-        return _signed(raw, bits) if datatype in SIGNED_BITS else raw & ((1 << bits) - 1)
-    if datatype in (DataType.Float, DataType.Double):
-        if field not in ("float_value", "double_value") or not math.isfinite(raw):
-            raise Skipped("type_mismatch" if field not in ("float_value", "double_value") else "not_finite")
-        return float(raw)
-    if datatype == DataType.Boolean:
-        if field != "boolean_value":
-            raise Skipped("type_mismatch")
-        return bool(raw)
-    if datatype == DataType.DateTime:
-        if field != "long_value" or raw > MAX_MS:
-            raise Skipped("type_mismatch" if field != "long_value" else "bad_timestamp")
-        return format_ts(ms_to_datetime(raw))
+def _integer(datatype: int, field: str, raw: Any) -> Any:
+    if field != "int_value" and field != "long_value":
+        raise Skipped("type_mismatch")
+    bits = INTEGER_TYPES[datatype]
+    return _signed(raw, bits) if datatype in SIGNED_BITS else raw & ((1 << bits) - 1)
+
+
+def _real(_datatype: int, field: str, raw: Any) -> Any:
+    if field != "float_value" and field != "double_value":
+        raise Skipped("type_mismatch")
+    if not math.isfinite(raw):
+        raise Skipped("not_finite")
+    return raw
+
+
+def _boolean(_datatype: int, field: str, raw: Any) -> Any:
+    if field != "boolean_value":
+        raise Skipped("type_mismatch")
+    return raw
+
+
+def _datetime(_datatype: int, field: str, raw: Any) -> Any:
+    if field != "long_value":
+        raise Skipped("type_mismatch")
+    if raw > MAX_MS:
+        raise Skipped("bad_timestamp")
+    return format_ts(ms_to_datetime(raw))
+
+
+def _text(_datatype: int, field: str, raw: Any) -> Any:
     if field != "string_value":
         raise Skipped("type_mismatch")
     raw = text(raw)
     if len(raw) > MAX_STRING or not storable_text(raw):
         raise Skipped("string_unstorable")
     return raw
+
+
+# The types a sample can hold, and how each is read; the rest (DataSet, Bytes, File, Template, PropertySet,
+# the arrays) are skipped.
+READERS: dict[int, Callable[[int, str, Any], Any]] = {
+    **dict.fromkeys(INTEGER_TYPES, _integer), FLOAT: _real, DOUBLE: _real, BOOLEAN: _boolean, DATETIME: _datetime,
+    **dict.fromkeys(TEXT_TYPES, _text)}
+
+
+def value_of(metric: Metric, datatype: int) -> Any:
+    """The value a sample stores for this metric of this datatype; raises Skipped."""
+    reader = READERS.get(datatype)
+    if reader is None:
+        raise Skipped("unsupported_type")
+    if metric.is_null:
+        return None
+    field = metric.WhichOneof("value")
+    if field is None:
+        raise Skipped("no_value")
+    return reader(datatype, field, getattr(metric, field))
 
 
 def datatype_of(metric: Metric, declared: int | None) -> int:
@@ -106,19 +133,19 @@ def datatype_of(metric: Metric, declared: int | None) -> int:
     if declared is not None:
         return declared
     field = metric.WhichOneof("value")
-    return FIELD_TYPES.get(field or "", DataType.Unknown)
+    return FIELD_TYPES.get(field or "", UNKNOWN)
 
 
 def infer_datatype(value: Any) -> int:
     """The datatype a command value is sent as when the BIRTH declared none."""
     if isinstance(value, bool):
-        return DataType.Boolean
+        return BOOLEAN
     if isinstance(value, int):
-        return DataType.Int64 if value < 2**63 else DataType.UInt64
+        return INT64 if value < 2**63 else UINT64
     if isinstance(value, float):
-        return DataType.Double
+        return DOUBLE
     if isinstance(value, str):
-        return DataType.String
+        return STRING
     raise PayloadInvalid("bad_command", f"a {type(value).__name__} cannot be a Sparkplug metric value")
 
 
@@ -130,10 +157,10 @@ def set_value(metric: Metric, datatype: int, value: Any) -> None:
         return
     if datatype in INTEGER_TYPES:
         _set_integer(metric, datatype, value)
-    elif datatype in (DataType.Float, DataType.Double):
+    elif datatype in (FLOAT, DOUBLE):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise PayloadInvalid("bad_command", f"{metric.name!r} takes a finite number")
-        if datatype == DataType.Float:
+        if datatype == FLOAT:
             try:
                 struct.pack("<f", value)
             except OverflowError:
@@ -141,7 +168,7 @@ def set_value(metric: Metric, datatype: int, value: Any) -> None:
             metric.float_value = float(value)
         else:
             metric.double_value = float(value)
-    elif datatype == DataType.Boolean:
+    elif datatype == BOOLEAN:
         if not isinstance(value, bool):
             raise PayloadInvalid("bad_command", f"{metric.name!r} takes true or false")
         metric.boolean_value = value
