@@ -40,6 +40,8 @@ class DeviceOut(Schema):
                                                      "null until it is first seen")
     latest: dict[str, Any]
     latest_ts: dict[str, str]
+    profile: str = Field("iotgw", description="its device profile (docs/profiles.md)")
+    gateway: str | None = Field(None, description="the gateway that speaks for it, for a child")
 
 
 class DeviceIn(Schema):
@@ -89,7 +91,8 @@ class DeviceListQuery(Schema):
 
 
 def _out(device) -> dict[str, Any]:
-    return {**device_state(device), "enabled": device.enabled, "offline_after": device.offline_after}
+    return {**device_state(device), "enabled": device.enabled, "offline_after": device.offline_after,
+            "profile": device.profile_id or "iotgw", "gateway": device.gateway_id}
 
 
 def _visible(request: HttpRequest, device_id: str):

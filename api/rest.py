@@ -196,6 +196,7 @@ def internal_error(request: HttpRequest, exc: Exception):
 # Routers are added below, one per concept (devices, ingest, commands, tickets).
 
 api.add_router("/", "api.devices.router")
+api.add_router("/", "api.profiles.router")
 api.add_router("/", "api.ingest.router")
 api.add_router("/", "api.commands.router")
 api.add_router("/", "api.tickets.router")

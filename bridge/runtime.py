@@ -19,13 +19,15 @@ from django.db import DatabaseError
 from bridge.mqtt.client import PACKET_HEADROOM
 from bridge.transport import MqttTransport
 from core.broker import BrokerConfig, subscriptions
-from core.dialect import IotgwDecoder
+from core.profiles import Limits
 from core.push import Layer
+from core.router import ProfileRouter
 from core.transport import Sink
 from devices.dbthread import in_db_thread
 from devices.dispatch import CommandDispatcher
 from devices.pipeline import IngestPipeline, Intake
 from devices.presence import presence_loop
+from devices.profiles_watch import profiles_follow, profiles_load
 from devices.pusher import Pusher
 from devices.services.heartbeats import bridge_heartbeat
 from devices.stats import IngestStats
@@ -76,8 +78,14 @@ class Bridge:
         subscribe: list[tuple[str, int]] | None = None,
         intake: Intake | None = None,
         sink: Sink | None = None,
+        profile_refresh: float = 2.0,
     ) -> None:
         self.broker = broker
+        self._share_group = share_group
+        self._profile_refresh = profile_refresh
+        self._fixed_subscriptions = subscribe is not None  # a drain's marker topic: no profile's topics
+        # The one decoder and command encoder: SPEC §4's dialect, and every device profile in use (docs/profiles.md).
+        self.router = ProfileRouter(limits=Limits(max_payload=max_payload, max_skew=timedelta(seconds=max_clock_skew)))
         self.client_id = client_id
         self._heartbeat_seconds = heartbeat_seconds
         self._offline_after = offline_after
@@ -86,7 +94,7 @@ class Bridge:
         self.pusher = Pusher(layer=layer, stats=self.stats, buckets=push_buckets, interval=push_interval)
         self.transport = MqttTransport(
             broker, sink=self.intake if sink is None else sink, stats=self.stats, client_id=client_id,
-            decoder=IotgwDecoder(max_payload=max_payload, max_skew=timedelta(seconds=max_clock_skew)),
+            decoder=self.router, encode=self.router.command_message,
             subscriptions=subscriptions(broker, share_group) if subscribe is None else subscribe,
             session_expiry=session_expiry, receive_maximum=receive_maximum,
             max_packet_size=max_payload + PACKET_HEADROOM,
@@ -102,8 +110,12 @@ class Bridge:
     async def start(self) -> None:
         """Connect (retrying in the background until the broker answers) and start the loops."""
         global _current
+        if not self._fixed_subscriptions:
+            await self._load_profiles()
         self.transport.start()
         self._tasks = [
+            asyncio.ensure_future(profiles_follow(self.router, interval=self._profile_refresh,
+                                                  changed=None if self._fixed_subscriptions else self._resubscribe)),
             asyncio.ensure_future(self.pipeline.run()),
             asyncio.ensure_future(self._heartbeat()),
             asyncio.ensure_future(self.dispatcher.run()),
@@ -113,6 +125,22 @@ class Bridge:
         _current = self
         logger.info("bridge %s connecting to %s:%s (MQTT %s)", self.client_id, self.broker.host, self.broker.port,
                     "5" if self.broker.protocol == 5 else "3.1.1")
+
+    async def _load_profiles(self) -> None:
+        """Before connecting: the built-in profiles installed, and the topics of the profiles in use subscribed."""
+        try:
+            await profiles_load(self.router, install=True)
+        except DatabaseError as exc:
+            logger.warning("profiles not read at start (%s); SPEC §4's topics only until they are",
+                           str(exc).strip()[:200])
+        self.transport.subscriptions = subscriptions(self.broker, self._share_group, self.router.filters())
+
+    async def _resubscribe(self, filters: list[str]) -> None:
+        logger.info("profiles in use changed: subscribing to %s", ", ".join(filters))
+        try:
+            await self.transport.resubscribe(subscriptions(self.broker, self._share_group, filters))
+        except ConnectionError as exc:
+            logger.warning("resubscribing waits for the connection: %s", exc)
 
     async def stop(self) -> None:
         """Disconnect cleanly (the session stays on the broker) and stop the loops."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bridge.mqtt.client import PACKET_HEADROOM, MqttClient
 from bridge.mqtt.codec import Raw
 from core.broker import BrokerConfig
-from core.dialect import command_message
+from core.dialect import CommandMessage, command_message
 from core.errors import DeliveryFailed
 from core.transport import Decoder, Outbound, Sink
 from devices.stats import IngestStats
@@ -42,8 +42,11 @@ class MqttTransport:
     def __init__(self, broker: BrokerConfig, *, sink: Sink, decoder: Decoder, stats: IngestStats, client_id: str,
                  subscriptions: list[tuple[str, int]], session_expiry: int = 0, receive_maximum: int = 0,
                  keepalive: int = 30, max_packet_size: int = 64 * 1024 + PACKET_HEADROOM,
-                 qos0_backlog: int = QOS0_BACKLOG) -> None:
+                 qos0_backlog: int = QOS0_BACKLOG,
+                 encode: Callable[[Outbound], CommandMessage] = command_message) -> None:
         self.broker = broker
+        self._encode = encode  # the device's dialect for commands (core/router.py: its profile's)
+        self._replying: set[asyncio.Task[None]] = set()
         self._sink = sink
         self.decoder = decoder  # the dialect the pipeline reads these messages with, inside its batches
         self._stats = stats
@@ -114,14 +117,32 @@ class MqttTransport:
         self._sink.offer(self, kept)
 
     def ack(self, batch: Sequence[Raw]) -> None:
-        """PUBACK after the commit; a message of an older connection is left for the broker to resend."""
+        """PUBACK after the commit; a message of an older connection is left for the broker to resend.
+
+        Then what a stateful decoder wants said back (a Sparkplug rebirth request) is published.
+        """
         self._client.ack(list(batch))
+        drain = getattr(self.decoder, "replies", None)
+        if drain is not None:
+            for topic, payload, qos in drain():
+                task = asyncio.ensure_future(self._reply(topic, payload, qos))
+                self._replying.add(task)
+                task.add_done_callback(self._replying.discard)
+
+    async def _reply(self, topic: str, payload: bytes, qos: int) -> None:
+        try:
+            await self._client.publish(topic, payload, qos=qos)
+        except (ConnectionError, ValueError) as exc:
+            logger.warning("a decoder's reply on %s was not published: %s", topic[:200], exc)
 
     # --- domain → device (Outlet) ----------------------------------------------------------
 
     async def deliver(self, command: Outbound) -> None:
         """Publish at QoS 1 and return at the PUBACK; Response Topic and Correlation Data go out on v5 only."""
-        message = command_message(command)
+        try:
+            message = self._encode(command)
+        except ValueError as exc:  # its profile cannot write it (a parameter that cannot be a topic level)
+            raise DeliveryFailed(f"command not encodable for its profile: {exc}") from exc
         try:
             await self._client.publish(message.topic, message.payload, qos=1, response_topic=message.response_topic,
                                        correlation_data=message.correlation_data)
@@ -131,6 +152,19 @@ class MqttTransport:
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
         """Publish anything else (a drain's marker) and wait for the broker's ack; ConnectionError if it cannot."""
         await self._client.publish(topic, payload, qos=qos)
+
+    @property
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """What the client subscribes to at each connection."""
+        return self._client.subscriptions
+
+    @subscriptions.setter
+    def subscriptions(self, value: list[tuple[str, int]]) -> None:
+        self._client.subscriptions = list(value)
+
+    async def resubscribe(self, subscriptions: list[tuple[str, int]]) -> None:
+        """Follow the profiles in use: subscribe to new topic filters, unsubscribe from those no longer needed."""
+        await self._client.resubscribe(subscriptions)
 
     async def unsubscribe(self, topics: list[str]) -> None:
         """Unsubscribe on the current connection and wait for the UNSUBACK."""

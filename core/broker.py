@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -112,8 +113,9 @@ QOS1 = 0x01
 NO_LOCAL = 0x04
 
 
-def subscriptions(config: BrokerConfig, share_group: str | None) -> list[tuple[str, int]]:
-    """(topic filter, SUBSCRIBE options) of the device topics.
+def subscriptions(config: BrokerConfig, share_group: str | None,
+                  topics: Sequence[str] = INBOUND_TOPICS) -> list[tuple[str, int]]:
+    """(topic filter, SUBSCRIBE options) of the device topics (`topics`: those of the profiles in use too).
 
     With a share group (several bridges, MQTT v5) the bridges share `$share/<group>/devices/#`,
     so each message goes to one of them. Without one (a single bridge, the default) the bridge
@@ -123,5 +125,5 @@ def subscriptions(config: BrokerConfig, share_group: str | None) -> list[tuple[s
     A plain v5 subscription also sets No Local: the bridge's own command publishes stay away.
     """
     if config.protocol == 5 and share_group:
-        return [(f"$share/{share_group}/{t}", QOS1) for t in INBOUND_TOPICS]
-    return [(t, QOS1 | (NO_LOCAL if config.protocol == 5 else 0)) for t in INBOUND_TOPICS]
+        return [(f"$share/{share_group}/{t}", QOS1) for t in topics]
+    return [(t, QOS1 | (NO_LOCAL if config.protocol == 5 else 0)) for t in topics]

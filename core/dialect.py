@@ -46,8 +46,8 @@ class CommandMessage:
 
     topic: str
     payload: bytes
-    response_topic: str
-    correlation_data: bytes
+    response_topic: str | None = None  # MQTT v5 request/response; a profile's command has none
+    correlation_data: bytes | None = None
 
 
 def command_message(command: Outbound) -> CommandMessage:

@@ -79,3 +79,9 @@ class AlarmUnknown(DeviceUnknown):
     """No alarm (or alarm rule) has that id, or the caller may not see its device (answered 404)."""
 
     code = "unknown_alarm"
+
+
+class ProfileUnknown(DeviceUnknown):
+    """No device profile has that name (answered 404)."""
+
+    code = "unknown_profile"

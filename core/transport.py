@@ -36,6 +36,9 @@ class Said:
     samples: Sequence[Sample] = ()
     online: bool | None = None
     response: CommandResponse | None = None
+    # (gateway id, the child's own name) when a gateway speaks for a child (core.ids.child_device_id): a child
+    # not registered yet may be created on first sight, when its gateway's profile says so.
+    child_of: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,9 +247,10 @@ def command_payload(*, command_id: str, name: str, params: dict[str, Any], expir
 
 @dataclass(frozen=True, slots=True)
 class CommandResponse:
-    """A device's answer on devices/{id}/commands/response, checked."""
+    """A device's answer on devices/{id}/commands/response, checked (a profile's answer may carry no id)."""
 
-    command_id: uuid.UUID
+    # None: the answer names no command (firmwares without ids); it answers the device's oldest sent command.
+    command_id: uuid.UUID | None
     ok: bool
     result: Any
     error: str

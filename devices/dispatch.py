@@ -196,6 +196,8 @@ class CommandDispatcher:
         for (device_id, response), (command, reason) in zip(responses, outcomes, strict=True):
             if command is not None:
                 push.frame(device_id, command_frame(command_state(command)))
+            if reason == "response_unmatched":
+                continue  # a state message that would answer a command, with none waiting: nothing to count
             if reason is not None:
                 self._stats.reject(source=device_id, reason=reason,
                                    message=f"response to command {response.command_id}")

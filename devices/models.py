@@ -4,10 +4,39 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
+from core.errors import PayloadInvalid
 from core.ids import DEVICE_ID_PATTERN
+
+
+class DeviceProfile(models.Model):
+    """How a family of devices speaks (docs/profiles.md): a kind (`rules`, or a code-backed one) and its spec."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=32, default="rules")
+    builtin = models.BooleanField(default=False, editable=False)
+    description = models.TextField(blank=True)
+    # The rule language of core/profilespec.py for `rules`; whatever its kind reads for the others.
+    spec = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Compile the spec as the bridge will: a broken one is refused when saved, not when a device speaks."""
+        from devices.services.profiles import profile_check  # noqa: PLC0415 — services import the models
+
+        try:
+            profile_check(name=self.name, kind=self.kind, spec=self.spec)
+        except PayloadInvalid as exc:
+            raise ValidationError({"spec": str(exc)}) from None
 
 
 class Device(models.Model):
@@ -35,6 +64,12 @@ class Device(models.Model):
     # {metric: {"value": v, "ts": iso}}: the newest value of every metric, by sample time.
     latest = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Empty: the built-in `iotgw` profile (SPEC §4's own topics), so no device pays a join for it.
+    profile = models.ForeignKey(DeviceProfile, to_field="name", null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="devices")
+    # A child speaks through its gateway (Zigbee2MQTT, a gateway API): its gateway, and its name there.
+    gateway = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    child_name = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["id"]

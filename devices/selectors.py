@@ -19,8 +19,9 @@ from django.utils import timezone
 
 from core.errors import CommandUnknown, NotAuthorized
 from core.ids import DEVICE_ID_RE
+from core.profiles import IOTGW, Directory, Member, ProfileDef
 from core.times import format_ts
-from devices.models import ApiToken, BridgeHeartbeat, Command, Device, Telemetry
+from devices.models import ApiToken, BridgeHeartbeat, Command, Device, DeviceProfile, Telemetry
 from devices.secrets import TOKEN_PREFIX, secret_hash
 
 
@@ -222,3 +223,14 @@ def bridges_known(*, heartbeat_seconds: float, session_expiry: float) -> list[Br
     since = now - timedelta(seconds=session_expiry) - (now - fresh)
     return [BridgeStatus(b.client_id, b.beat_at, b.connected, b.counters, b.beat_at >= fresh)
             for b in BridgeHeartbeat.objects.filter(beat_at__gte=since).order_by("client_id")]
+
+
+def profiles_snapshot() -> tuple[list[ProfileDef], Directory]:
+    """Every profile, and which devices are on a profile other than the default (the bridge's routing table)."""
+    profiles = [ProfileDef(name=p.name, kind=p.kind, spec=p.spec) for p in DeviceProfile.objects.all()]
+    # profile_id holds the profile's name (to_field): no join.
+    rows = (Device.objects.filter(profile__isnull=False).exclude(profile_id=IOTGW)  # type: ignore[misc]
+            .values_list("id", "profile_id", "gateway_id", "child_name"))
+    members = {device_id: Member(profile=str(profile), gateway=gateway, child=child or None)
+               for device_id, profile, gateway, child in rows}
+    return profiles, Directory.of(members)

@@ -30,6 +30,7 @@ def bridge_options() -> dict[str, Any]:
         "push_interval": settings.IOTGW_PUSH_INTERVAL,
         "heartbeat_seconds": settings.IOTGW_HEARTBEAT_SECONDS,
         "offline_after": settings.IOTGW_OFFLINE_AFTER,
+        "profile_refresh": settings.IOTGW_PROFILE_REFRESH,
     }
 
 

@@ -212,6 +212,9 @@ IOTGW_PUSH_BUCKETS = int(env.number("IOTGW_PUSH_BUCKETS", 1))
 # 16-18 % → 22-27 %. Under load pushes merge, so there are never more than 100 a second.
 IOTGW_PUSH_INTERVAL = env.number("IOTGW_PUSH_INTERVAL", 0.01)
 IOTGW_HEARTBEAT_SECONDS = env.number("IOTGW_HEARTBEAT_SECONDS", 2.0)
+# Seconds between a bridge's re-reads of the device profiles and which device is on which (docs/profiles.md):
+# one small query; a changed profile or a device moved to another takes effect within this.
+IOTGW_PROFILE_REFRESH = env.number("IOTGW_PROFILE_REFRESH", 2.0)
 # Seconds without a message after which a device is marked offline (per device: Device.offline_after;
 # 0: never). A device that never says `offline` — HTTP-only, or behind a half-open TCP link the broker
 # has not noticed — would otherwise stay online forever, and its commands would go `sent` and time out

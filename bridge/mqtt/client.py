@@ -231,6 +231,23 @@ class MqttClient:
         self._conn.transport.write(encode_unsubscribe(mid, topics, v5=self.v5))
         await future
 
+    async def resubscribe(self, subscriptions: Sequence[tuple[str, int]]) -> None:
+        """Make these the subscriptions (kept for reconnects): SUBSCRIBE the new filters, UNSUBSCRIBE the gone ones."""
+        wanted = list(subscriptions)
+        old = {topic for topic, _ in self.subscriptions}
+        new = [(topic, options) for topic, options in wanted if topic not in old]
+        gone = [topic for topic in old if topic not in {t for t, _ in wanted}]
+        self.subscriptions = wanted
+        conn = self._conn
+        if conn is None:
+            return  # the next CONNACK subscribes to all of them
+        if new:
+            mid = self._allocate()
+            self._subscribing[mid] = [topic for topic, _ in new]
+            conn.transport.write(encode_subscribe(mid, new, v5=self.v5))
+        if gone:
+            await self.unsubscribe(gone)
+
     def ack(self, raws: list[Raw]) -> None:
         """Acknowledge QoS 1 messages of the current connection: one write of PUBACKs."""
         conn = self._conn

@@ -158,13 +158,23 @@ def command_mark_sent(*, command_id: uuid.UUID) -> Command | None:
 
 
 def command_resolve(
-    *, device_id: str, command_id: uuid.UUID, ok: bool, result: object = None, error: str = ""
+    *, device_id: str, command_id: uuid.UUID | None, ok: bool, result: object = None, error: str = ""
 ) -> tuple[Command | None, str | None]:
-    """Apply a device's response: (the command if it changed, the reason the response was ignored)."""
+    """Apply a device's response: (the command if it changed, the reason the response was ignored).
+
+    Without a command id (a firmware that echoes none, docs/profiles.md) it answers the device's oldest
+    two-way command that is `sent`; with none such it changes nothing (`response_unmatched`).
+    """
     now = timezone.now()
     changed: Command | None = None
     with transaction.atomic():
-        command = Command.objects.select_for_update().filter(pk=command_id).first()
+        if command_id is None:
+            command = (Command.objects.select_for_update().filter(device_id=device_id, status=Command.SENT,
+                                                                  oneway=False).order_by("sent_at", "pk").first())
+            if command is None:
+                return None, "response_unmatched"
+        else:
+            command = Command.objects.select_for_update().filter(pk=command_id).first()
         # A queued command never leased was never published: the device cannot know its id.
         if command is None or (command.status == Command.QUEUED and command.lease_until is None):
             return None, "response_unknown"

@@ -75,6 +75,12 @@ def until_limited(w: World):
 
 
 Case = Callable[[World], object]
+SPEC = {"topics": [{"topic": "x/{device}/data", "role": "telemetry"}]}
+
+
+def custom(w: World) -> None:
+    """A custom profile to replace or delete."""
+    api("POST", "/api/profiles", token=w.ops, body={"name": "custom", "spec": SPEC})
 BIG = b'{"id": "' + b"x" * 5000 + b'"}'
 
 # (method, path in the schema) -> {status: a request that gets it}
@@ -139,6 +145,53 @@ CASES: dict[tuple[str, str], dict[int, Case]] = {
         401: lambda w: api("POST", f"/api/devices/{w.mine}/secret"),
         403: lambda w: api("POST", f"/api/devices/{w.mine}/secret", token=w.alice),
         404: lambda w: api("POST", f"/api/devices/{w.hidden}/secret", token=w.alice),
+    },
+    ("get", "/api/profiles"): {
+        200: lambda w: api("GET", "/api/profiles", token=w.alice),
+        401: lambda w: api("GET", "/api/profiles"),
+    },
+    ("get", "/api/profiles/{name}"): {
+        200: lambda w: api("GET", "/api/profiles/tasmota", token=w.alice),
+        401: lambda w: api("GET", "/api/profiles/tasmota"),
+        404: lambda w: api("GET", "/api/profiles/nope", token=w.alice),
+    },
+    ("post", "/api/profiles"): {
+        201: lambda w: api("POST", "/api/profiles", token=w.ops, body={"name": "mine", "spec": SPEC}),
+        400: lambda w: api("POST", "/api/profiles", token=w.ops, body={"name": "bad", "spec": {"topics": []}}),
+        401: lambda w: api("POST", "/api/profiles", body={"name": "x", "spec": SPEC}),
+        403: lambda w: api("POST", "/api/profiles", token=w.alice, body={"name": "x", "spec": SPEC}),
+        409: lambda w: api("POST", "/api/profiles", token=w.ops, body={"name": "tasmota", "spec": SPEC}),
+    },
+    ("put", "/api/profiles/{name}"): {
+        200: lambda w: (custom(w), api("PUT", "/api/profiles/custom", token=w.ops, body={"spec": SPEC}))[1],
+        400: lambda w: (custom(w), api("PUT", "/api/profiles/custom", token=w.ops, body={"spec": {"x": 1}}))[1],
+        401: lambda w: api("PUT", "/api/profiles/tasmota", body={"spec": SPEC}),
+        403: lambda w: api("PUT", "/api/profiles/tasmota", token=w.alice, body={"spec": SPEC}),
+        404: lambda w: api("PUT", "/api/profiles/nope", token=w.ops, body={"spec": SPEC}),
+        409: lambda w: api("PUT", "/api/profiles/tasmota", token=w.ops, body={"spec": SPEC}),
+    },
+    ("delete", "/api/profiles/{name}"): {
+        200: lambda w: (custom(w), api("DELETE", "/api/profiles/custom", token=w.ops))[1],
+        401: lambda w: api("DELETE", "/api/profiles/tasmota"),
+        403: lambda w: api("DELETE", "/api/profiles/tasmota", token=w.alice),
+        404: lambda w: api("DELETE", "/api/profiles/nope", token=w.ops),
+        409: lambda w: api("DELETE", "/api/profiles/tasmota", token=w.ops),
+    },
+    ("put", "/api/devices/{device_id}/profile"): {
+        200: lambda w: api("PUT", f"/api/devices/{w.mine}/profile", token=w.ops, body={"profile": "tasmota"}),
+        400: lambda w: api("PUT", f"/api/devices/{w.mine}/profile", token=w.ops, body={"profile": "nope"}),
+        401: lambda w: api("PUT", f"/api/devices/{w.mine}/profile", body={"profile": "tasmota"}),
+        403: lambda w: api("PUT", f"/api/devices/{w.mine}/profile", token=w.alice, body={"profile": "tasmota"}),
+        404: lambda w: api("PUT", f"/api/devices/{w.hidden}/profile", token=w.alice, body={"profile": "tasmota"}),
+    },
+    ("post", "/api/devices/{device_id}/children"): {
+        201: lambda w: api("POST", f"/api/devices/{w.mine}/children", token=w.ops, body={"name": "Living Room"}),
+        400: lambda w: api("POST", f"/api/devices/{w.mine}/children", token=w.ops, body={"name": ""}),
+        401: lambda w: api("POST", f"/api/devices/{w.mine}/children", body={"name": "x"}),
+        403: lambda w: api("POST", f"/api/devices/{w.mine}/children", token=w.alice, body={"name": "x"}),
+        404: lambda w: api("POST", f"/api/devices/{w.hidden}/children", token=w.alice, body={"name": "x"}),
+        409: lambda w: [api("POST", f"/api/devices/{w.mine}/children", token=w.ops, body={"name": "x"})
+                        for _ in range(2)][1],
     },
     ("post", "/api/ws-ticket"): {
         200: lambda w: api("POST", "/api/ws-ticket", token=w.alice),
