@@ -17,9 +17,9 @@ def is_device_id(value: object) -> bool:
     return isinstance(value, str) and DEVICE_ID_RE.fullmatch(value) is not None
 
 
-# A child's name, escaped: what the id pattern allows stays (but `_`, the escape, and `.`, the separator),
-# each other character becomes `_` and its UTF-8 bytes in hex (`Living Room` → `Living_20Room`).
-_CHILD_KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+# A child's name, escaped: letters, digits, `_` and `-` stay; each other character (`.` too, the escape)
+# becomes `.` and its UTF-8 bytes in hex (`Living Room` → `Living.20Room`).
+_CHILD_KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _CHILD_HASHED = 12  # hex digits of SHA-256 kept when an id would be longer than the pattern allows
 
 
@@ -28,7 +28,7 @@ def child_device_id(gateway_id: str, child_name: str) -> str:
 
     The same gateway and name always give the same id, so a child is found again without a lookup.
     """
-    escaped = "".join(ch if ch in _CHILD_KEEP else "".join(f"_{b:02x}" for b in ch.encode("utf-8", "surrogatepass"))
+    escaped = "".join(ch if ch in _CHILD_KEEP else "".join(f".{b:02x}" for b in ch.encode("utf-8", "surrogatepass"))
                       for ch in child_name)
     full = f"{gateway_id}.{escaped}"
     if len(full) <= 64:

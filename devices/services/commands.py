@@ -169,8 +169,10 @@ def command_resolve(
     changed: Command | None = None
     with transaction.atomic():
         if command_id is None:
-            command = (Command.objects.select_for_update().filter(device_id=device_id, status=Command.SENT,
-                                                                  oneway=False).order_by("sent_at", "pk").first())
+            # `sent`, or being delivered (leased): the device may answer before the broker's PUBACK is recorded.
+            waiting = Q(status=Command.SENT) | Q(status=Command.QUEUED, lease_until__isnull=False)
+            command = (Command.objects.select_for_update().filter(waiting, device_id=device_id, oneway=False)
+                       .order_by("created_at", "pk").first())
             if command is None:
                 return None, "response_unmatched"
         else:
