@@ -27,6 +27,9 @@ def ensure_database(server_url: str, name: str) -> None:
 
 def migrate(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    # Today's partitions exist before the naive bridge (plain ORM inserts) writes into them.
+    subprocess.run([sys.executable, "manage.py", "telemetry_maintenance"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def deployed_broker_limits() -> list[str]:

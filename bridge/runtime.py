@@ -25,11 +25,13 @@ from core.router import ProfileRouter
 from core.transport import Sink
 from devices.dbthread import in_db_thread
 from devices.dispatch import CommandDispatcher
+from devices.maintenance import maintenance_loop
 from devices.pipeline import IngestPipeline, Intake
 from devices.presence import presence_loop
 from devices.profiles_watch import profiles_follow, profiles_load
 from devices.pusher import Pusher
 from devices.services.heartbeats import bridge_heartbeat
+from devices.services.history import Retention
 from devices.stats import IngestStats
 
 logger = logging.getLogger("iotgw.bridge")
@@ -53,7 +55,7 @@ def current() -> Bridge:
 
 
 class Bridge:
-    """Owns one bridge process's MQTT connection, ingest, commands, presence sweep and heartbeat.
+    """Owns one bridge process's MQTT connection, ingest, commands, presence sweep, history maintenance, heartbeat.
 
     Every setting is a keyword with the default of its IOTGW_*/MQTT_* variable (README, Configuration).
     `intake` and `sink` let a drain (bridge/drain.py) see the messages before the pipeline does.
@@ -75,6 +77,8 @@ class Bridge:
         push_interval: float = 0.01,
         heartbeat_seconds: float = 2.0,
         offline_after: float = 600.0,
+        retention: Retention | None = None,
+        maintenance_seconds: float = 3600.0,
         subscribe: list[tuple[str, int]] | None = None,
         intake: Intake | None = None,
         sink: Sink | None = None,
@@ -89,6 +93,8 @@ class Bridge:
         self.client_id = client_id
         self._heartbeat_seconds = heartbeat_seconds
         self._offline_after = offline_after
+        self._retention = Retention() if retention is None else retention
+        self._maintenance_seconds = maintenance_seconds
         self.stats = IngestStats()
         self.intake = Intake() if intake is None else intake
         self.pusher = Pusher(layer=layer, stats=self.stats, buckets=push_buckets, interval=push_interval)
@@ -121,6 +127,8 @@ class Bridge:
             asyncio.ensure_future(self.dispatcher.run()),
             asyncio.ensure_future(presence_loop(pusher=self.pusher, stats=self.stats,
                                                 interval=self._heartbeat_seconds, offline_after=self._offline_after)),
+            asyncio.ensure_future(maintenance_loop(retention=self._retention, interval=self._maintenance_seconds,
+                                                   stats=self.stats)),
         ]
         _current = self
         logger.info("bridge %s connecting to %s:%s (MQTT %s)", self.client_id, self.broker.host, self.broker.port,

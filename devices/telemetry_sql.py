@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 from django.db import connection
 
+from devices import partitions
 from devices.models import Device, Telemetry
 
 DEVICE = Device._meta.db_table
@@ -63,6 +64,7 @@ def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], receive
             ignore_conflicts=True,
         )
         return
+    partitions.cache.ensure(TELEMETRY, _days(ts for _, ts, _ in rows))
     with connection.cursor() as cur:
         cur.execute(
             f"INSERT INTO {TELEMETRY} (device_id, ts, data, received_at) "
@@ -120,6 +122,7 @@ def _insert_returning_taken(rows: Sequence[AssignedRow], received_at: datetime) 
         Telemetry.objects.bulk_create([Telemetry(device_id=r.device_id, ts=r.ts, data=r.data, received_at=received_at)
                                        for r in rows if (r.device_id, r.ts) not in taken])
         return taken
+    partitions.cache.ensure(TELEMETRY, _days(r.ts for r in rows))
     with connection.cursor() as cur:
         cur.execute(
             f"INSERT INTO {TELEMETRY} (device_id, ts, data, received_at) "
@@ -128,6 +131,11 @@ def _insert_returning_taken(rows: Sequence[AssignedRow], received_at: datetime) 
             [received_at, orjson.dumps([{"d": r.device_id, "t": r.ts, "j": r.data} for r in rows]).decode()],
         )
         return keys - set(cur.fetchall())
+
+
+def _days(times: Iterable[datetime]) -> set[date]:
+    """The UTC days of `times` (the partitions they need); times are aware UTC datetimes."""
+    return {t.astimezone(UTC).date() for t in times}
 
 
 def devices_update(devices: Iterable[DeviceRow]) -> None:

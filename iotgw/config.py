@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 
+from devices.services.history import Retention
 from protocols.consumers import DashboardConfig
 from protocols.device_socket import DeviceSocketConfig
 
@@ -31,6 +32,18 @@ def bridge_options() -> dict[str, Any]:
         "heartbeat_seconds": settings.IOTGW_HEARTBEAT_SECONDS,
         "offline_after": settings.IOTGW_OFFLINE_AFTER,
         "profile_refresh": settings.IOTGW_PROFILE_REFRESH,
+        "retention": Retention(**retention()),
+        "maintenance_seconds": settings.IOTGW_MAINTENANCE_SECONDS,
+    }
+
+
+def retention() -> dict[str, Any]:
+    """The history tiers' retention (devices/services/history.py Retention's keywords)."""
+    return {
+        "raw_days": settings.IOTGW_RETENTION_RAW_DAYS,
+        "minute_days": settings.IOTGW_RETENTION_MINUTE_DAYS,
+        "hour_days": settings.IOTGW_RETENTION_HOUR_DAYS,
+        "ahead_days": settings.IOTGW_PARTITIONS_AHEAD_DAYS,
     }
 
 

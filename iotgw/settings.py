@@ -259,6 +259,15 @@ IOTGW_COAP_BURST = env.number("IOTGW_COAP_BURST", 40.0)
 IOTGW_COAP_COMMIT_WAIT = env.number("IOTGW_COAP_COMMIT_WAIT", 60.0)
 # The CoAP process's name in heartbeats and command leases; distinct per CoAP process.
 IOTGW_COAP_ID = env.text("IOTGW_COAP_ID", env.default_client_id().replace("iotgw-bridge-", "iotgw-coap-", 1))
+# History tiers (docs/history.md): days kept of raw samples, per-minute and per-hour rollups; 0 keeps them
+# forever. Enforced by every bridge every IOTGW_MAINTENANCE_SECONDS (and `manage.py telemetry_maintenance`),
+# by dropping whole daily (monthly for hours) partitions on PostgreSQL, by batched deletes on SQLite.
+IOTGW_RETENTION_RAW_DAYS = env.number("IOTGW_RETENTION_RAW_DAYS", 0.0)
+IOTGW_RETENTION_MINUTE_DAYS = env.number("IOTGW_RETENTION_MINUTE_DAYS", 0.0)
+IOTGW_RETENTION_HOUR_DAYS = env.number("IOTGW_RETENTION_HOUR_DAYS", 0.0)
+# Days of partitions created ahead of today, so ingest rarely creates one itself.
+IOTGW_PARTITIONS_AHEAD_DAYS = int(env.number("IOTGW_PARTITIONS_AHEAD_DAYS", 3))
+IOTGW_MAINTENANCE_SECONDS = env.number("IOTGW_MAINTENANCE_SECONDS", 3600.0)
 
 # When set, GET /metrics needs it: `Authorization: Bearer <token>`, or HTTP Basic with it as the password.
 IOTGW_METRICS_TOKEN = env.text("IOTGW_METRICS_TOKEN")

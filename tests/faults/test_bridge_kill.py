@@ -50,7 +50,7 @@ def test_bridge_killed_mid_stream_stores_every_sample_exactly_once(stack, regist
     publisher.join()
     wait_until(lambda: stored(device_id) == TOTAL, timeout=90, what=f"all {TOTAL} samples stored")
 
-    per_ts = Telemetry.objects.filter(device_id=device_id).values("ts").annotate(n=Count("id"))
+    per_ts = Telemetry.objects.filter(device_id=device_id).values("ts").annotate(n=Count("ts"))
     assert all(row["n"] == 1 for row in per_ts)
     seqs = sorted(Telemetry.objects.filter(device_id=device_id).values_list("data__seq", flat=True))
     assert seqs == list(range(TOTAL))

@@ -1,0 +1,60 @@
+"""History maintenance: partitions created ahead, expired raw days dropped (PostgreSQL) or deleted (SQLite)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from core.payloads import Sample
+from devices import partitions
+from devices.models import Telemetry
+from devices.services.devices import device_register
+from devices.services.history import Retention, telemetry_maintain
+from devices.services.telemetry import Inbound, telemetry_ingest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+
+
+def _store_days(device_id: str, days: range) -> None:
+    samples = [Sample(ts=NOW - timedelta(days=d), data={"v": d}) for d in days]
+    telemetry_ingest(items=[Inbound(device_id, samples)], received_at=NOW)
+
+
+def test_expired_raw_days_are_gone_and_recent_ones_kept():
+    device_register(device_id="d1")
+    _store_days("d1", range(0, 10))
+    report = telemetry_maintain(retention=Retention(raw_days=4.5), now=NOW)  # cutoff: a midnight
+    kept = sorted(Telemetry.objects.values_list("data__v", flat=True))
+    assert kept == [0, 1, 2, 3, 4]
+    if connection.vendor == "postgresql":
+        assert len(report.dropped) == 5  # days 5..9 before the cutoff, dropped whole
+        cutoff = (NOW - timedelta(days=4.5)).date()
+        assert all(p.start >= cutoff for p in partitions.partitions_list("devices_telemetry"))
+    else:
+        assert report.deleted["devices_telemetry"] == 5
+
+
+def test_ingest_into_a_dropped_day_creates_its_partition_again():
+    device_register(device_id="d1")
+    _store_days("d1", range(0, 3))
+    telemetry_maintain(retention=Retention(raw_days=0.5), now=NOW)
+    _store_days("d1", range(2, 3))  # a late sample for a day just dropped
+    assert sorted(Telemetry.objects.values_list("data__v", flat=True)) == [0, 2]
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_partitions_are_created_ahead_of_today():
+    report = telemetry_maintain(retention=Retention(ahead_days=2), now=NOW)
+    starts = {p.start for p in partitions.partitions_list("devices_telemetry")}
+    assert {NOW.date() + timedelta(days=d) for d in range(3)} <= starts
+    assert len(report.created) <= 3
+
+
+def test_the_command_runs_one_pass(capsys):
+    call_command("telemetry_maintenance")
+    assert "partitions" in capsys.readouterr().out

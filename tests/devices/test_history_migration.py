@@ -1,0 +1,42 @@
+"""The migration to the partitioned, id-less telemetry table keeps every row (PostgreSQL and SQLite)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from devices.models import Telemetry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BEFORE = [("devices", "0006_devtrans_device_transport")]
+T0 = datetime(2025, 3, 30, 22, 0, tzinfo=UTC)
+
+
+def _migrate(target):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(target)
+
+
+def test_migration_to_partitions_keeps_every_row_of_every_day():
+    _migrate(BEFORE)
+    rows = [(f"d{i % 3}", T0 + timedelta(hours=7 * i), f'{{"n": {i}}}', T0) for i in range(40)]  # ~12 days
+    with connection.cursor() as cur:
+        for device in ("d0", "d1", "d2"):
+            cur.execute("INSERT INTO devices_device (id, name, secret_hash, mqtt_password_hash, enabled, online, "
+                        "latest, created_at) VALUES (%s, '', '', '', true, false, '{}', %s)", [device, T0])
+        for row in rows:
+            cur.execute("INSERT INTO devices_telemetry (device_id, ts, data, received_at) VALUES (%s, %s, %s, %s)",
+                        [row[0], connection.ops.adapt_datetimefield_value(row[1]), row[2],
+                         connection.ops.adapt_datetimefield_value(row[3])])
+    _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("devices"))
+    stored = sorted((t.device_id, t.ts, t.data["n"]) for t in Telemetry.objects.all())
+    assert stored == sorted((d, ts, i) for i, (d, ts, _, _) in enumerate(rows))
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'devices_telemetry'::regclass")
+            assert cur.fetchone()[0] >= 12  # one partition per day that held rows, and days ahead
