@@ -100,6 +100,39 @@ class Telemetry(models.Model):
         verbose_name_plural = "telemetry"
 
 
+class Rollup(models.Model):
+    """One numeric metric of one device over one bucket: min, max, sum, count, first and last (docs/history.md).
+
+    Maintained with each batch, from the samples that batch really inserted (a redelivered sample
+    changes nothing); merging two rollups of a bucket is associative, so late samples just merge in.
+    """
+
+    pk = models.CompositePrimaryKey("device_id", "metric", "bucket")
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="+", db_constraint=False,
+                               db_index=False)
+    metric = models.CharField(max_length=64)
+    bucket = models.DateTimeField()
+    min = models.FloatField()
+    max = models.FloatField()
+    sum = models.FloatField()
+    count = models.BigIntegerField()
+    first_ts = models.DateTimeField()
+    first = models.FloatField()
+    last_ts = models.DateTimeField()
+    last = models.FloatField()
+
+    class Meta:
+        abstract = True
+
+
+class RollupMinute(Rollup):
+    """Per-minute rollups; partitioned by UTC day of `bucket` on PostgreSQL."""
+
+
+class RollupHour(Rollup):
+    """Per-hour rollups; partitioned by UTC month of `bucket` on PostgreSQL."""
+
+
 class ApiToken(models.Model):
     """A bearer token for the HTTP and WebSocket APIs; only its SHA-256 is stored."""
 

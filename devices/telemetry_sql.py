@@ -2,8 +2,9 @@
 
 On PostgreSQL a batch is three statements whatever its size: lock the devices
 (`SELECT … FOR UPDATE` in id order), insert every sample with
-`json_to_recordset(…) ON CONFLICT DO NOTHING`, and update every touched device
-the same way. Each batch travels as one JSON document that orjson encodes in C
+`json_to_recordset(…) ON CONFLICT DO NOTHING` and roll up the ones inserted in
+the same statement (devices/rollups.py), and update every touched device the
+same way. Each batch travels as one JSON document that orjson encodes in C
 and PostgreSQL decodes in its own process: Django's `bulk_update` (a `CASE WHEN`
 per row and field) and psycopg's client-side quoting of arrays cost more CPU in
 the bridge than the whole rest of the batch. Other databases (SQLite for the
@@ -14,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from django.db import connection
 
-from devices import partitions
+from devices import partitions, rollups
 from devices.models import Device, Telemetry
 
 DEVICE = Device._meta.db_table
@@ -55,23 +56,49 @@ def devices_lock(ids: Sequence[str]) -> dict[str, DeviceRow]:
 
 
 def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], received_at: datetime) -> None:
-    """Insert (device id, ts, data) rows; one already stored for its (device, ts) is skipped."""
+    """Insert (device id, ts, data) rows and roll them up; one already stored for its (device, ts) is skipped."""
     if not rows:
         return
     if connection.vendor != "postgresql":
+        first: dict[tuple[str, datetime], tuple[str, datetime, dict[str, Any]]] = {}
+        for row in rows:
+            first.setdefault((row[0], row[1]), row)
+        stored = _stored_keys(first)
+        new = [row for key, row in first.items() if key not in stored]
         Telemetry.objects.bulk_create(
-            [Telemetry(device_id=d, ts=ts, data=data, received_at=received_at) for d, ts, data in rows],
-            ignore_conflicts=True,
-        )
+            [Telemetry(device_id=d, ts=ts, data=data, received_at=received_at) for d, ts, data in new])
+        rollups.rollups_merge_sqlite(new)
         return
-    partitions.cache.ensure(TELEMETRY, _days(ts for _, ts, _ in rows))
+    _ensure_partitions(ts for _, ts, _ in rows)
     with connection.cursor() as cur:
-        cur.execute(
-            f"INSERT INTO {TELEMETRY} (device_id, ts, data, received_at) "
-            "SELECT r.d, r.t, r.j, %s FROM json_to_recordset(%s::json) AS r(d text, t timestamptz, j jsonb) "
-            "ON CONFLICT DO NOTHING",
-            [received_at, orjson.dumps([{"d": d, "t": ts, "j": data} for d, ts, data in rows]).decode()],
-        )
+        cur.execute(f"{_INSERT_ROLLED_UP} SELECT count(*) FROM ins",
+                    [received_at, orjson.dumps([{"d": d, "t": ts, "j": data} for d, ts, data in rows]).decode()])
+
+
+# One statement inserts a batch and rolls up exactly the rows it inserted (RETURNING), in both tiers.
+_INSERT_ROLLED_UP = (
+    f"WITH ins AS (INSERT INTO {TELEMETRY} (device_id, ts, data, received_at) "
+    "SELECT r.d, r.t, r.j, %s FROM json_to_recordset(%s::json) AS r(d text, t timestamptz, j jsonb) "
+    "ON CONFLICT DO NOTHING RETURNING device_id, ts, data), " + rollups.postgresql_ctes("ins")
+)
+
+
+def _ensure_partitions(times: Iterable[datetime]) -> None:
+    """The partitions of the raw and rollup tables that these sample times need."""
+    days = {t.astimezone(UTC).date() for t in times}
+    for table in (TELEMETRY, rollups.MINUTE, rollups.HOUR):
+        partitions.cache.ensure(table, days)
+
+
+def _stored_keys(keys: Iterable[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
+    """Which (device id, ts) are stored already (SQLite; in chunks, under its limit of query variables)."""
+    keys = list(keys)
+    found: set[tuple[str, datetime]] = set()
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        found |= set(Telemetry.objects.filter(device_id__in={d for d, _ in chunk}, ts__in={t for _, t in chunk})
+                     .values_list("device_id", "ts"))
+    return found & set(keys)
 
 
 @dataclass(slots=True)
@@ -114,28 +141,20 @@ def samples_insert_assigned(rows: Sequence[AssignedRow], received_at: datetime) 
 
 
 def _insert_returning_taken(rows: Sequence[AssignedRow], received_at: datetime) -> set[tuple[str, datetime]]:
-    """Insert what is free; the (device, ts) of the rows that were not, because the time is taken."""
+    """Insert (and roll up) what is free; the (device, ts) of the rows that were not, because the time is taken."""
     keys = {(r.device_id, r.ts) for r in rows}
     if connection.vendor != "postgresql":
-        taken = set(Telemetry.objects.filter(device_id__in={r.device_id for r in rows}, ts__in={r.ts for r in rows})
-                    .values_list("device_id", "ts")) & keys
+        taken = _stored_keys(keys)
+        new = [r for r in rows if (r.device_id, r.ts) not in taken]
         Telemetry.objects.bulk_create([Telemetry(device_id=r.device_id, ts=r.ts, data=r.data, received_at=received_at)
-                                       for r in rows if (r.device_id, r.ts) not in taken])
+                                       for r in new])
+        rollups.rollups_merge_sqlite((r.device_id, r.ts, r.data) for r in new)
         return taken
-    partitions.cache.ensure(TELEMETRY, _days(r.ts for r in rows))
+    _ensure_partitions(r.ts for r in rows)
     with connection.cursor() as cur:
-        cur.execute(
-            f"INSERT INTO {TELEMETRY} (device_id, ts, data, received_at) "
-            "SELECT r.d, r.t, r.j, %s FROM json_to_recordset(%s::json) AS r(d text, t timestamptz, j jsonb) "
-            "ON CONFLICT DO NOTHING RETURNING device_id, ts",
-            [received_at, orjson.dumps([{"d": r.device_id, "t": r.ts, "j": r.data} for r in rows]).decode()],
-        )
+        cur.execute(f"{_INSERT_ROLLED_UP} SELECT device_id, ts FROM ins",
+                    [received_at, orjson.dumps([{"d": r.device_id, "t": r.ts, "j": r.data} for r in rows]).decode()])
         return keys - set(cur.fetchall())
-
-
-def _days(times: Iterable[datetime]) -> set[date]:
-    """The UTC days of `times` (the partitions they need); times are aware UTC datetimes."""
-    return {t.astimezone(UTC).date() for t in times}
 
 
 def devices_update(devices: Iterable[DeviceRow]) -> None:

@@ -1,4 +1,4 @@
-"""The migration to the partitioned, id-less telemetry table keeps every row (PostgreSQL and SQLite)."""
+"""The migrations to the partitioned, id-less telemetry table keep every row and roll them up (PostgreSQL, SQLite)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from devices.models import Telemetry
+from devices.models import RollupHour, RollupMinute, Telemetry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,6 +36,9 @@ def test_migration_to_partitions_keeps_every_row_of_every_day():
     _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes("devices"))
     stored = sorted((t.device_id, t.ts, t.data["n"]) for t in Telemetry.objects.all())
     assert stored == sorted((d, ts, i) for i, (d, ts, _, _) in enumerate(rows))
+    # The rollups are filled from the rows already stored: one minute and one hour per sample here.
+    assert sorted(RollupMinute.objects.values_list("sum", flat=True)) == list(range(40))
+    assert RollupHour.objects.count() == 40
     if connection.vendor == "postgresql":
         with connection.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'devices_telemetry'::regclass")

@@ -1,0 +1,87 @@
+"""Aggregates equal a direct computation over the raw rows, whatever order, lateness or redelivery (Hypothesis)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.payloads import Sample
+from devices.aggregates import align, bucket_for, telemetry_aggregate, tier_for
+from devices.models import RollupHour, RollupMinute, Telemetry
+from devices.services.devices import device_register
+from devices.services.telemetry import Inbound, telemetry_ingest
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 3, 1, 22, 50, tzinfo=UTC)  # the range crosses midnight: two days, two months' hours
+_ids = itertools.count()
+
+values = st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6, allow_nan=False), st.booleans(),
+                   st.just("text"), st.none(), st.just(1e300))
+samples = st.lists(st.tuples(st.integers(0, 4 * 3600), values, values), min_size=1, max_size=60,
+                   unique_by=lambda s: s[0])
+
+
+def direct(device_id: str, metric: str, since: datetime, until: datetime, bucket: int) -> list[tuple]:
+    """What a person would compute from the raw rows: per bucket, the numeric values in time order."""
+    groups: dict[datetime, list[tuple[datetime, float]]] = {}
+    for row in Telemetry.objects.filter(device_id=device_id, ts__gte=since, ts__lt=until).order_by("ts"):
+        v = row.data.get(metric)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or abs(v) >= 1e200:
+            continue
+        start = since + ((row.ts - since) // timedelta(seconds=bucket)) * timedelta(seconds=bucket)
+        groups.setdefault(start, []).append((row.ts, float(v)))
+    return [(start, min(v for _, v in vs), max(v for _, v in vs), len(vs), vs[0][1], vs[-1][1],
+             sum(v for _, v in vs) / len(vs)) for start, vs in sorted(groups.items())]
+
+
+def store(device_id: str, batches: list[list[tuple[int, object, object]]]) -> None:
+    for batch in batches:
+        items = [Inbound(device_id, [Sample(ts=T0 + timedelta(seconds=s), data={"a": a, "b": b})])
+                 for s, a, b in batch]
+        telemetry_ingest(items=items, received_at=T0)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(samples=samples, data=st.data())
+def test_aggregates_equal_the_raw_rows_with_late_and_redelivered_samples(samples, data):
+    device_id = f"h{next(_ids)}"
+    device_register(device_id=device_id)
+    delivered = data.draw(st.permutations(samples + data.draw(st.lists(st.sampled_from(samples), max_size=20))))
+    cut = sorted(data.draw(st.lists(st.integers(0, len(delivered)), max_size=5)))
+    store(device_id, [delivered[i:j] for i, j in zip([0, *cut], [*cut, len(delivered)], strict=True)])
+    for bucket in (7, 60, 300, 3600, 7200, 86400):
+        for metric in ("a", "b"):
+            got = telemetry_aggregate(device_id=device_id, metric=metric, since=T0, until=T0 + timedelta(hours=5),
+                                      bucket=bucket)
+            assert got.tier == tier_for(bucket)[0]
+            want = direct(device_id, metric, got.since, got.until, bucket)
+            assert [(b.start, b.min, b.max, b.count, b.first, b.last) for b in got.buckets] == [w[:6] for w in want]
+            assert [b.avg for b in got.buckets] == pytest.approx([w[6] for w in want], rel=1e-9, abs=1e-6)
+
+
+def test_rollups_are_kept_per_minute_and_per_hour_and_redelivery_changes_nothing():
+    device_register(device_id="d1")
+    store("d1", [[(0, 1, None), (30, 3, None), (70, 5, None)]])
+    store("d1", [[(30, 3, None), (70, 5, None)]])  # redelivered
+    store("d1", [[(10, -1, None)]])  # late
+    minutes = {(r.bucket, r.count, r.min, r.max, r.sum, r.first, r.last)
+               for r in RollupMinute.objects.filter(metric="a")}
+    assert minutes == {(T0, 3, -1, 3, 3, 1, 3), (T0 + timedelta(minutes=1), 1, 5, 5, 5, 5, 5)}
+    hour = RollupHour.objects.get(metric="a")
+    assert (hour.bucket, hour.count, hour.first, hour.last) == (T0.replace(minute=0), 4, 1, 5)
+
+
+def test_an_automatic_bucket_is_round_and_fits_the_points():
+    assert bucket_for(timedelta(days=30), 600) == 7200
+    assert bucket_for(timedelta(hours=1), 600) == 10
+    assert bucket_for(timedelta(days=3650), 100) == 37 * 86400
+
+
+def test_the_range_widens_to_whole_buckets_from_the_epoch():
+    since, until = align(T0 + timedelta(seconds=1), T0 + timedelta(minutes=1, seconds=1), 60)
+    assert (since, until) == (T0, T0 + timedelta(minutes=2))
