@@ -12,7 +12,7 @@ from devices.models import RollupHour, RollupMinute, Telemetry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BEFORE = [("devices", "0006_devtrans_device_transport")]
+BEFORE = [("devices", "0007_dialects_profiles")]
 T0 = datetime(2025, 3, 30, 22, 0, tzinfo=UTC)
 
 

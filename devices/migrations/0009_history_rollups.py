@@ -97,7 +97,7 @@ def backwards(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("devices", "0007_history_partitioned_telemetry"),
+        ("devices", "0008_history_partitioned_telemetry"),
     ]
 
     operations = [

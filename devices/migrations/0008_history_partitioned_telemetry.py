@@ -75,7 +75,7 @@ def backwards(apps, schema_editor) -> None:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("devices", "0006_devtrans_device_transport"),
+        ("devices", "0007_dialects_profiles"),
     ]
 
     operations = [
