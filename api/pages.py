@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from devices.selectors import devices_visible_to
+from notify.selectors import channels_all, target_shown
 
 
 @login_required
@@ -22,3 +24,13 @@ def device(request: HttpRequest, device_id: str) -> HttpResponse:
     if found is None:
         raise Http404("no such device")
     return render(request, "pages/device.html", {"device": found})
+
+
+@login_required
+def notifications(request: HttpRequest) -> HttpResponse:
+    """Notification channels with a test-send button each (staff): the answer of POST …/test, shown."""
+    if not request.user.is_staff:
+        raise PermissionDenied("only staff may manage notifications")
+    channels = [{"id": c.pk, "name": c.name, "kind": c.kind, "target": target_shown(c), "enabled": c.enabled}
+                for c in channels_all()]
+    return render(request, "pages/notifications.html", {"channels": channels})

@@ -85,3 +85,9 @@ class ProfileUnknown(DeviceUnknown):
     """No device profile has that name (answered 404)."""
 
     code = "unknown_profile"
+
+
+class ChannelUnknown(DeviceUnknown):
+    """No notification channel (or subscription) has that id (answered 404)."""
+
+    code = "unknown_channel"

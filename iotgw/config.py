@@ -91,7 +91,8 @@ def notify_options() -> dict[str, Any]:
         "max_attempts": settings.IOTGW_NOTIFY_MAX_ATTEMPTS,
         "retry_first": settings.IOTGW_NOTIFY_RETRY_FIRST,
         "retry_most": settings.IOTGW_NOTIFY_RETRY_MOST,
-        "from_email": settings.DEFAULT_FROM_EMAIL,
+        "from_email": settings.DEFAULT_FROM_EMAIL or "",
+        "allowed_hosts": settings.IOTGW_NOTIFY_HOSTS,
     }
 
 

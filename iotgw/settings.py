@@ -296,6 +296,9 @@ IOTGW_NOTIFY_RETRY_MOST = env.number("IOTGW_NOTIFY_RETRY_MOST", 600.0)
 # How often a sender looks for due deliveries and reminders, and how many sends it runs at once.
 IOTGW_NOTIFY_INTERVAL = env.number("IOTGW_NOTIFY_INTERVAL", 1.0)
 IOTGW_NOTIFY_CONCURRENCY = int(env.number("IOTGW_NOTIFY_CONCURRENCY", 4))
+# When set (comma-separated host names or globs such as *.example.com), webhooks go only to these hosts and
+# Apprise only through its json://, xml:// and form:// plugins to them: against a channel aimed inside the network.
+IOTGW_NOTIFY_HOSTS = env.listing("IOTGW_NOTIFY_HOSTS")
 # E-mail goes through Django's mail backends: smtp (default), console, filebased, locmem.
 EMAIL_BACKEND = env.text("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env.text("DJANGO_EMAIL_HOST", "localhost")

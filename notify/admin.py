@@ -1,15 +1,32 @@
 """Django admin for notifications: channels (with a test-send action), subscriptions, the delivery log."""
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 
 from notify.models import Attempt, Channel, Delivery, Subscription
+from notify.registry import target_refusal
 from notify.services import channel_test_send
 from notify.signing import new_secret
 
 
+class ChannelForm(forms.ModelForm):
+    class Meta:
+        model = Channel
+        fields = "__all__"
+
+    def clean(self):
+        data = super().clean() or {}
+        if data.get("kind") and data.get("target"):
+            why = target_refusal(data["kind"], data["target"], allowed_hosts=settings.IOTGW_NOTIFY_HOSTS)
+            if why:
+                self.add_error("target", why)
+        return data
+
+
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
+    form = ChannelForm
     list_display = ("name", "kind", "enabled", "created_at")
     list_filter = ("kind", "enabled")
     search_fields = ("name",)
@@ -30,7 +47,8 @@ class ChannelAdmin(admin.ModelAdmin):
     def send_test(self, request, queryset):
         for channel in queryset:
             _delivery, outcome = channel_test_send(channel=channel, timeout=settings.IOTGW_NOTIFY_TIMEOUT,
-                                                   from_email=settings.DEFAULT_FROM_EMAIL or "")
+                                                   from_email=settings.DEFAULT_FROM_EMAIL or "",
+                                                   allowed_hosts=settings.IOTGW_NOTIFY_HOSTS)
             code = f" (HTTP {outcome.status_code})" if outcome.status_code else ""
             if outcome.ok:
                 self.message_user(request, f"{channel.name}: sent{code} in {outcome.latency_ms:.0f} ms",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,11 +69,16 @@ class Message:
         return "\n".join(line for line in lines if line)
 
 
-def send(channel: Channel, message: Message, *, timeout: float, from_email: str) -> Outcome:
-    """One try through `channel`."""
+def send(channel: Channel, message: Message, *, timeout: float, from_email: str,
+         allowed_hosts: Sequence[str] = ()) -> Outcome:
+    """One try through `channel`; a target outside `allowed_hosts` (when set) is refused for good."""
+    from notify.registry import target_refusal
+
     started = time.monotonic()
     try:
-        if channel.kind == Channel.WEBHOOK:
+        if allowed_hosts and (why := target_refusal(channel.kind, channel.target, allowed_hosts=allowed_hosts)):
+            outcome = Outcome(ok=False, error=why, retry=False)
+        elif channel.kind == Channel.WEBHOOK:
             outcome = _webhook(channel, message, timeout=timeout)
         elif channel.kind == Channel.EMAIL:
             outcome = _email(channel, message, timeout=timeout, from_email=from_email)

@@ -37,3 +37,8 @@ def target_shown(channel: Channel) -> str:
     if channel.kind == Channel.APPRISE:
         return channel.target.split("://", 1)[0] + "://…"
     return channel.target
+
+
+def channels_all() -> list[Channel]:
+    """Every channel, by name."""
+    return list(Channel.objects.order_by("name"))

@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 
 from django.db import DatabaseError, InterfaceError
 
@@ -35,7 +36,7 @@ class Sender:
 
     def __init__(self, *, owner: str | None = None, interval: float = 1.0, lease: float = 60.0, timeout: float = 10.0,
                  concurrency: int = 4, max_attempts: int = 12, retry_first: float = 10.0, retry_most: float = 600.0,
-                 from_email: str = "") -> None:
+                 from_email: str = "", allowed_hosts: Sequence[str] = ()) -> None:
         if lease <= timeout:
             raise ValueError("the lease must outlast a send (IOTGW_NOTIFY_LEASE > IOTGW_NOTIFY_TIMEOUT)")
         self.owner = owner or sender_id()
@@ -43,6 +44,7 @@ class Sender:
         self._slots = max(1, concurrency)
         self._finish_options = {"max_attempts": max_attempts, "retry_first": retry_first, "retry_most": retry_most}
         self._from_email = from_email
+        self._allowed_hosts = tuple(allowed_hosts)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._claim = in_db_thread(delivery_claim)
@@ -87,7 +89,7 @@ class Sender:
 
     async def _send(self, item: Claimed) -> None:
         outcome = await asyncio.to_thread(send, item.channel, item.message, timeout=self._timeout,
-                                          from_email=self._from_email)
+                                          from_email=self._from_email, allowed_hosts=self._allowed_hosts)
         try:
             await self._finish(delivery_id=item.delivery_id, outcome=outcome, **self._finish_options)
         except (DatabaseError, InterfaceError) as exc:  # unrecorded: the lease runs out and it is sent again

@@ -7,7 +7,7 @@ nothing, and what an event sends is fixed when it commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -202,10 +202,11 @@ def test_event(*, channel: Channel, lease: float) -> Claimed:
     return Claimed(str(d.pk), channel, message_of(d))
 
 
-def channel_test_send(*, channel: Channel, timeout: float, from_email: str) -> tuple[Delivery, Outcome]:
+def channel_test_send(*, channel: Channel, timeout: float, from_email: str,
+                      allowed_hosts: Sequence[str] = ()) -> tuple[Delivery, Outcome]:
     """Send a test notification through the real channel now, once, and log it like any delivery."""
     claimed = test_event(channel=channel, lease=timeout + 5)
-    outcome = send(channel, claimed.message, timeout=timeout, from_email=from_email)
+    outcome = send(channel, claimed.message, timeout=timeout, from_email=from_email, allowed_hosts=allowed_hosts)
     delivery = delivery_finish(delivery_id=claimed.delivery_id, outcome=outcome, max_attempts=1, retry_first=0,
                                retry_most=0)
     assert delivery is not None  # nobody else claims a test delivery: it was leased from the start

@@ -81,6 +81,63 @@ SPEC = {"topics": [{"topic": "x/{device}/data", "role": "telemetry"}]}
 def custom(w: World) -> None:
     """A custom profile to replace or delete."""
     api("POST", "/api/profiles", token=w.ops, body={"name": "custom", "spec": SPEC})
+
+
+def mail_channel(name: str = "mail") -> int:
+    from notify.models import Channel
+
+    return Channel.objects.get_or_create(name=name, kind="email", target="oncall@example.test")[0].pk
+
+
+CHANNEL = {"name": "hook", "kind": "webhook", "target": "http://127.0.0.1:9/hook"}
+NOTIFICATION_CASES: dict[tuple[str, str], dict[int, Case]] = {
+    ("get", "/api/notifications/channels"): {
+        200: lambda w: api("GET", "/api/notifications/channels", token=w.ops),
+        401: lambda w: api("GET", "/api/notifications/channels"),
+        403: lambda w: api("GET", "/api/notifications/channels", token=w.alice),
+    },
+    ("post", "/api/notifications/channels"): {
+        201: lambda w: api("POST", "/api/notifications/channels", token=w.ops, body=CHANNEL),
+        400: lambda w: api("POST", "/api/notifications/channels", token=w.ops, body={**CHANNEL, "kind": "fax"}),
+        401: lambda w: api("POST", "/api/notifications/channels", body=CHANNEL),
+        403: lambda w: api("POST", "/api/notifications/channels", token=w.alice, body=CHANNEL),
+        409: lambda w: (mail_channel("hook"), api("POST", "/api/notifications/channels", token=w.ops,
+                                                   body=CHANNEL))[1],
+        413: lambda w: api("POST", "/api/notifications/channels", token=w.ops, raw=BIG),
+    },
+    ("get", "/api/notifications/channels/{channel_id}"): {
+        200: lambda w: api("GET", f"/api/notifications/channels/{mail_channel()}", token=w.ops),
+        401: lambda w: api("GET", f"/api/notifications/channels/{mail_channel()}"),
+        403: lambda w: api("GET", f"/api/notifications/channels/{mail_channel()}", token=w.alice),
+        404: lambda w: api("GET", "/api/notifications/channels/999999", token=w.ops),
+    },
+    ("post", "/api/notifications/channels/{channel_id}/test"): {
+        200: lambda w: api("POST", f"/api/notifications/channels/{mail_channel()}/test", token=w.ops),
+        401: lambda w: api("POST", f"/api/notifications/channels/{mail_channel()}/test"),
+        403: lambda w: api("POST", f"/api/notifications/channels/{mail_channel()}/test", token=w.alice),
+        404: lambda w: api("POST", "/api/notifications/channels/999999/test", token=w.ops),
+    },
+    ("get", "/api/notifications/subscriptions"): {
+        200: lambda w: api("GET", "/api/notifications/subscriptions", token=w.ops),
+        401: lambda w: api("GET", "/api/notifications/subscriptions"),
+        403: lambda w: api("GET", "/api/notifications/subscriptions", token=w.alice),
+    },
+    ("post", "/api/notifications/subscriptions"): {
+        201: lambda w: api("POST", "/api/notifications/subscriptions", token=w.ops,
+                           body={"channel": mail_channel(), "user": "alice"}),
+        400: lambda w: api("POST", "/api/notifications/subscriptions", token=w.ops, body={"channel": mail_channel()}),
+        401: lambda w: api("POST", "/api/notifications/subscriptions", body={"channel": 1, "user": "alice"}),
+        403: lambda w: api("POST", "/api/notifications/subscriptions", token=w.alice,
+                           body={"channel": 1, "user": "alice"}),
+        413: lambda w: api("POST", "/api/notifications/subscriptions", token=w.ops, raw=BIG),
+    },
+    ("get", "/api/notifications/deliveries"): {
+        200: lambda w: api("GET", "/api/notifications/deliveries", token=w.ops),
+        400: lambda w: api("GET", "/api/notifications/deliveries?limit=0", token=w.ops),
+        401: lambda w: api("GET", "/api/notifications/deliveries"),
+        403: lambda w: api("GET", "/api/notifications/deliveries", token=w.alice),
+    },
+}
 BIG = b'{"id": "' + b"x" * 5000 + b'"}'
 
 # (method, path in the schema) -> {status: a request that gets it}
@@ -198,6 +255,7 @@ CASES: dict[tuple[str, str], dict[int, Case]] = {
         401: lambda w: api("POST", "/api/ws-ticket"),
         403: lambda w: api("POST", "/api/ws-ticket", client=w.session),
     },
+    **NOTIFICATION_CASES,
 }
 
 

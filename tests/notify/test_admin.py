@@ -52,3 +52,10 @@ def test_a_webhook_added_without_a_secret_gets_one(admin_client):
 def test_the_delivery_log_lists_deliveries(admin_client):
     assert admin_client.get("/admin/notify/delivery/").status_code == 200
     assert admin_client.get("/admin/notify/subscription/add/").status_code == 200
+
+
+def test_the_admin_refuses_a_target_the_channel_cannot_use(admin_client):
+    reply = admin_client.post("/admin/notify/channel/add/", {"name": "h", "kind": "webhook", "target": "ftp://x/",
+                                                             "secret": "", "enabled": "on"})
+    assert reply.status_code == 200 and "http:// or https://" in reply.content.decode()
+    assert not Channel.objects.exists()
