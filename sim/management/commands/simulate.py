@@ -36,7 +36,7 @@ def _refusal_hint(reason: str, broker: BrokerConfig) -> str:
 
 
 class Command(BaseCommand):
-    help = "Simulate N devices publishing R samples/s in total over MQTT, answering commands."
+    help = "Simulate N devices sending R samples/s in total over MQTT (or CoAP), answering commands."
 
     def add_arguments(self, parser):
         parser.add_argument("--devices", type=int, default=3, help="how many devices (default 3)")
@@ -44,24 +44,33 @@ class Command(BaseCommand):
         parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
         parser.add_argument("--prefix", default="sim", help="device ids are PREFIX-1 … PREFIX-N (default sim)")
         parser.add_argument("--owner", default=None, help="owner of devices registered by this run")
+        parser.add_argument("--transport", choices=["mqtt", "coap"], default="mqtt",
+                            help="how the devices talk to the gateway (default mqtt)")
         parser.add_argument("--mqtt-url", default=None, help="broker URL (default: MQTT_URL)")
+        parser.add_argument("--coap-url", default=None,
+                            help="CoAP server, plain mode (default coap://127.0.0.1:IOTGW_COAP_PORT)")
         parser.add_argument("--latency", type=float, default=0.2, help="seconds before answering a command")
         parser.add_argument("--failure-rate", type=float, default=0.0, help="share of commands answered with an error")
         parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable values")
 
     def handle(self, *args, devices: int, rate: float, duration: float | None, prefix: str, owner: str | None,
-               mqtt_url: str | None, latency: float, failure_rate: float, seed: int | None, **options):
+               mqtt_url: str | None, latency: float, failure_rate: float, seed: int | None, transport: str = "mqtt",
+               coap_url: str | None = None, **options):
         url = mqtt_url or settings.MQTT_URL
-        if not url:
+        if not url and transport == "mqtt":
             raise CommandError(str(ConfigMissing("MQTT_URL", "pass --mqtt-url or set MQTT_URL")))
         if devices < 1 or rate <= 0 or not 0 <= failure_rate <= 1:
             raise CommandError("--devices must be at least 1, --rate above 0, --failure-rate from 0 to 1")
-        broker = BrokerConfig.from_url(url)
         ids = [f"{prefix}-{i}" for i in range(1, devices + 1)]
         try:
             registered = ensure_devices(ids, owner_name=owner)
         except LookupError as exc:
             raise CommandError(str(exc)) from None
+        if transport == "coap":
+            self._run_coap(coap_url or f"coap://127.0.0.1:{settings.IOTGW_COAP_PORT}", registered, rate=rate,
+                           duration=duration, latency=latency, failure_rate=failure_rate, seed=seed)
+            return
+        broker = BrokerConfig.from_url(url)
         sim = Simulator(broker=broker, devices=registered, rate=rate,
                         latency=latency, failure_rate=failure_rate, seed=seed, latest=devices_latest(ids))
         self.stdout.write(f"simulating {ids[0]} … {ids[-1]} at {rate:g} samples/s in total → "
@@ -75,6 +84,29 @@ class Command(BaseCommand):
             stats = sim.stats
         except SimulatorRefused as exc:
             raise CommandError(_refusal_hint(str(exc), broker)) from None
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+        self.stdout.write(("\n" if sys.stdout.isatty() else "") + "done: " + progress_line(stats, final=True))
+
+    def _run_coap(self, url: str, registered: dict[str, str | None], *, duration: float | None, **options) -> None:
+        """The same devices over CoAP, in plain mode (docs/transports/coap.md)."""
+        from sim.coap_devices import CoapSimulator
+
+        sim = CoapSimulator(url=url, devices=registered, latest=devices_latest(list(registered)), **options)
+        ids = list(registered)
+        self.stdout.write(f"simulating {ids[0]} … {ids[-1]} at {options['rate']:g} samples/s in total → "
+                          f"{url} (CoAP, plain mode)  (Ctrl-C to stop)")
+        self._last_line = time.monotonic()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda *_: sim.stop()) if main else None
+        try:
+            stats = sim.run(duration=duration, progress=self._progress, give_up_after=GIVE_UP_AFTER)
+        except KeyboardInterrupt:
+            stats = sim.stats
+        except SimulatorRefused as exc:
+            raise CommandError(f"no simulated device got an answer from {url} ({exc}): is `manage.py coapserver` "
+                               "running there, in plain mode (IOTGW_COAP_PLAIN=1)?") from None
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
