@@ -90,6 +90,8 @@ def tables(results: dict) -> str:
         cmd = results.get(key) or {"note": "not run"}
         out.append(f"{label}: " + (", ".join(f"{k} {v}" for k, v in cmd.items() if k != "measured")
                                    if cmd.get("measured") else cmd.get("note", "not measured")))
+    if results.get("coap"):
+        out.append(coap_table(results["coap"]))
     out.insert(0, targets_table(results))
     return "\n\n".join(out) + "\n"
 
@@ -151,3 +153,20 @@ def write_outputs(results: dict, folder: Path) -> None:
             series[f"{name} {q}"] = [(p["offered_rate"], p["latency_ms"][q]) for p in sc["phases"]
                                      if p["latency_ms"][q] and p.get("batch", 1) == 1]
     latency_plot(folder / "latency.png", series, title="iotgw: mqtt to websocket latency vs offered rate")
+
+
+def coap_table(coap: dict) -> str:
+    """CoAP beside MQTT: each phase's samples, answers, commits, and latencies (bench/coap.py)."""
+    rows = ["| transport | offered samples/s | samples/request | sent | 2.04 | stored | stored/s | transactions "
+            "| samples per transaction | send→2.04 p50/p99 ms | send→dashboard p50/p99 ms | coapserver CPU % |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for p in coap["phases"]:
+        ack, lat = p["send_to_204_ms"], p.get("latency_ms", {})
+        cpu = p.get("usage", {}).get("coapserver", {}).get("cpu_pct")
+        rows.append(f"| coap | {_f(p['offered_rate'])} | {p.get('batch', 1)} | {_f(p['sent'])} | {_f(p['acked'])} | "
+                    f"{_f(p['stored'])} | "
+                    f"{_f(p['stored_rate'])} | {_f(p['transactions'])} | {_f(p['samples_per_transaction'], 1)} | "
+                    f"{_f(ack.get('p50'), 1)} / {_f(ack.get('p99'), 1)} | {_f(lat.get('p50'), 1)} / "
+                    f"{_f(lat.get('p99'), 1)} | {_f(cpu, 1)} |")
+    return (f"CoAP devices ({coap['devices']}, one Confirmable POST per sample or per array, one UDP socket each; "
+            "compare the gateway rows above for MQTT):\n\n" + "\n".join(rows))

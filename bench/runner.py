@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dashboard-procs", type=int, default=2, help="processes the dashboards run in")
     p.add_argument("--naive-rates", help="comma-separated offered rates for the naive bridge; empty skips it")
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
-    p.add_argument("--only", help="run only these scenarios (comma-separated: gateway,naive,scaleout,commands)")
+    p.add_argument("--only", help="run only these scenarios (comma-separated: gateway,naive,scaleout,commands,coap)")
     p.add_argument("--broker", choices=["system", "private"], default="private",
                    help="private (default): start Mosquitto on a free port with compose/mosquitto.conf's limits; "
                         "system: the running broker at --mqtt-url, as configured")
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, d[name])
     args.scaleout = d["scaleout"] and not args.no_scaleout
-    args.only = set(args.only.split(",")) if args.only else {"gateway", "naive", "scaleout", "commands"}
+    args.only = set(args.only.split(",")) if args.only else {"gateway", "naive", "scaleout", "commands", "coap"}
     return args
 
 
@@ -408,6 +408,21 @@ class Bench:
         except Exception as exc:  # another engineer's module: report, don't fail the run
             return {"measured": False, "note": f"commands not measured: {exc!r}"[:300]}
 
+    def coap(self) -> dict:
+        """CoAP devices at the latency phases' rates, to dashboards, beside MQTT's (bench/coap.py)."""
+        from bench import coap
+
+        a = self.args
+        print(f"\n== coap: 1 web, 1 coapserver (plain mode), 2 dashboards watching every device, "
+              f"{min(a.devices, 200)} devices, one sample per Confirmable POST", flush=True)
+        self.vacuum()
+        rates = [(r, 1) for r in a.rates] + [(max(a.rates), a.batch_size)]  # and the top rate in arrays
+        result = coap.measure(env=self.env, token=self.token, logdir=self.logdir, rates=rates,
+                              duration=a.warmup + a.window, devices=min(a.devices, 200), monitor=self.monitor)
+        for phase in result["phases"]:
+            print(coap.summary(phase), flush=True)
+        return result
+
     def run(self) -> dict:
         a = self.args
         rates = [(r, 1) for r in a.rates] + ([(a.max_rate, 1)] if a.max_rate else []) + (
@@ -429,6 +444,8 @@ class Bench:
             srates = [(max(a.rates), 1)] + ([(a.max_rate, 1)] if a.max_rate else [])
             self.results["scenarios"]["scaleout"] = self.scenario("scaleout", webs=2, bridges=2, naive=False,
                                                                   rates=srates)
+        if "coap" in a.only:
+            self.results["coap"] = self.coap()
         if "commands" in a.only and telemetry:
             print("\n== commands again, after the telemetry scenarios", flush=True)
             self.results["commands_after_load"] = self.commands()
