@@ -250,7 +250,13 @@ class IotgwCodec:
 
 
 # The kinds of profile. A kind backed by code registers here (name → factory of its Codec); see docs/profiles.md.
-KINDS: dict[str, Kind] = {"iotgw": IotgwCodec, "rules": RulesCodec}
+def _sparkplug(profile: ProfileDef, limits: Limits) -> Codec:
+    from core.sparkplug.profile import SparkplugCodec  # it builds on this module's types
+
+    return SparkplugCodec(profile, limits)
+
+
+KINDS: dict[str, Kind] = {"iotgw": IotgwCodec, "rules": RulesCodec, "sparkplug": _sparkplug}
 
 
 def compile_profile(profile: ProfileDef, limits: Limits = Limits()) -> Codec:

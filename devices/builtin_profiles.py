@@ -98,4 +98,5 @@ BUILTIN: dict[str, tuple[str, str, dict[str, Any]]] = {
     "shelly-gen2": ("rules", "Shelly Gen2/Gen3 (Plus, Pro): JSON-RPC notifications and requests", SHELLY_GEN2),
     "esphome": ("rules", "ESPHome's MQTT component: <prefix>/<component>/<name>/state and command", ESPHOME),
     "gateway-api": ("rules", "ThingsBoard-style gateway API: v1/gateway/connect, telemetry, rpc", GATEWAY_API),
+    "sparkplug": ("sparkplug", "Sparkplug B edge nodes (<group>.<edge node>) and their devices, as children", {}),
 }

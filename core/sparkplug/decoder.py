@@ -10,8 +10,6 @@ queues a rebirth request, which the MQTT edge publishes from `replies()` after t
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from core.errors import PayloadInvalid
+from core.ids import child_device_id
 from core.payloads import Sample
 from core.sparkplug.commands import REBIRTH, epoch_ms, rebirth_payload, write_payload
 from core.sparkplug.metrics import MAX_MS, Metric, Skipped, datatype_of, metric_name, ms_to_datetime, text, value_of
@@ -52,17 +51,9 @@ MAX_NAMES_PER_SCOPE = 10_000
 REBIRTH_INTERVAL = timedelta(seconds=5)
 REBIRTH_QOS = 0  # Sparkplug: NCMD and DCMD are published at QoS 0
 
-_NOT_ID_CHAR = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def child_device_id(parent: str, child: str) -> str:
-    """A device id for `child` under `parent`: `parent.child`, with a short hash when it had to be changed."""
-    joined = f"{parent}.{child}"
-    cleaned = _NOT_ID_CHAR.sub("_", joined).lstrip("_.-") or "x"
-    if cleaned == joined and len(cleaned) <= 64:
-        return cleaned
-    digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
-    return f"{cleaned[:55]}-{digest}"
+def node_device_id(group: str, edge: str) -> str:
+    """An edge node's device id: `<group>.<edge node>`, each escaped as a child's name is (core.ids)."""
+    return child_device_id(child_device_id("", group)[1:], edge)
 
 
 @dataclass(slots=True)
@@ -70,6 +61,7 @@ class Scope:
     """What a BIRTH declared for the node itself or one of its devices."""
 
     device_id: str
+    child_of: tuple[str, str] | None = None  # a device of its node: (node id, its Sparkplug device id)
     aliases: dict[int, str] = field(default_factory=dict)  # alias → Sparkplug metric name
     types: dict[str, int] = field(default_factory=dict)  # Sparkplug metric name → datatype
     names: dict[str, str] = field(default_factory=dict)  # iotgw metric name → Sparkplug metric name
@@ -98,6 +90,7 @@ class Pending:
     expected: dict[str, Any]  # what is still to be reported
     written: dict[str, Any]
     expires_at: datetime
+    error: str = ""  # a write refused before it was sent (a value that does not fit its metric)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -113,7 +106,7 @@ class SparkplugDecoder:
     """
 
     def __init__(self, *, max_payload: int, max_skew: timedelta = DEFAULT_MAX_SKEW,
-                 node_id: Callable[[str, str], str] = child_device_id,
+                 node_id: Callable[[str, str], str] = node_device_id,
                  child_id: Callable[[str, str], str] = child_device_id,
                  rebirth_interval: timedelta = REBIRTH_INTERVAL, max_nodes: int = MAX_NODES) -> None:
         self.max_payload = max_payload
@@ -156,8 +149,7 @@ class SparkplugDecoder:
         scope = node.devices.get(where.device)
         if where.type == DDEATH:
             node.devices.pop(where.device, None)
-            return [Said(scope.device_id if scope else self.child_id(node.scope.device_id, where.device),
-                         online=False)]
+            return [_said(scope or self._scope(node, where.device), online=False)]
         assert where.type == DDATA
         if scope is None:
             self._ask_rebirth(node, received_at)
@@ -186,8 +178,9 @@ class SparkplugDecoder:
     def command(self, command: Outbound, *, at: datetime) -> tuple[str, bytes, int]:
         """An iotgw command as (topic, payload, qos): NCMD to a node, DCMD to a device, params as metric writes.
 
-        PayloadInvalid when the gateway has seen no BIRTH of that device since it started, or a
-        param does not fit its metric's datatype. The write is confirmed by a later DATA (see `_confirm`).
+        PayloadInvalid (`no_birth`) when the gateway has seen no BIRTH of that device since it started;
+        (`bad_command`) when a param does not fit its metric's datatype: that command is then answered
+        as failed with the device's next message. A write is confirmed by a later DATA (see `_confirm`).
         """
         located = self._where.get(command.device_id)
         node = self._nodes.get(located[0]) if located else None
@@ -197,8 +190,13 @@ class SparkplugDecoder:
         scope = node.devices.get(device) if device else node.scope
         if scope is None:
             raise PayloadInvalid("no_birth", f"no DBIRTH of {command.device_id!r} seen since its node's NBIRTH")
-        payload, expected = write_payload(command.params, names=scope.names, types=scope.types, at=at)
         pending = self._pending.setdefault(command.device_id, [])
+        try:
+            payload, expected = write_payload(command.params, names=scope.names, types=scope.types, at=at)
+        except PayloadInvalid as exc:  # failed at the device's next message (a transport cannot fail it)
+            if not any(p.command_id == command.command_id for p in pending):
+                pending.append(Pending(command.command_id, {}, {}, command.expires_at, error=str(exc)))
+            raise
         pending.append(Pending(command.command_id, expected, dict(expected), command.expires_at))
         del pending[:-MAX_PENDING_PER_DEVICE]
         topic = (device_topic(node.group, DCMD, node.edge, device) if device
@@ -215,25 +213,23 @@ class SparkplugDecoder:
         node.bdseq = _bdseq(message)
         said: list[Said] = []
         if old is not None and old.bdseq != node.bdseq:  # a new session: its devices must be born again
-            said += [Said(scope.device_id, online=False) for scope in old.devices.values()]
+            said += [_said(scope, online=False) for scope in old.devices.values()]
             for scope in old.devices.values():
                 self._where.pop(scope.device_id, None)
         self._declare(node.scope, message)
         samples, values = self._samples(node.scope, message, received_at)
         said.append(Said(node.scope.device_id, samples=samples, online=True))
-        return said + self._confirm(node.scope.device_id, values, received_at)
+        return said + self._confirm(node.scope, values, received_at)
 
     def _dbirth(self, node: Node, device: str, message: Payload, received_at: datetime) -> list[Said]:
         if device not in node.devices and len(node.devices) >= MAX_DEVICES_PER_NODE:
             raise PayloadInvalid("too_many_devices", f"edge node {node.edge[:80]!r} has over "
                                  f"{MAX_DEVICES_PER_NODE} devices")
-        scope = Scope(self.child_id(node.scope.device_id, device))
-        node.devices[device] = scope
+        scope = node.devices[device] = self._scope(node, device)
         self._where[scope.device_id] = ((node.group, node.edge), device)
         self._declare(scope, message)
         samples, values = self._samples(scope, message, received_at)
-        return [Said(scope.device_id, samples=samples, online=True), *self._confirm(scope.device_id, values,
-                                                                                       received_at)]
+        return [_said(scope, samples=samples, online=True), *self._confirm(scope, values, received_at)]
 
     def _ndeath(self, key: tuple[str, str], message: Payload) -> list[Said]:
         node = self._nodes.get(key)
@@ -244,9 +240,12 @@ class SparkplugDecoder:
             self.counts["stale_death"] += 1  # the will of an older session, delivered late
             return []
         node.born = False
-        said = [Said(scope.device_id, online=False) for scope in node.devices.values()]
+        said = [_said(scope, online=False) for scope in node.devices.values()]
         node.devices.clear()
         return [Said(node.scope.device_id, online=False), *said]
+
+    def _scope(self, node: Node, device: str) -> Scope:
+        return Scope(self.child_id(node.scope.device_id, device), child_of=(node.scope.device_id, device))
 
     def _node(self, key: tuple[str, str]) -> Node:
         node = self._nodes.get(key)
@@ -276,7 +275,7 @@ class SparkplugDecoder:
         samples, values = self._samples(scope, message, received_at)
         if self.counts["skipped_unknown_alias"] > unknown:  # a BIRTH was missed: ask for it again
             self._ask_rebirth(node, received_at)
-        return [Said(scope.device_id, samples=samples), *self._confirm(scope.device_id, values, received_at)]
+        return [_said(scope, samples=samples), *self._confirm(scope, values, received_at)]
 
     def _declare(self, scope: Scope, message: Payload) -> None:
         """Record the aliases, datatypes and names a BIRTH declares."""
@@ -332,22 +331,27 @@ class SparkplugDecoder:
 
     # --- commands and rebirths -------------------------------------------------------------
 
-    def _confirm(self, device_id: str, values: dict[str, Any], received_at: datetime) -> list[Said]:
+    def _confirm(self, scope: Scope, values: dict[str, Any], received_at: datetime) -> list[Said]:
         """A write succeeds once the device has reported each written metric with the value written."""
-        pending = self._pending.get(device_id)
+        pending = self._pending.get(scope.device_id)
         if not pending:
             return []
         said: list[Said] = []
         for write in list(pending):
+            if write.error:  # refused before it was sent: failed with the reason, now that the device speaks
+                pending.remove(write)
+                said.append(_said(scope, response=CommandResponse(
+                    command_id=write.command_id, ok=False, result=None, error=write.error)))
+                continue
             for name in [n for n, v in write.expected.items() if n in values and _same(values[n], v)]:
                 del write.expected[name]
             if not write.expected or write.expires_at <= received_at:
                 pending.remove(write)
             if not write.expected:
-                said.append(Said(device_id, response=CommandResponse(
+                said.append(_said(scope, response=CommandResponse(
                     command_id=write.command_id, ok=True, result={"confirmed": write.written}, error="")))
         if not pending:
-            del self._pending[device_id]
+            del self._pending[scope.device_id]
         return said
 
     def _ask_rebirth(self, node: Node, received_at: datetime) -> None:
@@ -358,6 +362,10 @@ class SparkplugDecoder:
         self.counts["rebirth_requested"] += 1
         topic = node_topic(node.group, NCMD, node.edge)
         self._replies[topic] = (topic, rebirth_payload(received_at), REBIRTH_QOS)
+
+
+def _said(scope: Scope, **said: Any) -> Said:
+    return Said(scope.device_id, child_of=scope.child_of, **said)
 
 
 def _parse(payload: bytes) -> Payload:
@@ -375,4 +383,4 @@ def _bdseq(message: Payload) -> int | None:
     return None
 
 
-__all__ = ["REBIRTH", "SparkplugDecoder", "child_device_id", "epoch_ms"]
+__all__ = ["REBIRTH", "SparkplugDecoder", "epoch_ms", "node_device_id"]

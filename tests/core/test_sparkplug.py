@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from core.errors import PayloadInvalid
+from core.ids import child_device_id
 from core.sparkplug.commands import state_payload
-from core.sparkplug.decoder import SparkplugDecoder, child_device_id
+from core.sparkplug.decoder import SparkplugDecoder, node_device_id
 from core.sparkplug.sparkplug_b_pb2 import DataType, Payload
 from core.sparkplug.topic import parse_topic
 from core.times import EPOCH
@@ -49,12 +50,12 @@ def born(dec, node):
         {"name": "Setpoint", "alias": 12, "datatype": DataType.Int16, "value": -3}]))
 
 
-def test_node_ids_are_group_and_edge_and_device_ids_are_its_children():
-    assert child_device_id("Plant1", "Edge1") == "Plant1.Edge1"
-    pump = child_device_id("Plant1.Edge1", "Pump 7")
-    assert pump.startswith("Plant1.Edge1.Pump_7-") and len(pump) == len("Plant1.Edge1.Pump_7-") + 8
-    assert child_device_id("a", "b c") != child_device_id("a", "b_c")
-    assert len(child_device_id("x" * 60, "y" * 60)) <= 64
+def test_the_node_is_group_dot_edge_and_its_devices_are_its_children():
+    assert node_device_id("Plant1", "Edge1") == NODE
+    assert node_device_id("Sparkplug B Devices", "Edge 1") == "Sparkplug.20B.20Devices.Edge.201"
+    assert node_device_id("a.b", "c") != node_device_id("a", "b.c")
+    assert len(node_device_id("x" * 60, "y" * 60)) <= 64
+    assert PUMP == "Plant1.Edge1.Pump.207"
 
 
 def test_nbirth_brings_the_node_online_with_its_metrics(dec, node):
@@ -72,7 +73,7 @@ def test_dbirth_brings_the_device_online_and_ddata_by_alias_is_named(dec, node):
     said = decode(dec, D.format("DDATA"), node.next([
         {"alias": 10, "value": 22.25, "datatype": DataType.Float, "timestamp": NOW_MS + 5},
         {"alias": 12, "value": -300, "timestamp": NOW_MS + 5}]))
-    assert [s.device_id for s in said] == [PUMP]
+    assert [(s.device_id, s.child_of) for s in said] == [(PUMP, (NODE, "Pump 7"))]
     (sample,) = said[0].samples
     assert sample.ts == NOW + timedelta(milliseconds=5)
     assert sample.data == {"Inputs.Temperature": 22.25, "Setpoint": -300}
@@ -302,6 +303,18 @@ def test_a_command_that_does_not_fit_is_refused(dec, node, params, match):
     with pytest.raises(PayloadInvalid, match=match) as exc:
         dec.command(outbound(PUMP, params), at=NOW)
     assert exc.value.reason == "bad_command"
+
+
+def test_a_command_that_does_not_fit_fails_with_the_devices_next_message(dec, node):
+    born(dec, node)
+    command = outbound(PUMP, {"Setpoint": "high"})
+    for _ in range(2):  # the dispatcher tries it again at each sweep until the device speaks
+        with pytest.raises(PayloadInvalid):
+            dec.command(command, at=NOW)
+    said = decode(dec, D.format("DDATA"), node.next([{"alias": 12, "value": 2, "datatype": DataType.Int16}]))
+    (response,) = [s.response for s in said if s.response]
+    assert response.command_id == command.command_id and not response.ok and "integer" in response.error
+    assert [s for s in decode(dec, D.format("DDATA"), node.next([{"alias": 12, "value": 2}])) if s.response] == []
 
 
 def test_a_command_to_a_device_never_born_is_refused(dec, node):
