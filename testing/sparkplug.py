@@ -58,13 +58,20 @@ def _field_of(value: Any) -> str:
 class EdgeNode:
     """Builds an edge node's payloads: `seq` counts 0–255 across its node and device messages, as the spec says."""
 
-    def __init__(self, *, bdseq: int = 0, now_ms: int = 1_764_590_400_000) -> None:
+    def __init__(self, *, bdseq: int = 0, now_ms: int | None = 1_764_590_400_000) -> None:
         self.bdseq = bdseq
         self.seq = 0
-        self.now_ms = now_ms
+        self.now_ms = now_ms  # None: the clock, a millisecond later at least per message (samples never share a time)
+        self._last_ms = 0
+
+    def _timestamp(self) -> int:
+        if self.now_ms is not None:
+            return self.now_ms
+        self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
+        return self._last_ms
 
     def _payload(self, metrics: list[dict[str, Any]], *, seq: int | None) -> bytes:
-        payload = Payload(timestamp=self.now_ms)
+        payload = Payload(timestamp=self._timestamp())
         if seq is not None:
             payload.seq = seq
         for spec in metrics:
@@ -98,7 +105,7 @@ class MqttEdgeNode:
     def __init__(self, url: str, *, group: str, edge: str, bdseq: int = 0, now_ms: int | None = None) -> None:
         config = BrokerConfig.from_url(url)
         self.group, self.edge = group, edge
-        self.node = EdgeNode(bdseq=bdseq, now_ms=now_ms if now_ms is not None else int(time.time() * 1000))
+        self.node = EdgeNode(bdseq=bdseq, now_ms=now_ms)
         self.commands: list[tuple[str, Payload]] = []
         self._cond = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-{edge}-{uuid.uuid4().hex[:4]}",

@@ -1,0 +1,92 @@
+"""A Sparkplug B edge node (a real paho client) through the real Mosquitto and a real bridge on the `sparkplug` profile:
+births with aliases, data by alias, a seq gap answered by a rebirth request, a DCMD write confirmed by DATA, and the
+NDEATH will taking the node and its device offline."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.sparkplug.sparkplug_b_pb2 import DataType
+from devices.models import Command, Device, Telemetry
+from devices.services.commands import command_issue
+from devices.services.profiles import device_register_child, device_set_profile
+from testing.sparkplug import MqttEdgeNode
+from testing.waiting import wait_until
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+GROUP = "Plant1"
+
+
+@pytest.fixture
+def ops(registry):
+    return registry.user("ops", staff=True)
+
+
+def stored(device_id: str, **data) -> Telemetry:
+    def found():
+        return next((row for row in Telemetry.objects.filter(device_id=device_id).order_by("ts")
+                     if all(row.data.get(k) == v for k, v in data.items())), None)
+
+    return wait_until(found, what=f"a sample of {device_id} with {data}")
+
+
+def online(device_id: str, state: bool = True) -> None:
+    wait_until(lambda: Device.objects.get(pk=device_id).online is state, what=f"{device_id} online={state}")
+
+
+def rebirth(payload) -> bool:
+    return any(m.name == "Node Control/Rebirth" and m.boolean_value for m in payload.metrics)
+
+
+@pytest.fixture
+def edge(stack, registry):
+    """An edge node registered on the sparkplug profile, with one device, and the bridge following profiles."""
+    node_id, _ = registry.device(f"{GROUP}.Edge")  # `<group>.<edge node>`: the edge node is `Edge-<tag>`
+    device_set_profile(device_id=node_id, profile="sparkplug")
+    pump = device_register_child(gateway_id=node_id, child_name="Pump 7").id
+    stack.start_bridge(IOTGW_PROFILE_REFRESH="0.5")
+    node = MqttEdgeNode(stack.mqtt_url, group=GROUP, edge=node_id.split(".", 1)[1], bdseq=3)
+    yield node, node_id, pump
+    node.close()
+
+
+def test_an_edge_node_and_its_device_end_to_end(edge, ops):
+    node, node_id, pump = edge
+    node.publish("NBIRTH", node.node.nbirth([
+        {"name": "Properties/Hardware Make", "datatype": DataType.String, "value": "Acme"}]))
+    node.publish("DBIRTH", node.node.next([
+        {"name": "Inputs/Temperature", "alias": 10, "datatype": DataType.Float, "value": 21.5},
+        {"name": "Outputs/Run", "alias": 11, "datatype": DataType.Boolean, "value": False}]), device="Pump 7")
+    stored(node_id, **{"Properties.Hardware_Make": "Acme"})
+    online(node_id)
+    online(pump)
+
+    node.publish("DDATA", node.node.next([{"alias": 10, "value": 22.5}]), device="Pump 7")  # by alias alone
+    assert stored(pump, **{"Inputs.Temperature": 22.5}).data == {"Inputs.Temperature": 22.5}
+
+    node.node.skip()  # a message lost: the next one's seq shows a gap, and the gateway asks for a rebirth
+    node.publish("DDATA", node.node.next([{"alias": 10, "value": 23.5}]), device="Pump 7")
+    node.wait_command(node.topic("NCMD"), match=rebirth)
+    stored(pump, **{"Inputs.Temperature": 23.5})  # the data of the message after the gap is kept
+
+    command = command_issue(user=ops, device_id=pump, name="write", params={"Outputs.Run": True})
+    written = node.wait_command(node.topic("DCMD", "Pump 7"))
+    assert [(m.name, m.datatype, m.boolean_value) for m in written.metrics] == [("Outputs/Run", DataType.Boolean,
+                                                                                 True)]
+    wait_until(lambda: Command.objects.get(pk=command.id).status == "sent", what="the command sent")
+    node.publish("DDATA", node.node.next([{"alias": 11, "value": True}]), device="Pump 7")  # the write applied
+    wait_until(lambda: Command.objects.get(pk=command.id).status == "succeeded", what="the write confirmed")
+    assert Command.objects.get(pk=command.id).result == {"confirmed": {"Outputs.Run": True}}
+
+    node.die()  # the broker publishes its will: the NDEATH with the NBIRTH's bdSeq
+    online(node_id, False)
+    online(pump, False)
+
+
+def test_data_before_a_birth_asks_for_a_rebirth(edge):
+    node, node_id, _pump = edge
+    node.node.seq = 41  # the gateway came up while the node was mid-session
+    node.publish("NDATA", node.node.next([{"alias": 1, "value": 5}]))
+    node.wait_command(node.topic("NCMD"), match=rebirth)
+    assert not Telemetry.objects.filter(device_id=node_id).exists()
