@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
 
 from api.rest import errors
@@ -17,6 +18,7 @@ from core.errors import DeviceUnknown, NotAuthorized, PayloadInvalid
 from core.ids import DEVICE_ID_RE, METRIC_RE
 from core.payloads import storable_text
 from core.times import format_ts, parse_ts
+from devices.aggregates import bucket_for, telemetry_aggregate
 from devices.selectors import device_state, devices_page, devices_visible_to, telemetry_history
 from devices.services.devices import device_register, device_rotate_secret
 
@@ -82,6 +84,43 @@ class HistoryQuery(Schema):
     after: str | None = Field(None, description="exclusive lower bound, for paging (see `next`)")
     metric: str | None = Field(None, description="only samples that carry this metric, and only its value")
     limit: int = Field(1000, ge=1, le=MAX_HISTORY)
+
+
+MAX_BUCKETS = 10_000
+
+
+class AggregateQuery(Schema):
+    metric: str = Field(..., description="the numeric metric; samples where it is not a number are left out")
+    since: str | None = Field(None, description="inclusive, rounded down to a bucket; default: 24 h before `until`. "
+                                                "ISO-8601 with offset, or epoch s (below 10^10) or ms")
+    until: str | None = Field(None, description="exclusive, rounded up to a bucket; default: now")
+    bucket: int | None = Field(None, ge=1, le=366 * 86400,
+                               description="bucket size in seconds, counted from the epoch (days: UTC midnight)")
+    points: int | None = Field(None, ge=1, le=MAX_BUCKETS,
+                               description="without `bucket`: the smallest round bucket giving at most this many "
+                                           "buckets (default 600)")
+
+
+class AggregateBucket(Schema):
+    ts: str = Field(..., description="the bucket's start")
+    min: float
+    max: float
+    avg: float
+    count: int
+    first: float
+    first_ts: str
+    last: float
+    last_ts: str
+
+
+class AggregatePage(Schema):
+    device: str
+    metric: str
+    since: str = Field(..., description="the range actually covered, widened to whole buckets")
+    until: str
+    bucket: int = Field(..., description="seconds")
+    tier: str = Field(..., description="what was read: `raw`, `minute` or `hour` (the coarsest that fits the bucket)")
+    items: list[AggregateBucket] = Field(..., description="the buckets holding samples, oldest first")
 
 
 class DeviceListQuery(Schema):
@@ -184,3 +223,28 @@ def device_telemetry(request: HttpRequest, device_id: str, q: Query[HistoryQuery
         params = {k: v for k, v in q.dict().items() if v is not None and k != "after"}
         next_url = f"{request.path}?{urlencode({**params, 'after': items[-1]['ts']})}"
     return {"device": device_id, "items": items, "next": next_url}
+
+
+@router.get("/devices/{device_id}/telemetry/aggregate", response={200: AggregatePage, **errors(400, 401, 404)},
+            summary="One numeric metric in buckets: min, max, avg, count, first, last (docs/history.md)")
+def device_telemetry_aggregate(request: HttpRequest, device_id: str, q: Query[AggregateQuery]):
+    """Reads per-hour or per-minute rollups when the bucket is a multiple of them, raw samples otherwise."""
+    _visible(request, device_id)
+    if not METRIC_RE.fullmatch(q.metric):
+        raise PayloadInvalid("bad_request", "metric is not a valid metric name")
+    until = _time("until", q.until) or timezone.now()
+    since = _time("since", q.since) or until - timedelta(days=1)
+    if since >= until:
+        raise PayloadInvalid("bad_request", "since must be before until")
+    bucket = q.bucket or bucket_for(until - since, q.points or 600)
+    if (until - since).total_seconds() / bucket > MAX_BUCKETS:
+        raise PayloadInvalid("bad_request", f"more than {MAX_BUCKETS} buckets: widen the bucket or narrow the range")
+    try:
+        result = telemetry_aggregate(device_id=device_id, metric=q.metric, since=since, until=until, bucket=bucket)
+    except OverflowError:  # widened to whole buckets past the year 9999
+        raise PayloadInvalid("bad_request", "the range is too close to the year 9999") from None
+    return {"device": device_id, "metric": q.metric, "since": format_ts(result.since), "until": format_ts(result.until),
+            "bucket": result.bucket, "tier": result.tier,
+            "items": [{"ts": format_ts(b.start), "min": b.min, "max": b.max, "avg": b.avg, "count": b.count,
+                       "first": b.first, "first_ts": format_ts(b.first_ts), "last": b.last,
+                       "last_ts": format_ts(b.last_ts)} for b in result.buckets]}

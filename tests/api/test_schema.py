@@ -166,6 +166,13 @@ CASES: dict[tuple[str, str], dict[int, Case]] = {
         401: lambda w: api("GET", f"/api/devices/{w.mine}/telemetry"),
         404: lambda w: api("GET", f"/api/devices/{w.hidden}/telemetry", token=w.alice),
     },
+    ("get", "/api/devices/{device_id}/telemetry/aggregate"): {
+        200: lambda w: api("GET", f"/api/devices/{w.mine}/telemetry/aggregate?metric=x", token=w.alice),
+        400: lambda w: api("GET", f"/api/devices/{w.mine}/telemetry/aggregate?metric=x&bucket=1&since=0",
+                           token=w.alice),
+        401: lambda w: api("GET", f"/api/devices/{w.mine}/telemetry/aggregate?metric=x"),
+        404: lambda w: api("GET", f"/api/devices/{w.hidden}/telemetry/aggregate?metric=x", token=w.alice),
+    },
     ("post", "/api/ingest/{device_id}/telemetry"): {
         200: lambda w: api("POST", f"/api/ingest/{w.mine}/telemetry", body={"x": 1},
                            headers=device_auth(w.mine, w.secret)),
