@@ -17,9 +17,9 @@ from api.rest import errors
 from core.errors import CommandUnknown, DeviceUnknown, NotAuthorized
 from core.wire import DEFAULT_EXPIRES_IN, DEFAULT_TIMEOUT
 from devices.models import Command
-from devices.notify import command_announce
+from devices.notify import command_announce, commands_announce
 from devices.selectors import command_get, command_state
-from devices.services.commands import command_cancel, command_issue
+from devices.services.commands import command_cancel, command_issue, command_issue_many
 
 router = Router(tags=["commands"])
 
@@ -32,6 +32,26 @@ class CommandIn(Schema):
     oneway: bool = Field(False, description="expect no response: the command ends at `sent`")
     idempotency_key: str | None = Field(None, description="unique per device: issuing it again returns the first")
     ref: str | int | None = Field(None, description="your reference, echoed in `command` frames")
+
+
+# One fleet-wide command names at most this many devices (a 10,000-id body is ~300 KB).
+FLEET_MAX = 10_000
+
+
+class FleetCommandIn(CommandIn):
+    devices: list[str] = Field(..., min_length=1, max_length=FLEET_MAX,
+                               description=f"the devices to command, 1 to {FLEET_MAX}")
+
+
+class FleetCommandRef(Schema):
+    id: str
+    device: str
+    status: str
+
+
+class FleetCommandOut(Schema):
+    commands: list[FleetCommandRef] = Field(..., description="one per device commanded, in the order given")
+    refused: dict[str, str] = Field(..., description="device id → unknown_device or device_disabled")
 
 
 class Transition(Schema):
@@ -82,6 +102,20 @@ def issue(request: HttpRequest, response: HttpResponse, device_id: str, body: Co
     _announce(command)
     response["Location"] = reverse("api:command_detail", kwargs={"command_id": str(command.id)})
     return Status(202, command_state(command))
+
+
+@router.post("/commands", response={202: FleetCommandOut, **errors(400, 401, 403, 413)})
+def issue_fleet(request: HttpRequest, body: FleetCommandIn):
+    """Issue one command to many devices in one request: stored together, published as each device is online.
+
+    Each command then lives its own lifecycle (`GET /api/commands/{id}`); devices the caller may not
+    command are listed in `refused` instead of failing the others.
+    """
+    fields = body.dict()
+    commands, refused = command_issue_many(user=request.user, device_ids=fields.pop("devices"), **fields)
+    async_to_sync(commands_announce)(get_channel_layer(), commands, buckets=settings.IOTGW_PUSH_BUCKETS)
+    return Status(202, {"commands": [{"id": str(c.id), "device": c.device_id, "status": c.status} for c in commands],
+                        "refused": refused})
 
 
 @router.get("/commands/{command_id}", response={200: CommandOut, **errors(401, 404)}, url_name="command_detail")

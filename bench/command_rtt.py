@@ -93,7 +93,7 @@ def _device_online(device_id: str, timeout: float) -> None:
                what="the device online")
 
 
-class _Stack:
+class GatewayProcesses:
     """One Daphne and one bridge started from `env`, with their own MQTT session and share group."""
 
     def __init__(self, env: dict[str, str], logdir: Path) -> None:
@@ -148,7 +148,7 @@ async def measure(
     logdir = logdir or ROOT / "bench" / "results" / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     device_id = await sync_to_async(_seed_device)(token)
-    stack = _Stack(env, logdir) if ws_url is None else None
+    stack = GatewayProcesses(env, logdir) if ws_url is None else None
     socks: list = []
     device = None
     try:

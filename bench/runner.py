@@ -45,7 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dashboard-procs", type=int, default=2, help="processes the dashboards run in")
     p.add_argument("--naive-rates", help="comma-separated offered rates for the naive bridge; empty skips it")
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
-    p.add_argument("--only", help="run only these scenarios (comma-separated: gateway,naive,scaleout,commands,coap)")
+    p.add_argument("--only", help="run only these scenarios "
+                                  "(comma-separated: gateway,naive,scaleout,commands,coap,fleet)")
+    p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
     p.add_argument("--broker", choices=["system", "private"], default="private",
                    help="private (default): start Mosquitto on a free port with compose/mosquitto.conf's limits; "
                         "system: the running broker at --mqtt-url, as configured")
@@ -65,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, d[name])
     args.scaleout = d["scaleout"] and not args.no_scaleout
-    args.only = set(args.only.split(",")) if args.only else {"gateway", "naive", "scaleout", "commands", "coap"}
+    args.only = (set(args.only.split(",")) if args.only
+                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet"})
     return args
 
 
@@ -423,6 +426,13 @@ class Bench:
             print(coap.summary(phase), flush=True)
         return result
 
+    def fleet(self) -> dict:
+        import asyncio
+
+        from bench import fleet
+
+        return asyncio.run(fleet.measure(env=self.env, token=self.token, logdir=self.logdir, devices=self.args.fleet))
+
     def run(self) -> dict:
         a = self.args
         rates = [(r, 1) for r in a.rates] + ([(a.max_rate, 1)] if a.max_rate else []) + (
@@ -434,6 +444,11 @@ class Bench:
             print("\n== commands: round trip over WebSocket and MQTT (bench/command_rtt.py)", flush=True)
             self.results["commands"] = self.commands()
             print(f"   {self.results['commands']}", flush=True)
+        if "fleet" in a.only:
+            print(f"\n== fleet: one command to {a.fleet} devices, against one request per device (bench/fleet.py)",
+                  flush=True)
+            self.results["fleet"] = self.fleet()
+            print(f"   {self.results['fleet']}", flush=True)
         if "gateway" in a.only:
             self.results["scenarios"]["gateway"] = self.scenario("gateway", webs=1, bridges=1, naive=False,
                                                                  rates=rates)

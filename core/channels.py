@@ -36,6 +36,11 @@ def command_nudge(*, device_id: str, command_id: str) -> dict[str, Any]:
     return {"type": NUDGE_TYPE, "device": device_id, "id": command_id}
 
 
+def sweep_nudge() -> dict[str, Any]:
+    """The message that tells a bridge to look for every queued command now (a fleet-wide command)."""
+    return {"type": NUDGE_TYPE}
+
+
 # Every dashboard socket joins the groups below, so that revoking a token, logging out
 # or disabling a user can end it. The layer is lossy: the socket also re-checks its
 # credentials every IOTGW_WS_RECHECK_SECONDS, so a lost message only delays the close.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -33,8 +34,8 @@ from devices.services.commands import (
     command_claim,
     command_expire_due,
     command_lease_renew,
-    command_mark_sent,
-    command_resolve,
+    command_mark_sent_many,
+    command_resolve_many,
     command_time_out_due,
 )
 from devices.stats import IngestStats
@@ -42,13 +43,6 @@ from devices.stats import IngestStats
 logger = logging.getLogger("iotgw.bridge")
 
 T = TypeVar("T")
-
-
-def _resolve_all(responses: list[tuple[str, CommandResponse]]) -> list[tuple[Command | None, str | None]]:
-    return [
-        command_resolve(device_id=device_id, command_id=r.command_id, ok=r.ok, result=r.result, error=r.error)
-        for device_id, r in responses
-    ]
 
 
 class CommandDispatcher:
@@ -80,9 +74,12 @@ class CommandDispatcher:
         self._inflight: set[uuid.UUID] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._claim = in_db_thread(command_claim)
-        self._mark_sent = in_db_thread(command_mark_sent)
+        # Deliveries finished while a `sent` write is in flight wait for the next one: one write for all of them.
+        self._sent_waiting: dict[uuid.UUID, asyncio.Future[Command | None]] = {}
+        self._sent_writer: asyncio.Task[None] | None = None
+        self._mark_sent = in_db_thread(command_mark_sent_many)
         self._renew = in_db_thread(command_lease_renew)
-        self._resolve = in_db_thread(_resolve_all)
+        self._resolve = in_db_thread(command_resolve_many)
         self._time_out = in_db_thread(command_time_out_due)
         self._expire = in_db_thread(command_expire_due)
 
@@ -168,7 +165,7 @@ class CommandDispatcher:
             # connection drops before the PUBACK), the command stays queued under our lease, and the
             # sweep after the reconnect delivers it again.
             await self._outlet.deliver(outbound)
-            sent = await self._retrying(lambda: self._mark_sent(command_id=command.id))
+            sent = await self._record_sent(command.id)
         except DeliveryFailed as exc:
             logger.warning("command %s not delivered (%s); the next sweep retries it", command.id, exc)
             return
@@ -177,6 +174,32 @@ class CommandDispatcher:
         self._stats.counts["commands_sent"] += 1
         if sent is not None:
             await self._push([sent])
+
+    async def _record_sent(self, command_id: uuid.UUID) -> Command | None:
+        """`sent` in the next group write (a fleet-wide command: a few transactions, not one per device)."""
+        waiting: asyncio.Future[Command | None] = asyncio.get_running_loop().create_future()
+        self._sent_waiting[command_id] = waiting
+        if self._sent_writer is None:
+            self._sent_writer = asyncio.ensure_future(self._write_sent())
+        return await waiting
+
+    async def _write_sent(self) -> None:
+        try:
+            while self._sent_waiting:
+                batch, self._sent_waiting = self._sent_waiting, {}
+                ids = list(batch)
+                try:
+                    sent = await self._retrying(functools.partial(self._mark_sent, command_ids=ids))
+                except Exception as exc:
+                    for future in batch.values():
+                        if not future.done():  # its delivery may have been cancelled meanwhile
+                            future.set_exception(exc)
+                    continue
+                for command_id, future in batch.items():
+                    if not future.done():
+                        future.set_result(sent.get(command_id))
+        finally:
+            self._sent_writer = None
 
     async def _housekeep(self) -> None:
         """Renew leases of deliveries in flight, then time out and expire what is due."""

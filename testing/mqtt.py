@@ -194,3 +194,39 @@ class Responder:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class FleetResponder:
+    """One paho connection speaking for many devices (a fleet on an anonymous test broker): each says
+    `online`, and every command to any of them is answered `ok` at once."""
+
+    def __init__(self, url: str, device_ids: list[str]) -> None:
+        config = BrokerConfig.from_url(url)
+        self.device_ids = list(device_ids)
+        self.answered: set[str] = set()
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fleet-{uuid.uuid4().hex[:6]}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_a: self.subscribed.set()
+        self.client.connect(config.host, config.port)
+        self.client.loop_start()
+        self.client.subscribe("devices/+/commands", qos=1)
+        assert self.subscribed.wait(10), "the fleet could not subscribe to its commands"
+        for device_id in self.device_ids:
+            self.client.publish(f"devices/{device_id}/status", b"online", qos=1)
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        device_id = msg.topic.split("/")[1]
+        command = json.loads(msg.payload)
+        client.publish(f"devices/{device_id}/commands/response",
+                       json.dumps({"id": command["id"], "status": "ok", "result": None}).encode(), qos=1)
+        with self._cond:
+            self.answered.add(command["id"])
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
@@ -14,7 +14,7 @@ from django.utils import timezone
 from core.errors import Conflict, DeviceDisabled, DeviceUnknown
 from core.ids import DEVICE_ID_RE
 from core.times import format_ts
-from core.wire import command_fields
+from core.wire import CommandResponse, command_fields
 from devices.models import Command
 
 COMMAND_FINAL = frozenset({Command.SUCCEEDED, Command.FAILED, Command.TIMED_OUT, Command.EXPIRED, Command.CANCELLED})
@@ -66,13 +66,7 @@ def command_issue(
     key = fields["idempotency_key"]
     if key is not None and (first := Command.objects.filter(device_id=device_id, idempotency_key=key).first()):
         return first
-    now = timezone.now()
-    command = Command(
-        id=uuid.uuid4(), device_id=device_id, issued_by=user, name=fields["name"], params=fields["params"],
-        oneway=fields["oneway"], timeout=fields["timeout"], idempotency_key=key, ref=fields["ref"],
-        status=Command.QUEUED, created_at=now, updated_at=now, expires_at=now + timedelta(seconds=fields["expires_in"]),
-        history=[{"status": Command.QUEUED, "at": format_ts(now)}],
-    )
+    command = _queued(user, device_id, fields, timezone.now())
     try:
         with transaction.atomic():
             command.save(force_insert=True)
@@ -83,6 +77,62 @@ def command_issue(
             raise
         return first
     return command
+
+
+def command_issue_many(
+    *,
+    user: User,
+    device_ids: Sequence[str],
+    name: str,
+    params: dict | None = None,
+    timeout: float | None = None,
+    expires_in: float | None = None,
+    oneway: bool = False,
+    idempotency_key: str | None = None,
+    ref: str | int | None = None,
+) -> tuple[list[Command], dict[str, str]]:
+    """One command per device, stored in one transaction: (the commands, in `device_ids` order; refused ids).
+
+    A refused id maps to its reason: `unknown_device` (missing, malformed or not the user's to
+    see) or `device_disabled`. With an `idempotency_key`, a device that already has a command under
+    that key gets it back unchanged, as command_issue does, so a retried fleet command stores nothing twice.
+    """
+    from devices.selectors import devices_visible_to  # selectors imports this module
+
+    fields = command_fields(name=name, params=params, timeout=timeout, expires_in=expires_in, oneway=oneway,
+                            idempotency_key=idempotency_key, ref=ref)
+    wanted = list(dict.fromkeys(d for d in device_ids if isinstance(d, str) and DEVICE_ID_RE.fullmatch(d)))
+    enabled = dict(devices_visible_to(user).filter(pk__in=wanted).values_list("id", "enabled"))
+    refused = {str(d)[:80]: "unknown_device" for d in device_ids if d not in enabled}
+    refused.update({d: "device_disabled" for d, on in enabled.items() if not on})
+    targets = [d for d in wanted if enabled.get(d)]
+    key = fields["idempotency_key"]
+    for attempt in range(2):
+        existing = ({c.device_id: c for c in Command.objects.filter(device_id__in=targets, idempotency_key=key)}
+                    if key is not None else {})
+        now = timezone.now()
+        new = [_queued(user, device_id, fields, now) for device_id in targets if device_id not in existing]
+        try:
+            with transaction.atomic():
+                Command.objects.bulk_create(new, batch_size=1000)
+        except IntegrityError:
+            if key is None or attempt:
+                raise
+            continue  # another issue with this key stored some first: take theirs, store the rest
+        created = {c.device_id: c for c in new}
+        return [existing.get(d) or created[d] for d in targets], refused
+    raise AssertionError("unreachable")
+
+
+def _queued(user: User, device_id: str, fields: dict, now: datetime) -> Command:
+    """A new `queued` command from checked fields (core.wire.command_fields), not yet saved."""
+    return Command(
+        id=uuid.uuid4(), device_id=device_id, issued_by=user, name=fields["name"], params=fields["params"],
+        oneway=fields["oneway"], timeout=fields["timeout"], idempotency_key=fields["idempotency_key"],
+        ref=fields["ref"], status=Command.QUEUED, created_at=now, updated_at=now,
+        expires_at=now + timedelta(seconds=fields["expires_in"]),
+        history=[{"status": Command.QUEUED, "at": format_ts(now)}],
+    )
 
 
 def command_cancel(*, user: User, command_id: uuid.UUID | str) -> Command:
@@ -148,13 +198,25 @@ def command_lease_renew(*, owner: str, command_ids: Iterable[uuid.UUID], lease: 
 
 def command_mark_sent(*, command_id: uuid.UUID) -> Command | None:
     """`queued` → `sent` once the broker acknowledged the publish; None when it had moved on already."""
+    return command_mark_sent_many(command_ids=[command_id]).get(command_id)
+
+
+# What a transition changes, for bulk_update.
+TRANSITION_FIELDS = ["status", "updated_at", "history", "sent_at", "deadline", "finished_at", "lease_owner",
+                     "lease_until"]
+
+
+def command_mark_sent_many(*, command_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Command]:
+    """`queued` → `sent` for each of these still queued, in one transaction: the dispatcher's group commit."""
+    now = timezone.now()
     with transaction.atomic():
-        command = Command.objects.select_for_update().filter(pk=command_id).first()
-        if command is None or command.status != Command.QUEUED:
-            return None
-        _transition(command, Command.SENT, timezone.now())
-        command.save()
-    return command
+        commands = list(Command.objects.select_for_update().filter(pk__in=list(command_ids), status=Command.QUEUED)
+                        .order_by("pk"))  # one lock order for every batch: two bridges cannot deadlock
+        for command in commands:
+            _transition(command, Command.SENT, now)
+        if commands:
+            Command.objects.bulk_update(commands, TRANSITION_FIELDS)
+    return {command.id: command for command in commands}
 
 
 def command_resolve(
@@ -165,34 +227,75 @@ def command_resolve(
     Without a command id (a firmware that echoes none, docs/profiles.md) it answers the device's oldest
     two-way command that is `sent`; with none such it changes nothing (`response_unmatched`).
     """
+    return command_resolve_many([(device_id, CommandResponse(command_id, ok, result, error))])[0]
+
+
+def command_resolve_many(
+    responses: Sequence[tuple[str, CommandResponse]],
+) -> list[tuple[Command | None, str | None]]:
+    """Apply a batch's responses in order, in one transaction; per response what command_resolve returns.
+
+    Id-less answers of one device take its waiting commands oldest first, one each.
+    """
     now = timezone.now()
-    changed: Command | None = None
+    outcomes: list[tuple[Command | None, str | None]] = []
     with transaction.atomic():
-        if command_id is None:
-            # `sent`, or being delivered (leased): the device may answer before the broker's PUBACK is recorded.
-            waiting = Q(status=Command.SENT) | Q(status=Command.QUEUED, lease_until__isnull=False)
-            command = (Command.objects.select_for_update().filter(waiting, device_id=device_id, oneway=False)
-                       .order_by("created_at", "pk").first())
-            if command is None:
-                return None, "response_unmatched"
-        else:
-            command = Command.objects.select_for_update().filter(pk=command_id).first()
-        # A queued command never leased was never published: the device cannot know its id.
-        if command is None or (command.status == Command.QUEUED and command.lease_until is None):
-            return None, "response_unknown"
-        if command.device_id != device_id:
-            return None, "response_wrong_device"
-        if command.status == Command.QUEUED:
-            # The device answered before the broker's PUBACK was recorded: it was sent.
-            _transition(command, Command.SENT, now)
-            changed = command
-        if command.status == Command.SENT and not command.oneway:
-            _transition(command, Command.SUCCEEDED if ok else Command.FAILED, now)
-            command.result, command.error = result, error
-            changed = command
-        if changed is None:
-            return None, "response_finished"
-        command.save()
+        ids = sorted({r.command_id for _, r in responses if r.command_id is not None})
+        locked = {c.id: c for c in Command.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+        waiting = {device_id: [locked.get(c.id, c) for c in commands]  # one object per row
+                   for device_id, commands in _waiting_oldest_first(
+                       {device_id for device_id, r in responses if r.command_id is None}).items()}
+        changed: dict[uuid.UUID, Command] = {}
+        for device_id, response in responses:
+            if response.command_id is None:
+                command = next((c for c in waiting.get(device_id, ()) if c.status in (Command.QUEUED, Command.SENT)),
+                               None)
+                if command is None:
+                    outcomes.append((None, "response_unmatched"))
+                    continue
+            else:
+                command = locked.get(response.command_id)
+            outcome = _apply(command, device_id, response, now)
+            if outcome[0] is not None:
+                changed[outcome[0].id] = outcome[0]
+            outcomes.append(outcome)
+        if changed:
+            Command.objects.bulk_update(list(changed.values()), [*TRANSITION_FIELDS, "result", "error"])
+    return outcomes
+
+
+def _waiting_oldest_first(device_ids: set[str]) -> dict[str, list[Command]]:
+    """Two-way commands an id-less answer may be for, per device, locked, oldest first."""
+    if not device_ids:
+        return {}
+    # `sent`, or being delivered (leased): the device may answer before the broker's PUBACK is recorded.
+    waiting = Q(status=Command.SENT) | Q(status=Command.QUEUED, lease_until__isnull=False)
+    found: dict[str, list[Command]] = {}
+    for command in (Command.objects.select_for_update().filter(waiting, device_id__in=sorted(device_ids),
+                                                               oneway=False).order_by("created_at", "pk")):
+        found.setdefault(command.device_id, []).append(command)
+    return found
+
+
+def _apply(command: Command | None, device_id: str, response: CommandResponse,
+           now: datetime) -> tuple[Command | None, str | None]:
+    """One response on a locked command (changed in memory); the caller saves what changed."""
+    # A queued command never leased was never published: the device cannot know its id.
+    if command is None or (command.status == Command.QUEUED and command.lease_until is None):
+        return None, "response_unknown"
+    if command.device_id != device_id:
+        return None, "response_wrong_device"
+    changed = False
+    if command.status == Command.QUEUED:
+        # The device answered before the broker's PUBACK was recorded: it was sent.
+        _transition(command, Command.SENT, now)
+        changed = True
+    if command.status == Command.SENT and not command.oneway:
+        _transition(command, Command.SUCCEEDED if response.ok else Command.FAILED, now)
+        command.result, command.error = response.result, response.error
+        changed = True
+    if not changed:
+        return None, "response_finished"
     # A one-way command answered before its PUBACK was recorded is now `sent`; the answer itself is ignored.
     return command, (None if command.status in COMMAND_FINAL else "response_finished")
 

@@ -191,6 +191,14 @@ CASES: dict[tuple[str, str], dict[int, Case]] = {
         404: lambda w: api("POST", f"/api/devices/{w.hidden}/commands", token=w.alice, body={"name": "ping"}),
         413: lambda w: api("POST", f"/api/devices/{w.mine}/commands", token=w.alice, raw=BIG),
     },
+    ("post", "/api/commands"): {
+        202: lambda w: api("POST", "/api/commands", token=w.alice,
+                           body={"name": "ping", "devices": [w.mine, w.hidden]}),
+        400: lambda w: api("POST", "/api/commands", token=w.alice, body={"name": "ping", "devices": []}),
+        401: lambda w: api("POST", "/api/commands", body={"name": "ping", "devices": [w.mine]}),
+        403: lambda w: api("POST", "/api/commands", client=w.session, body={"name": "ping", "devices": [w.mine]}),
+        413: lambda w: api("POST", "/api/commands", token=w.alice, raw=BIG),
+    },
     ("get", "/api/commands/{command_id}"): {
         200: lambda w: api("GET", f"/api/commands/{w.command}", token=w.alice),
         401: lambda w: api("GET", f"/api/commands/{w.command}"),

@@ -162,3 +162,74 @@ def test_a_transport_claims_only_devices_last_heard_on_it(owner, device):
     over_ws = command_issue(user=owner, device_id="on-ws", name="b")
     assert [c.id for c in command_claim(owner="bridge", transports=("mqtt", ""))] == [mqtt_or_new.id]
     assert [c.id for c in command_claim(owner="web", transports=("ws",))] == [over_ws.id]
+
+
+def test_a_fleet_command_is_stored_for_every_device_the_user_may_command(owner, device):
+    from devices.services.commands import command_issue_many
+
+    device_register(device_id="d2", owner=owner)
+    device_register(device_id="off", owner=owner)
+    device_set_enabled(device_id="off", enabled=False)
+    stranger = get_user_model().objects.create_user("stranger")
+    device_register(device_id="theirs", owner=stranger)
+    commands, refused = command_issue_many(user=owner, device_ids=["d2", "d1", "theirs", "off", "nope", "bad id", "d1"],
+                                           name="reboot", params={"delay": 1})
+    assert [c.device_id for c in commands] == ["d2", "d1"]
+    assert all(c.status == Command.QUEUED and c.params == {"delay": 1} for c in commands)
+    # Someone else's device is refused exactly like a missing one.
+    assert refused == {"theirs": "unknown_device", "nope": "unknown_device", "bad id": "unknown_device",
+                       "off": "device_disabled"}
+    assert Command.objects.count() == 2
+
+
+def test_a_retried_fleet_command_with_a_key_stores_nothing_twice(owner, device):
+    from devices.services.commands import command_issue_many
+
+    device_register(device_id="d2", owner=owner)
+    single = command_issue(user=owner, device_id="d1", name="reboot", idempotency_key="k1")
+    first, _ = command_issue_many(user=owner, device_ids=["d1", "d2"], name="reboot", idempotency_key="k1")
+    again, _ = command_issue_many(user=owner, device_ids=["d1", "d2"], name="reboot", idempotency_key="k1")
+    assert first[0].id == single.id and [c.id for c in again] == [c.id for c in first]
+    assert Command.objects.count() == 2
+
+
+def test_sent_is_written_for_many_at_once_and_only_for_queued_ones(owner, device):
+    from devices.services.commands import command_mark_sent_many
+
+    device_register(device_id="d2", owner=owner)
+    a = command_issue(user=owner, device_id="d1", name="a")
+    b = command_issue(user=owner, device_id="d2", name="b")
+    cancelled = command_issue(user=owner, device_id="d1", name="c")
+    command_cancel(user=owner, command_id=cancelled.id)
+    sent = command_mark_sent_many(command_ids=[a.id, b.id, cancelled.id, uuid.uuid4()])
+    assert set(sent) == {a.id, b.id} and statuses(a) == statuses(b) == ["queued", "sent"]
+    assert statuses(cancelled) == ["queued", "cancelled"]
+    assert command_mark_sent_many(command_ids=[a.id]) == {}, "sent once"
+
+
+def test_a_batch_of_responses_is_applied_in_order_as_one_at_a_time_would(owner, device):
+    from core.wire import CommandResponse
+    from devices.services.commands import command_resolve_many
+
+    device_register(device_id="d2", owner=owner)
+    Device.objects.filter(pk="d2").update(online=True)
+    a = command_issue(user=owner, device_id="d1", name="a")
+    b = command_issue(user=owner, device_id="d2", name="b")
+    never_sent = command_issue(user=owner, device_id="d1", name="c")
+    claimed = {c.id for c in command_claim(owner="bridge-1", device_ids=["d1", "d2"])}
+    assert {a.id, b.id} <= claimed
+    Command.objects.filter(pk=never_sent.id).update(lease_until=None)
+    outcomes = command_resolve_many([
+        ("d1", CommandResponse(a.id, True, {"x": 1}, "")),
+        ("d1", CommandResponse(a.id, False, None, "late")),  # the same command again in the batch
+        ("d1", CommandResponse(b.id, True, None, "")),  # b is d2's
+        ("d2", CommandResponse(b.id, False, None, "no")),
+        ("d1", CommandResponse(never_sent.id, True, None, "")),
+        ("d1", CommandResponse(uuid.uuid4(), True, None, "")),
+    ])
+    assert [reason for _, reason in outcomes] == [None, "response_finished", "response_wrong_device", None,
+                                                  "response_unknown", "response_unknown"]
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert (a.status, a.result) == ("succeeded", {"x": 1}) and (b.status, b.error) == ("failed", "no")
+    assert statuses(a) == ["queued", "sent", "succeeded"], "answered before its PUBACK was recorded: sent, then done"
