@@ -233,3 +233,20 @@ def test_a_batch_of_responses_is_applied_in_order_as_one_at_a_time_would(owner, 
     b.refresh_from_db()
     assert (a.status, a.result) == ("succeeded", {"x": 1}) and (b.status, b.error) == ("failed", "no")
     assert statuses(a) == ["queued", "sent", "succeeded"], "answered before its PUBACK was recorded: sent, then done"
+
+
+def test_answers_without_ids_in_one_batch_take_the_devices_waiting_commands_oldest_first(owner, device):
+    from core.wire import CommandResponse
+    from devices.services.commands import command_resolve_many
+
+    first = command_issue(user=owner, device_id="d1", name="a")
+    second = command_issue(user=owner, device_id="d1", name="b")
+    command_claim(owner="bridge-1", device_ids=["d1"])
+    command_mark_sent(command_id=first.id)
+    outcomes = command_resolve_many([("d1", CommandResponse(None, True, "A", "")),
+                                     ("d1", CommandResponse(None, False, None, "B")),
+                                     ("d1", CommandResponse(None, True, None, ""))])
+    assert [reason for _, reason in outcomes] == [None, None, "response_unmatched"]
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.result, second.status, second.error) == ("succeeded", "A", "failed", "B")
