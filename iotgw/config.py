@@ -93,6 +93,7 @@ def notify_options() -> dict[str, Any]:
         "retry_most": settings.IOTGW_NOTIFY_RETRY_MOST,
         "from_email": settings.DEFAULT_FROM_EMAIL or "",
         "allowed_hosts": settings.IOTGW_NOTIFY_HOSTS,
+        "keep_days": settings.IOTGW_NOTIFY_KEEP_DAYS,
     }
 
 

@@ -293,6 +293,8 @@ IOTGW_NOTIFY_LEASE = env.number("IOTGW_NOTIFY_LEASE", 60.0)
 IOTGW_NOTIFY_MAX_ATTEMPTS = int(env.number("IOTGW_NOTIFY_MAX_ATTEMPTS", 12))
 IOTGW_NOTIFY_RETRY_FIRST = env.number("IOTGW_NOTIFY_RETRY_FIRST", 10.0)
 IOTGW_NOTIFY_RETRY_MOST = env.number("IOTGW_NOTIFY_RETRY_MOST", 600.0)
+# Days an event, its deliveries and their tries are kept (a pending one, or one an open alarm still needs, stays).
+IOTGW_NOTIFY_KEEP_DAYS = env.number("IOTGW_NOTIFY_KEEP_DAYS", 30.0)
 # How often a sender looks for due deliveries and reminders, and how many sends it runs at once.
 IOTGW_NOTIFY_INTERVAL = env.number("IOTGW_NOTIFY_INTERVAL", 1.0)
 IOTGW_NOTIFY_CONCURRENCY = int(env.number("IOTGW_NOTIFY_CONCURRENCY", 4))

@@ -21,7 +21,9 @@ from django.db import DatabaseError, InterfaceError
 
 from devices.dbthread import in_db_thread
 from notify.kinds import send
-from notify.services import Claimed, delivery_claim, delivery_finish, reminders_sweep
+from notify.services import Claimed, delivery_claim, delivery_finish, outbox_prune, reminders_sweep
+
+PRUNE_EVERY = 60.0  # seconds between prunes of old events: a small delete, not worth doing every round
 
 logger = logging.getLogger("iotgw.notify")
 
@@ -36,7 +38,7 @@ class Sender:
 
     def __init__(self, *, owner: str | None = None, interval: float = 1.0, lease: float = 60.0, timeout: float = 10.0,
                  concurrency: int = 4, max_attempts: int = 12, retry_first: float = 10.0, retry_most: float = 600.0,
-                 from_email: str = "", allowed_hosts: Sequence[str] = ()) -> None:
+                 from_email: str = "", allowed_hosts: Sequence[str] = (), keep_days: float = 30.0) -> None:
         if lease <= timeout:
             raise ValueError("the lease must outlast a send (IOTGW_NOTIFY_LEASE > IOTGW_NOTIFY_TIMEOUT)")
         self.owner = owner or sender_id()
@@ -50,6 +52,9 @@ class Sender:
         self._claim = in_db_thread(delivery_claim)
         self._finish = in_db_thread(delivery_finish)
         self._sweep = in_db_thread(reminders_sweep)
+        self._prune = in_db_thread(outbox_prune)
+        self._keep_days = keep_days
+        self._pruned_at = -PRUNE_EVERY
 
     async def run(self) -> None:
         """Claim and send until cancelled; a database outage is logged and waited out."""
@@ -70,6 +75,10 @@ class Sender:
     async def step(self) -> int:
         """One round: the reminder sweep, then as many claims as there are free send slots."""
         await self._sweep()
+        now = asyncio.get_running_loop().time()
+        if now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            await self._prune(keep_days=self._keep_days)
         free = self._slots - len(self._inflight)
         if free <= 0:
             return 0

@@ -211,3 +211,16 @@ def channel_test_send(*, channel: Channel, timeout: float, from_email: str,
                                retry_most=0)
     assert delivery is not None  # nobody else claims a test delivery: it was leased from the start
     return delivery, outcome
+
+
+def outbox_prune(*, keep_days: float, limit: int = 1000, now: datetime | None = None) -> int:
+    """Forget events older than `keep_days` with their deliveries and tries, unless one is still pending or an
+    open alarm's reminders still need it: the outbox and its log stay bounded."""
+    cutoff = (now or timezone.now()) - timedelta(days=keep_days)
+    pending = Delivery.objects.filter(event_id=OuterRef("pk"), status=Delivery.PENDING)
+    needed = KeyState.objects.filter(raised_by_id=OuterRef("pk"), open=True)
+    with transaction.atomic():
+        ids = list(Event.objects.filter(at__lt=cutoff).exclude(Exists(pending)).exclude(Exists(needed))
+                   .values_list("pk", flat=True)[:limit])
+        Event.objects.filter(pk__in=ids).delete()
+    return len(ids)

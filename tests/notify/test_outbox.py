@@ -175,3 +175,21 @@ def test_apprise_reports_an_unreachable_service_as_a_failed_try(receiver, ops):
     drain(finish={"max_attempts": 5, "retry_first": 60, "retry_most": 60})
     delivery = Delivery.objects.get()
     assert delivery.status == "pending" and delivery.attempts == 1 and delivery.error
+
+
+def test_old_notifications_are_pruned_but_not_pending_ones(receiver, ops):
+    from notify.models import Event
+    from notify.services import outbox_prune
+
+    subscribe(webhook(receiver.url), ops)
+    old = timezone.now() - timedelta(days=40)
+    sent, waiting, unmatched = raise_("alarm:1", at=old), raise_("alarm:2", at=old), raise_("x", severity="info",
+                                                                                            at=old)
+    raise_("alarm:1", kind="cleared", at=old)
+    receiver.start()
+    Delivery.objects.filter(event=waiting).update(next_attempt_at=timezone.now() + timedelta(hours=1))
+    drain()
+    assert outbox_prune(keep_days=30) == 3  # the raise and clear of alarm:1 (sent), the event nobody heard
+    assert list(Event.objects.values_list("key", flat=True)) == ["alarm:2"]
+    assert not Delivery.objects.filter(event=sent).exists() and Delivery.objects.filter(event=waiting).exists()
+    assert unmatched.pk not in Event.objects.values_list("pk", flat=True)
