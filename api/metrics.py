@@ -134,10 +134,10 @@ class NotificationCollector:
     def collect(self):
         from django.db import DatabaseError
 
-        from notify.selectors import notification_counts
+        from notify.selectors import notification_counts, senders_live
 
         try:
-            counts = notification_counts()
+            counts, live = notification_counts(), senders_live()
         except DatabaseError:  # /metrics still answers while the database is away
             return
         labels = ["channel_kind"]
@@ -153,7 +153,9 @@ class NotificationCollector:
             failed.add_metric([kind], c.failed)
             retried.add_metric([kind], c.retried)
             pending.add_metric([kind], c.pending)
-        yield from (sent, failed, retried, pending)
+        senders = GaugeMetricFamily("iotgw_notify_senders_live", "Notification senders with a fresh heartbeat")
+        senders.add_metric([], live)
+        yield from (sent, failed, retried, pending, senders)
 
 
 commands_collector = CommandCollector()

@@ -170,3 +170,11 @@ class Counter(models.Model):
     sent = models.BigIntegerField(default=0)
     failed = models.BigIntegerField(default=0)
     retried = models.BigIntegerField(default=0)
+
+
+class SenderHeartbeat(models.Model):
+    """A running sender's pulse, for its health check and /metrics."""
+
+    owner = models.CharField(primary_key=True, max_length=64)
+    host = models.CharField(max_length=64)
+    beat_at = models.DateTimeField()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db.models import Count
+from django.utils import timezone
 
-from notify.models import Channel, Counter, Delivery
+from notify.models import Channel, Counter, Delivery, SenderHeartbeat
 
 
 @dataclass(frozen=True)
@@ -42,3 +44,12 @@ def target_shown(channel: Channel) -> str:
 def channels_all() -> list[Channel]:
     """Every channel, by name."""
     return list(Channel.objects.order_by("name"))
+
+
+SENDER_FRESH = 30.0  # seconds: a sender beats every 5
+
+
+def senders_live(*, host: str | None = None) -> int:
+    """Senders (of this host, or of all) whose heartbeat is fresh."""
+    qs = SenderHeartbeat.objects.filter(beat_at__gte=timezone.now() - timedelta(seconds=SENDER_FRESH))
+    return qs.filter(host=host).count() if host is not None else qs.count()

@@ -21,16 +21,25 @@ from django.db import DatabaseError, InterfaceError
 
 from devices.dbthread import in_db_thread
 from notify.kinds import send
-from notify.services import Claimed, delivery_claim, delivery_finish, outbox_prune, reminders_sweep
+from notify.services import (
+    Claimed,
+    delivery_claim,
+    delivery_finish,
+    outbox_prune,
+    reminders_sweep,
+    sender_heartbeat,
+)
 
 PRUNE_EVERY = 60.0  # seconds between prunes of old events: a small delete, not worth doing every round
+BEAT_EVERY = 5.0  # seconds between heartbeats; `notify --status` calls a sender silent for 30 s dead
+HOST = socket.gethostname()[:64]
 
 logger = logging.getLogger("iotgw.notify")
 
 
 def sender_id() -> str:
     """A lease owner unique to this process."""
-    return f"notify-{socket.gethostname()[:24]}-{os.getpid()}-{secrets.token_hex(3)}"
+    return f"notify-{HOST[:24]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class Sender:
@@ -55,6 +64,8 @@ class Sender:
         self._prune = in_db_thread(outbox_prune)
         self._keep_days = keep_days
         self._pruned_at = -PRUNE_EVERY
+        self._beat = in_db_thread(sender_heartbeat)
+        self._beat_at = -BEAT_EVERY
 
     async def run(self) -> None:
         """Claim and send until cancelled; a database outage is logged and waited out."""
@@ -76,6 +87,9 @@ class Sender:
         """One round: the reminder sweep, then as many claims as there are free send slots."""
         await self._sweep()
         now = asyncio.get_running_loop().time()
+        if now - self._beat_at >= BEAT_EVERY:
+            self._beat_at = now
+            await self._beat(owner=self.owner, host=HOST)
         if now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now
             await self._prune(keep_days=self._keep_days)

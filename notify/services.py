@@ -20,7 +20,18 @@ from core.retry import backoff_delay
 from core.times import format_ts
 from notify.kinds import Message, Outcome, send
 from notify.matching import subscriptions_for
-from notify.models import ALARM_KINDS, RANK, Attempt, Channel, Counter, Delivery, Event, KeyState, Subscription
+from notify.models import (
+    ALARM_KINDS,
+    RANK,
+    Attempt,
+    Channel,
+    Counter,
+    Delivery,
+    Event,
+    KeyState,
+    SenderHeartbeat,
+    Subscription,
+)
 
 TEST_OWNER = "test-send"
 
@@ -224,3 +235,10 @@ def outbox_prune(*, keep_days: float, limit: int = 1000, now: datetime | None = 
                    .values_list("pk", flat=True)[:limit])
         Event.objects.filter(pk__in=ids).delete()
     return len(ids)
+
+
+def sender_heartbeat(*, owner: str, host: str) -> None:
+    """Record that a sender is alive; a sender silent for a day is forgotten."""
+    now = timezone.now()
+    SenderHeartbeat.objects.update_or_create(owner=owner, defaults={"host": host[:64], "beat_at": now})
+    SenderHeartbeat.objects.filter(beat_at__lt=now - timedelta(days=1)).delete()

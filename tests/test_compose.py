@@ -163,3 +163,10 @@ def test_the_broker_also_speaks_mqtt_over_websockets_on_9001_for_browser_devices
     assert lines[lines.index("listener 9001") + 1] == "protocol websockets", "the protocol of the 9001 listener"
     ports = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["mosquitto"]["ports"]
     assert "9001:9001" in ports
+
+
+def test_the_notification_sender_runs_with_a_health_check():
+    notify = load()["services"]["notify"]
+    assert notify["command"][-1] == "notify" and notify["restart"] == "unless-stopped"
+    assert notify["healthcheck"]["test"][-2:] == ["notify", "--status"]
+    assert {"DATABASE_URL"} <= set(notify["environment"])

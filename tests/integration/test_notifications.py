@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import time
 from collections import Counter
 
 import pytest
+from django.test import Client
 
 from notify.models import Attempt, Channel, Delivery, Subscription
 from notify.services import enqueue
@@ -80,6 +82,17 @@ def test_a_receiver_down_for_a_while_gets_every_notification_exactly_once_when_b
         per_key.setdefault(body["event"]["key"], []).append(body["event"]["data"]["n"] if body["event"]["data"]
                                                            else -1)
     assert all(ns == sorted(ns) for ns in per_key.values()), "each alarm's notifications in order"
+
+
+def test_the_status_check_answers_while_a_sender_runs_and_metrics_count_it(processes, sender_env, live_db):
+    def status() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", "notify", "--status"], env=sender_env,
+                              capture_output=True, text=True, timeout=60)
+
+    assert status().returncode == 1
+    start_sender(processes, sender_env)
+    wait_until(lambda: status().returncode == 0, timeout=30, what="the sender's heartbeat")
+    assert "iotgw_notify_senders_live 1.0" in Client().get("/metrics").content.decode()
 
 
 def test_killing_the_sender_mid_send_loses_nothing(processes, sender_env, registry, receiver):
