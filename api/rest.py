@@ -193,7 +193,7 @@ def internal_error(request: HttpRequest, exc: Exception):
     return api.create_response(request, error_body("internal_error", "internal error"), status=500)
 
 
-# Routers are added below, one per concept (devices, ingest, commands, tickets).
+# Routers are added below, one per concept (devices, ingest, commands, tickets, telemetry export and import).
 
 api.add_router("/", "api.devices.router")
 api.add_router("/", "api.profiles.router")
@@ -201,3 +201,4 @@ api.add_router("/", "api.ingest.router")
 api.add_router("/", "api.commands.router")
 api.add_router("/", "api.tickets.router")
 api.add_router("/", "api.notifications.router")
+api.add_router("/", "api.transfer.router")

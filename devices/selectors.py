@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import import_module
@@ -234,3 +234,37 @@ def profiles_snapshot() -> tuple[list[ProfileDef], Directory]:
     members = {device_id: Member(profile=str(profile), gateway=gateway, child=child or None)
                for device_id, profile, gateway, child in rows}
     return profiles, Directory.of(members)
+
+
+def telemetry_samples(
+    *,
+    device_ids: Iterable[str],
+    metrics: Iterable[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    page: int = 5000,
+) -> Iterator[tuple[str, datetime, dict[str, Any]]]:
+    """(device id, ts, data) of the devices' samples in (device, ts) order, only `metrics` when given.
+
+    Read in keyset pages of `page` rows on the (device, ts) index, one query per page: memory stays
+    flat however long the history, and no cursor or transaction stays open between pages (a
+    server-side cursor held across a slow HTTP client would hold its snapshot for as long).
+    """
+    wanted = set(metrics) if metrics else None
+    for device_id in sorted(set(device_ids)):
+        qs = Telemetry.objects.filter(device_id=device_id)
+        if since is not None:
+            qs = qs.filter(ts__gte=since)
+        if until is not None:
+            qs = qs.filter(ts__lt=until)
+        if wanted:
+            qs = qs.filter(data__has_any_keys=sorted(wanted))
+        after: datetime | None = None
+        while True:
+            pages = qs if after is None else qs.filter(ts__gt=after)
+            rows = list(pages.order_by("ts").values_list("ts", "data")[:page])
+            for ts, data in rows:
+                yield device_id, ts, data if wanted is None else {k: v for k, v in data.items() if k in wanted}
+            if len(rows) < page:
+                break
+            after = rows[-1][0]

@@ -55,10 +55,13 @@ def devices_lock(ids: Sequence[str]) -> dict[str, DeviceRow]:
         return {r[0]: DeviceRow(r[0], r[1], r[2], orjson.loads(r[3]), None) for r in cur.fetchall()}
 
 
-def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], received_at: datetime) -> None:
-    """Insert (device id, ts, data) rows and roll them up; one already stored for its (device, ts) is skipped."""
+def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], received_at: datetime) -> int:
+    """Insert (device id, ts, data) rows and roll them up; one already stored for its (device, ts) is skipped.
+
+    How many were new (the rest were stored already).
+    """
     if not rows:
-        return
+        return 0
     if connection.vendor != "postgresql":
         first: dict[tuple[str, datetime], tuple[str, datetime, dict[str, Any]]] = {}
         for row in rows:
@@ -68,11 +71,12 @@ def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], receive
         Telemetry.objects.bulk_create(
             [Telemetry(device_id=d, ts=ts, data=data, received_at=received_at) for d, ts, data in new])
         rollups.rollups_merge_sqlite(new)
-        return
+        return len(new)
     _ensure_partitions(ts for _, ts, _ in rows)
     with connection.cursor() as cur:
         cur.execute(f"{_INSERT_ROLLED_UP} SELECT count(*) FROM ins",
                     [received_at, orjson.dumps([{"d": d, "t": ts, "j": data} for d, ts, data in rows]).decode()])
+        return int(cur.fetchone()[0])
 
 
 # One statement inserts a batch and rolls up exactly the rows it inserted (RETURNING), in both tiers.

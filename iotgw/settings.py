@@ -190,6 +190,9 @@ MQTT_SESSION_EXPIRY = int(env.number("MQTT_SESSION_EXPIRY", 86400))
 MQTT_RECEIVE_MAXIMUM = int(env.number("MQTT_RECEIVE_MAXIMUM", 20000))
 
 IOTGW_MAX_PAYLOAD = int(env.number("IOTGW_MAX_PAYLOAD", 64 * 1024))
+# Largest body of POST /api/telemetry/import, bytes (docs/history-export.md); bigger files go through
+# `manage.py importtelemetry`. The body is spooled to disk by the server, never held in memory whole.
+IOTGW_IMPORT_MAX_BYTES = int(env.number("IOTGW_IMPORT_MAX_BYTES", 256 * 1024 * 1024))
 # Seconds a sample's `ts` may lie ahead of the gateway's clock; later ones are rejected (`ts_in_future`):
 # a device whose clock runs years ahead would otherwise pin `latest` for good.
 IOTGW_MAX_CLOCK_SKEW = env.number("IOTGW_MAX_CLOCK_SKEW", 86400.0)

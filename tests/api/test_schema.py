@@ -35,6 +35,7 @@ class World:
 @pytest.fixture
 def world(settings) -> World:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    settings.IOTGW_IMPORT_MAX_BYTES = 4096
     users = get_user_model().objects
     alice, bob = users.create_user("alice"), users.create_user("bob")
     ops = users.create_user("ops", is_staff=True)
@@ -265,6 +266,18 @@ CASES: dict[tuple[str, str], dict[int, Case]] = {
         409: lambda w: [api("POST", f"/api/devices/{w.mine}/children", token=w.ops, body={"name": "x"})
                         for _ in range(2)][1],
     },
+    ("get", "/api/telemetry/export"): {
+        200: lambda w: api("GET", f"/api/telemetry/export?devices={w.mine}", token=w.alice),
+        400: lambda w: api("GET", "/api/telemetry/export?format=xml", token=w.alice),
+        401: lambda w: api("GET", "/api/telemetry/export"),
+        404: lambda w: api("GET", f"/api/telemetry/export?devices={w.hidden}", token=w.alice),
+    },
+    ("post", "/api/telemetry/import"): {
+        200: lambda w: api("POST", "/api/telemetry/import", token=w.alice, raw=b"device,ts,metric,value\n"),
+        400: lambda w: api("POST", "/api/telemetry/import?format=xml", token=w.alice, raw=b""),
+        401: lambda w: api("POST", "/api/telemetry/import", raw=b""),
+        413: lambda w: api("POST", "/api/telemetry/import", token=w.alice, raw=b"x" * 5000),
+    },
     ("post", "/api/ws-ticket"): {
         200: lambda w: api("POST", "/api/ws-ticket", token=w.alice),
         401: lambda w: api("POST", "/api/ws-ticket"),
@@ -292,6 +305,9 @@ def test_a_declared_status_is_really_answered_in_its_declared_shape(world, schem
     assert sorted(map(int, declared)) == sorted(CASES[operation]), "declared statuses are exactly the real ones"
     reply = CASES[operation][status](world)
     assert reply.status_code == status, reply.content[:300]
+    if reply.streaming:  # an export: its declared media type, not JSON
+        assert reply["Content-Type"].split(";")[0] in declared[str(status)]["content"]
+        return
     body = reply.json()
     if status >= 400:
         assert declared[str(status)]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
