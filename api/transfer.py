@@ -15,13 +15,17 @@ from api.devices import _time
 from api.rest import errors
 from core.errors import DeviceUnknown, PayloadInvalid
 from core.ids import DEVICE_ID_RE, METRIC_RE
+from core.times import MAX_TS_TEXT
 from core.transfer import CONTENT_TYPES, encode, read_rows
 from devices.selectors import device_ids_visible_to, telemetry_samples
 from devices.services.telemetry_import import telemetry_import
 
 router = Router(tags=["telemetry"])
 
-MAX_LIST = 64 * 1024  # characters of `devices` / `metrics`
+# Characters of `devices` and `metrics`: percent-encoded (up to 9 bytes a character), both must fit in the
+# 16 KiB request line Daphne (Twisted) takes, or the connection is dropped without an answer. For more
+# devices, leave `devices` out (all you may see) or use manage.py exporttelemetry.
+MAX_LIST = 800
 
 
 class ExportQuery(Schema):
@@ -29,8 +33,10 @@ class ExportQuery(Schema):
     devices: str | None = Field(None, max_length=MAX_LIST,
                                 description="comma-separated device ids; default: every device you may see")
     metrics: str | None = Field(None, max_length=MAX_LIST, description="comma-separated metrics; default: all")
-    since: str | None = Field(None, description="inclusive; ISO-8601 with offset, or epoch s (below 10^10) or ms")
-    until: str | None = Field(None, description="exclusive; ISO-8601 with offset, or epoch s (below 10^10) or ms")
+    since: str | None = Field(None, max_length=MAX_TS_TEXT,
+                              description="inclusive; ISO-8601 with offset, or epoch s (below 10^10) or ms")
+    until: str | None = Field(None, max_length=MAX_TS_TEXT,
+                              description="exclusive; ISO-8601 with offset, or epoch s (below 10^10) or ms")
 
 
 class ImportQuery(Schema):

@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--naive-rates", help="comma-separated offered rates for the naive bridge; empty skips it")
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
     p.add_argument("--only", help="run only these scenarios "
-                                  "(comma-separated: gateway,naive,scaleout,commands,coap,fleet)")
+                                  "(comma-separated: gateway,naive,scaleout,commands,coap,fleet; "
+                                  "export, which runs only when named: bench/export.py)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
     p.add_argument("--broker", choices=["system", "private"], default="private",
                    help="private (default): start Mosquitto on a free port with compose/mosquitto.conf's limits; "
@@ -465,6 +466,12 @@ class Bench:
             print("\n== commands again, after the telemetry scenarios", flush=True)
             self.results["commands_after_load"] = self.commands()
             print(f"   {self.results['commands_after_load']}", flush=True)
+        if "export" in a.only:
+            from bench import export
+
+            print("\n== export: synthetic history, 30-day aggregate, export memory, re-import (bench/export.py)",
+                  flush=True)
+            self.results["export"] = export.measure(database_url=a.database_url, quick=a.quick, env=self.env)
         self.results["ratios"] = ratios(self.results["scenarios"])
         return self.results
 
