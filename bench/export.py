@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,24 +65,36 @@ def _rows(url: str, device_ids: list[str] | None = None) -> int:
                             [device_ids]).fetchone()[0]
 
 
-def aggregate_ms(url: str, device_id: str, repeats: int = 7) -> dict:
-    """A 30-day, hourly min/max/avg/count/first/last of one metric of one device: the median of warm runs."""
-    import psycopg
+# Timed inside a Django process on the export database: telemetry_aggregate as the API calls it.
+_AGGREGATE = """
+import json, statistics, sys, time
+from datetime import timedelta
+import django
+django.setup()
+from django.utils import timezone
+from devices.aggregates import bucket_for, telemetry_aggregate
+device, repeats = sys.argv[1], int(sys.argv[2])
+until = timezone.now()
+since = until - timedelta(days=30)
+out = {}
+for label, bucket in (("hourly", 3600), ("600_points", bucket_for(until - since, 600))):
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        agg = telemetry_aggregate(device_id=device, metric="temp", since=since, until=until, bucket=bucket)
+        times.append((time.perf_counter() - began) * 1000)
+    out[label] = {"bucket_s": bucket, "tier": agg.tier, "buckets": len(agg.buckets),
+                  "samples": sum(b.count for b in agg.buckets), "median_ms": round(statistics.median(times), 1),
+                  "min_ms": round(min(times), 1)}
+print(json.dumps(out))
+"""
 
-    query = ("SELECT date_trunc('hour', ts) AS bucket, min(v), max(v), avg(v), count(v), "
-             "(array_agg(v ORDER BY ts))[1], (array_agg(v ORDER BY ts DESC))[1] "
-             "FROM (SELECT ts, (data->>'temp')::float8 AS v FROM devices_telemetry "
-             "      WHERE device_id = %s AND ts >= now() - interval '30 days' AND data ? 'temp') AS s "
-             "GROUP BY 1 ORDER BY 1")
-    times, buckets, rows = [], 0, 0
-    with psycopg.connect(url) as conn:
-        for _ in range(repeats):
-            began = time.perf_counter()
-            result = conn.execute(query, [device_id]).fetchall()
-            times.append((time.perf_counter() - began) * 1000)
-            buckets, rows = len(result), sum(r[4] for r in result)
-    return {"device": device_id, "buckets": buckets, "raw_rows": rows, "median_ms": round(statistics.median(times), 1),
-            "min_ms": round(min(times), 1), "source": "raw rows (jsonb), hourly buckets"}
+
+def aggregate_ms(env: dict[str, str], device_id: str, repeats: int = 7) -> dict:
+    """A 30-day aggregate of one metric of one device (warm; the median of `repeats`), per bucket size."""
+    run = subprocess.run([sys.executable, "-c", _AGGREGATE, device_id, str(repeats)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def measure(*, database_url: str, quick: bool = False, env: dict[str, str] | None = None) -> dict:
@@ -107,7 +118,7 @@ def measure(*, database_url: str, quick: bool = False, env: dict[str, str] | Non
         result["generated"] = {"reused": False, "rows": _rows(url), "written": written, "seconds": round(seconds, 1),
                                "rows_per_s": round(written / seconds)}
     print(f"   history: {result['generated']}", flush=True)
-    result["aggregate_30d"] = aggregate_ms(url, f"{PREFIX}0000")
+    result["aggregate_30d"] = aggregate_ms(env, f"{PREFIX}0000")
     print(f"   30-day aggregate: {result['aggregate_30d']}", flush=True)
     result["export"] = _exports(env, url)
     result["reimport"] = _reimport(env, url)

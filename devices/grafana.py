@@ -16,12 +16,17 @@ import re
 from django.db import DatabaseError, connections, transaction
 from psycopg import sql
 
-from devices.models import Device, Telemetry
+from devices.models import Device, RollupHour, RollupMinute, Telemetry
 
 logger = logging.getLogger("iotgw.grafana")
 
 SCHEMA = "grafana"
 ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+def _rollup(table: str) -> str:
+    return ("SELECT device_id, metric, bucket AS ts, min, max, sum / count AS avg, count, first, last "
+            f"FROM {table}")
+
 
 # name -> SELECT; the columns are the contract (docs/grafana.md): add, never rename or drop.
 VIEWS: dict[str, str] = {
@@ -34,7 +39,11 @@ VIEWS: dict[str, str] = {
                  "WHEN 'boolean' THEN CASE WHEN m.value::boolean THEN 1.0 ELSE 0.0 END END AS value, "
                  "CASE WHEN jsonb_typeof(m.value) = 'string' THEN m.value #>> '{}' END AS text "
                  f"FROM {Telemetry._meta.db_table} AS t CROSS JOIN LATERAL jsonb_each(t.data) AS m",
+    # The rollups (docs/history.md): numeric metrics only, one row per device, metric and bucket.
+    "telemetry_minute": _rollup(RollupMinute._meta.db_table),
+    "telemetry_hour": _rollup(RollupHour._meta.db_table),
 }
+TABLES = (Device._meta.db_table, Telemetry._meta.db_table, RollupMinute._meta.db_table, RollupHour._meta.db_table)
 
 
 def views_drop(using: str = "default") -> None:
@@ -53,7 +62,7 @@ def views_create(using: str = "default") -> bool:
     if connection.vendor != "postgresql":
         return False
     tables = set(connection.introspection.table_names())
-    if not {Device._meta.db_table, Telemetry._meta.db_table} <= tables:
+    if not set(TABLES) <= tables:
         return False
     try:
         with transaction.atomic(using=using), connection.cursor() as cur:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
-from devices import telemetry_sql
+from devices import partitions, rollups, telemetry_sql
 from devices.models import Device
 
 # Rows per statement on PostgreSQL (about a second each here): long enough to amortise, short enough to show progress.
@@ -64,23 +64,31 @@ def synth_history(
 def _generate_sql(device_ids: list[str], start: datetime, end: datetime, interval: float) -> int:
     # A daily wave of temperature and humidity (SPEC §4's shape of a sample), each device a phase of its own.
     # The values come from a palette of PALETTE samples built once per statement: building a jsonb
-    # per row cost 4-5 µs here, four times the insert itself.
+    # per row cost 4-5 µs here, four times the insert itself. The rows go in as ingest's do: into
+    # the day's partitions, rolled up in the same statement from exactly the rows inserted.
+    day, days = start.astimezone(UTC).date(), set()
+    while day <= end.astimezone(UTC).date():
+        days.add(day)
+        day += timedelta(days=1)
     with transaction.atomic(), connection.cursor() as cur:
+        for table in (telemetry_sql.TELEMETRY, rollups.MINUTE, rollups.HOUR):
+            partitions.cache.ensure(table, days)
         cur.execute(
             f"WITH p AS (SELECT array_agg(jsonb_build_object("
             "'temp', round((20 + 5 * sin(k * 2 * pi() / {n}) + random())::numeric, 2), "
             "'hum', round((50 + 10 * cos(k * 2 * pi() / {n}))::numeric, 1)) ORDER BY k) AS a "
-            "FROM generate_series(0, {n} - 1) AS k) "
-            f"INSERT INTO {telemetry_sql.TELEMETRY} (device_id, ts, data, received_at) "
+            "FROM generate_series(0, {n} - 1) AS k), "
+            f"ins AS (INSERT INTO {telemetry_sql.TELEMETRY} (device_id, ts, data, received_at) "
             "SELECT d.id, s.ts, p.a[1 + mod(floor(extract(epoch FROM s.ts) * {n} / 86400)::bigint + d.n * 37, {n})], "
             "%s "
             "FROM p, unnest(%s::text[]) WITH ORDINALITY AS d(id, n) "
             "CROSS JOIN generate_series(%s::timestamptz, %s::timestamptz - interval '1 microsecond', "
             "make_interval(secs => %s)) AS s(ts) "
-            "ON CONFLICT DO NOTHING".replace("{n}", str(PALETTE)),
+            "ON CONFLICT DO NOTHING RETURNING device_id, ts, data), ".replace("{n}", str(PALETTE))
+            + rollups.postgresql_ctes("ins") + " SELECT count(*) FROM ins",
             [timezone.now(), device_ids, start, end, interval],
         )
-        return max(int(cur.rowcount), 0)
+        return int(cur.fetchone()[0])
 
 
 def _generate_python(device_ids: list[str], start: datetime, end: datetime, step: timedelta) -> int:

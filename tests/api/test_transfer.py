@@ -155,3 +155,17 @@ def test_the_commands_export_to_a_file_and_import_it_idempotently(alice, tmp_pat
     out = capsys.readouterr().out
     assert "imported: 0" in out and "skipped (already stored): 30" in out
     assert set(Telemetry.objects.filter(device_id="a1").values_list("data", flat=True)[:1][0]) == {"t"}
+
+
+def test_imported_history_is_rolled_up_and_a_reimport_changes_no_rollup(alice):
+    from devices.aggregates import telemetry_aggregate
+
+    def minutes():
+        agg = telemetry_aggregate(device_id="a1", metric="t", since=T0, until=T0 + timedelta(minutes=5), bucket=60)
+        return [(b.count, b.min, b.max, b.first, b.last) for b in agg.buckets]
+
+    assert minutes() == [(6, 0.0, 1.25, 0.0, 1.25), (6, 1.5, 2.75, 1.5, 2.75), (6, 3.0, 4.25, 3.0, 4.25),
+                         (6, 4.5, 5.75, 4.5, 5.75), (6, 6.0, 7.25, 6.0, 7.25)]
+    exported = body(get("/api/telemetry/export?devices=a1&format=ndjson", alice))
+    assert post("/api/telemetry/import", alice, exported).json()["skipped"] == 30
+    assert minutes()[0] == (6, 0.0, 1.25, 0.0, 1.25)

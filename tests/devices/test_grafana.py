@@ -50,11 +50,15 @@ def test_the_role_charts_telemetry_from_the_views(role):
     assert [(r[1], r[3], r[4]) for r in rows] == [("on", 1.0, None), ("state", None, "ok"), ("temp", 21.5, None)]
     assert role.execute("SELECT device_id, name FROM grafana.devices").fetchall() == [("g1", "Boiler")]
     assert role.execute("SELECT count(*) FROM grafana.metrics").fetchone() == (0,)  # latest: only what devices sent
+    hour = role.execute("SELECT metric, ts, min, max, avg, count FROM grafana.telemetry_hour "
+                        "WHERE device_id = 'g1'").fetchall()
+    assert [(r[0], r[2], r[3], r[4], r[5]) for r in hour] == [("temp", 21.5, 21.5, 21.5, 1)]  # numbers only
 
 
 def test_the_role_cannot_write_or_read_secrets_users_or_raw_tables(role):
     device_register(device_id="g2")
-    for table in ("devices_device", "devices_telemetry", "devices_apitoken", "auth_user", "django_session"):
+    for table in ("devices_device", "devices_telemetry", "devices_rolluphour", "devices_apitoken", "auth_user",
+                  "django_session"):
         assert fails(role, f"SELECT * FROM {table} LIMIT 1") == "InsufficientPrivilege", table
     insert = "INSERT INTO devices_telemetry (device_id, ts, data, received_at) VALUES ('g2', now(), '{}', now())"
     assert fails(role, insert) == "ReadOnlySqlTransaction"  # its sessions are read-only by default
@@ -93,5 +97,5 @@ def test_the_example_dashboards_queries_run_as_the_role(role):
     queries += [v["query"] for v in dashboard["templating"]["list"]]
     answers = [role.execute(grafana_macros(q, devices=["g3"], metric="temp")).fetchall() for q in queries]
     assert answers[0] == [(1767225600, "g3", 25.0)]  # one minute bucket: the average of 0..50
-    assert answers[1] == [(1767225600, 0.0, 50.0)]
+    assert answers[1] == [(1767225600, 0.0, 50.0, 25.0)]  # the hour's rollup
     assert [r[0] for r in answers[2]] == ["g3"] and ("g3",) in answers[3]

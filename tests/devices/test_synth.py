@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 
+from devices.aggregates import telemetry_aggregate
 from devices.models import Device, Telemetry
 from devices.selectors import device_secret_ok
 from devices.services.synth import synth_devices, synth_history
@@ -24,6 +25,18 @@ def test_each_device_gets_a_sample_every_interval_and_a_second_run_adds_none():
     assert times == [T0 + timedelta(minutes=m) for m in range(60)]
     data = Telemetry.objects.filter(device_id="s-0002").first().data
     assert set(data) == {"temp", "hum"} and 14 <= data["temp"] <= 26 and 40 <= data["hum"] <= 60
+
+
+def test_the_synthetic_history_is_rolled_up_as_ingest_would():
+    ids = synth_devices(prefix="s-", count=2)
+    synth_history(device_ids=ids, start=T0, end=T0 + timedelta(hours=2), interval=30)
+    synth_history(device_ids=ids, start=T0, end=T0 + timedelta(hours=2), interval=30)  # counted once
+    temps = [d["temp"] for d in Telemetry.objects.filter(device_id="s-0001").values_list("data", flat=True)]
+    hours = telemetry_aggregate(device_id="s-0001", metric="temp", since=T0, until=T0 + timedelta(hours=2),
+                                bucket=3600)
+    assert hours.tier == "hour" and [b.count for b in hours.buckets] == [120, 120]
+    assert min(b.min for b in hours.buckets) == min(temps) and max(b.max for b in hours.buckets) == max(temps)
+    assert sum(b.avg * b.count for b in hours.buckets) == pytest.approx(sum(temps))
 
 
 def test_synthetic_devices_cannot_connect():
