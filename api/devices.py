@@ -15,7 +15,7 @@ from ninja import Field, Query, Router, Schema, Status
 
 from api.rest import errors
 from core.errors import DeviceUnknown, NotAuthorized, PayloadInvalid
-from core.ids import DEVICE_ID_RE, METRIC_RE
+from core.ids import DEVICE_ID_PATTERN, DEVICE_ID_RE, METRIC_RE
 from core.payloads import storable_text
 from core.times import format_ts, parse_ts
 from devices.aggregates import bucket_for, telemetry_aggregate
@@ -125,8 +125,9 @@ class AggregatePage(Schema):
 
 class DeviceListQuery(Schema):
     limit: int = Field(1000, ge=1, le=MAX_DEVICES_PAGE, description="devices per page")
-    after: str | None = Field(None, max_length=64, description="exclusive: the last id of the previous page "
-                                                             "(see the `Link` header)")
+    # A device id: the Link header only ever names one, and anything else (a NUL) could reach the database.
+    after: str | None = Field(None, max_length=64, pattern=DEVICE_ID_PATTERN,
+                              description="exclusive: the last id of the previous page (see the `Link` header)")
 
 
 def _out(device) -> dict[str, Any]:

@@ -73,6 +73,8 @@ def test_the_device_list_pages_by_id(client, token):
     last = client.get("/api/devices?limit=2&after=d1", **auth(token))
     assert [d["id"] for d in last.json()] == ["d2"] and "Link" not in last
     assert [d["id"] for d in client.get("/api/devices", **auth(token)).json()] == ["d0", "d1", "d2"]
+    # Not an id (a NUL, which PostgreSQL refuses, was a 500): a 400 like any bad parameter.
+    assert client.get("/api/devices?after=%C2%94%00e", **auth(token)).status_code == 400
 
 
 def test_created_devices_have_a_location(client):
