@@ -22,6 +22,7 @@ from core.broker import BrokerConfig, subscriptions
 from core.profiles import Limits
 from core.push import Layer
 from core.router import ProfileRouter
+from core.sparkplug.host import PrimaryHost
 from core.transport import Sink
 from devices.dbthread import in_db_thread
 from devices.dispatch import CommandDispatcher
@@ -83,6 +84,7 @@ class Bridge:
         intake: Intake | None = None,
         sink: Sink | None = None,
         profile_refresh: float = 2.0,
+        sparkplug_host_id: str = "",
     ) -> None:
         self.broker = broker
         self._share_group = share_group
@@ -104,6 +106,7 @@ class Bridge:
             subscriptions=subscriptions(broker, share_group) if subscribe is None else subscribe,
             session_expiry=session_expiry, receive_maximum=receive_maximum,
             max_packet_size=max_payload + PACKET_HEADROOM,
+            host=PrimaryHost(sparkplug_host_id) if sparkplug_host_id else None,
         )
         # Devices last seen on MQTT (or over HTTP ingest, which has no way down of its own), or not seen yet;
         # one heard on a transport with its own way down (ws, coap) gets its commands there.

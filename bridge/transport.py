@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from bridge.mqtt.client import PACKET_HEADROOM, MqttClient
-from bridge.mqtt.codec import Raw
+from bridge.mqtt.codec import Raw, Will
 from core.broker import BrokerConfig
 from core.dialect import CommandMessage, command_message
 from core.errors import DeliveryFailed
+from core.sparkplug.host import PrimaryHost
 from core.transport import Decoder, Outbound, Sink
 from devices.stats import IngestStats
 
@@ -43,8 +46,10 @@ class MqttTransport:
                  subscriptions: list[tuple[str, int]], session_expiry: int = 0, receive_maximum: int = 0,
                  keepalive: int = 30, max_packet_size: int = 64 * 1024 + PACKET_HEADROOM,
                  qos0_backlog: int = QOS0_BACKLOG,
-                 encode: Callable[[Outbound], CommandMessage] = command_message) -> None:
+                 encode: Callable[[Outbound], CommandMessage] = command_message,
+                 host: PrimaryHost | None = None) -> None:
         self.broker = broker
+        self._host = host  # the Sparkplug primary host's STATE, when IOTGW_SPARKPLUG_HOST_ID is set
         self._encode = encode  # the device's dialect for commands (core/router.py: its profile's)
         self._replying: set[asyncio.Task[None]] = set()
         self._sink = sink
@@ -57,7 +62,7 @@ class MqttTransport:
         # v5: clean_start=0 and the session expiry keep the session across restarts (v3.1.1: clean_session=0).
         self._client = MqttClient(broker, client_id=client_id, on_messages=self._received, subscriptions=subscriptions,
                                   keepalive=keepalive, session_expiry=session_expiry, receive_maximum=receive_maximum,
-                                  max_packet_size=max_packet_size)
+                                  max_packet_size=max_packet_size, will=self._will if host else None)
         # The client takes its connection callbacks as attributes, not keywords (bridge/mqtt/client.py is kept
         # as it is here); this is the one place they are set.
         self._client.on_connect = self._connected
@@ -70,7 +75,13 @@ class MqttTransport:
         self._client.start()
 
     async def stop(self) -> None:
-        """Disconnect cleanly; the session stays on the broker."""
+        """Disconnect cleanly (the Sparkplug host says offline first: a DISCONNECT discards the will)."""
+        if self._host is not None and self.connected:
+            try:
+                async with asyncio.timeout(2):
+                    await self._client.publish(self._host.topic, self._host.last_death(), qos=1, retain=True)
+            except (ConnectionError, TimeoutError) as exc:
+                logger.warning("Sparkplug STATE death not published before disconnecting: %s", exc)
         await self._client.stop()
         self._up.clear()
         self._down.set()
@@ -102,6 +113,25 @@ class MqttTransport:
         self._down.clear()
         self._up.set()
         logger.info("bridge connected (session present: %s)", session_present)
+        if self._host is not None:
+            self._spawn(self._publish_birth())
+
+    def _will(self) -> Will:
+        """Before each CONNECT: the Sparkplug host's death, with this connection's timestamp."""
+        assert self._host is not None
+        return Will(self._host.topic, self._host.death(datetime.now(UTC)), qos=1, retain=True)
+
+    async def _publish_birth(self) -> None:
+        assert self._host is not None
+        try:
+            await self._client.publish(self._host.topic, self._host.birth(), qos=1, retain=True)
+        except ConnectionError as exc:  # the next connection publishes its own
+            logger.warning("Sparkplug STATE birth not published: %s", exc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._replying.add(task)
+        task.add_done_callback(self._replying.discard)
 
     def _disconnected(self, why: str) -> None:
         self._up.clear()
@@ -125,9 +155,7 @@ class MqttTransport:
         drain = getattr(self.decoder, "replies", None)
         if drain is not None:
             for topic, payload, qos in drain():
-                task = asyncio.ensure_future(self._reply(topic, payload, qos))
-                self._replying.add(task)
-                task.add_done_callback(self._replying.discard)
+                self._spawn(self._reply(topic, payload, qos))
 
     async def _reply(self, topic: str, payload: bytes, qos: int) -> None:
         try:

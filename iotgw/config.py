@@ -32,6 +32,7 @@ def bridge_options() -> dict[str, Any]:
         "heartbeat_seconds": settings.IOTGW_HEARTBEAT_SECONDS,
         "offline_after": settings.IOTGW_OFFLINE_AFTER,
         "profile_refresh": settings.IOTGW_PROFILE_REFRESH,
+        "sparkplug_host_id": settings.IOTGW_SPARKPLUG_HOST_ID,
         "retention": Retention(**retention()),
         "maintenance_seconds": settings.IOTGW_MAINTENANCE_SECONDS,
     }

@@ -218,6 +218,8 @@ IOTGW_HEARTBEAT_SECONDS = env.number("IOTGW_HEARTBEAT_SECONDS", 2.0)
 # Seconds between a bridge's re-reads of the device profiles and which device is on which (docs/profiles.md):
 # one small query; a changed profile or a device moved to another takes effect within this.
 IOTGW_PROFILE_REFRESH = env.number("IOTGW_PROFILE_REFRESH", 2.0)
+# The bridge as a Sparkplug 3.0 primary host (docs/profiles/sparkplug-b.md): its retained spBv1.0/STATE/<id>.
+IOTGW_SPARKPLUG_HOST_ID = env.text("IOTGW_SPARKPLUG_HOST_ID", "") or ""
 # Seconds without a message after which a device is marked offline (per device: Device.offline_after;
 # 0: never). A device that never says `offline` — HTTP-only, or behind a half-open TCP link the broker
 # has not noticed — would otherwise stay online forever, and its commands would go `sent` and time out

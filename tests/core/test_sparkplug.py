@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from core.errors import PayloadInvalid
+from core.errors import ConfigMissing, PayloadInvalid
 from core.ids import child_device_id
 from core.sparkplug.commands import state_payload
 from core.sparkplug.decoder import SparkplugDecoder, node_device_id
+from core.sparkplug.host import PrimaryHost
 from core.sparkplug.sparkplug_b_pb2 import DataType, Payload
 from core.sparkplug.topic import parse_topic
 from core.times import EPOCH
@@ -325,3 +326,15 @@ def test_a_command_to_a_device_never_born_is_refused(dec, node):
 
 def test_the_host_state_payload_is_sparkplug_3_json():
     assert orjson.loads(state_payload(online=True, at=NOW)) == {"online": True, "timestamp": NOW_MS}
+
+
+def test_the_primary_host_birth_carries_the_timestamp_of_its_connections_will():
+    host = PrimaryHost("scada-1")
+    assert host.topic == "spBv1.0/STATE/scada-1"
+    will = orjson.loads(host.death(NOW))
+    assert will == {"online": False, "timestamp": NOW_MS}
+    assert orjson.loads(host.birth()) == {"online": True, "timestamp": NOW_MS}
+    assert orjson.loads(host.last_death()) == will
+    for bad in ("", "a/b", "a+", "#", "x" * 257):
+        with pytest.raises(ConfigMissing, match="IOTGW_SPARKPLUG_HOST_ID"):
+            PrimaryHost(bad)

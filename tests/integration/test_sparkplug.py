@@ -4,8 +4,13 @@ NDEATH will taking the node and its device offline."""
 
 from __future__ import annotations
 
+import json
+import uuid
+
+import paho.mqtt.client as mqtt
 import pytest
 
+from core.broker import BrokerConfig
 from core.sparkplug.sparkplug_b_pb2 import DataType
 from devices.models import Command, Device, Telemetry
 from devices.services.commands import command_issue
@@ -90,3 +95,25 @@ def test_data_before_a_birth_asks_for_a_rebirth(edge):
     node.publish("NDATA", node.node.next([{"alias": 1, "value": 5}]))
     node.wait_command(node.topic("NCMD"), match=rebirth)
     assert not Telemetry.objects.filter(device_id=node_id).exists()
+
+
+def test_the_bridge_as_primary_host_keeps_a_retained_state_and_its_will_says_offline(stack):
+    host = f"iotgw-{uuid.uuid4().hex[:6]}"
+    bridge = stack.start_bridge(IOTGW_SPARKPLUG_HOST_ID=host)
+    seen: list[tuple[dict, bool]] = []
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"scada-{host}", protocol=mqtt.MQTTv311)
+    watcher.on_message = lambda _c, _u, msg: msg.payload and seen.append((json.loads(msg.payload), msg.retain))
+    config = BrokerConfig.from_url(stack.mqtt_url)
+    watcher.connect(config.host, config.port)
+    watcher.loop_start()
+    try:
+        watcher.subscribe(f"spBv1.0/STATE/{host}", qos=1)  # as an edge node does: the retained STATE first
+        birth, retained = wait_until(lambda: seen and seen[0], what="the host's STATE")
+        assert birth["online"] is True and retained
+        bridge.kill()  # no DISCONNECT: the broker publishes the will
+        death, _ = wait_until(lambda: len(seen) > 1 and seen[1], what="the host's STATE death")
+        assert death == {"online": False, "timestamp": birth["timestamp"]}  # the birth's timestamp, as 3.0 says
+    finally:
+        watcher.publish(f"spBv1.0/STATE/{host}", b"", qos=1, retain=True).wait_for_publish(10)  # clear it
+        watcher.loop_stop()
+        watcher.disconnect()

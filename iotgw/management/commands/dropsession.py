@@ -58,7 +58,9 @@ class Command(BaseCommand):
     async def _drain(self, config: BrokerConfig, client_id: str, timeout: float) -> int:
         layer = get_channel_layer()
         try:
-            options = {k: v for k, v in bridge_options().items() if k not in ("client_id", "share_group")}
+            # A drain is no Sparkplug host: it must not say the host is online.
+            options = {k: v for k, v in bridge_options().items()
+                       if k not in ("client_id", "share_group", "sparkplug_host_id")}
             return await session_drain(broker=config, layer=layer, client_id=client_id,
                                        share_group=settings.MQTT_SHARE_GROUP, timeout=timeout, **options)
         finally:
