@@ -158,8 +158,55 @@ class NotificationCollector:
         yield from (sent, failed, retried, pending, senders)
 
 
+class HistoryCollector:
+    """Rows, bytes and the oldest sample per history tier (docs/history.md), re-read at most every
+    IOTGW_METRICS_COUNT_SECONDS per process, like the command counts."""
+
+    def __init__(self) -> None:
+        self._stats: list | None = None
+        self._read_at = -math.inf
+        self._lock = threading.Lock()
+
+    def describe(self):
+        return []
+
+    def stats(self) -> list | None:
+        """The tiers' sizes, as of at most IOTGW_METRICS_COUNT_SECONDS ago; None while the database cannot say."""
+        from django.db import DatabaseError
+
+        from devices.aggregates import history_tier_stats
+
+        with self._lock:
+            if time.monotonic() - self._read_at >= settings.IOTGW_METRICS_COUNT_SECONDS:
+                try:
+                    self._stats, self._read_at = history_tier_stats(), time.monotonic()
+                except DatabaseError:
+                    self._stats, self._read_at = None, -math.inf
+            return self._stats
+
+    def collect(self):
+        stats = self.stats()
+        if stats is None:
+            return
+        rows = GaugeMetricFamily("iotgw_history_rows", "Rows per history tier (PostgreSQL: the planner's "
+                                 "estimate, summed over the partitions)", labels=["tier"])
+        size = GaugeMetricFamily("iotgw_history_bytes", "Bytes per history tier, tables and indexes "
+                                 "(PostgreSQL only)", labels=["tier"])
+        oldest = GaugeMetricFamily("iotgw_history_oldest_timestamp_seconds", "Time of the oldest row per tier "
+                                   "(PostgreSQL: the start of the oldest partition holding one)", labels=["tier"])
+        for tier in stats:
+            rows.add_metric([tier.tier], tier.rows)
+            if tier.bytes is not None:
+                size.add_metric([tier.tier], tier.bytes)
+            if tier.oldest is not None:
+                oldest.add_metric([tier.tier], tier.oldest.timestamp())
+        yield from (rows, size, oldest)
+
+
 commands_collector = CommandCollector()
+history_collector = HistoryCollector()
 
 REGISTRY.register(BridgeCollector())
 REGISTRY.register(commands_collector)
+REGISTRY.register(history_collector)
 REGISTRY.register(NotificationCollector())

@@ -7,7 +7,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from core.errors import GatewayError
-from devices.models import ApiToken, BridgeHeartbeat, Command, Device
+from devices.models import ApiToken, BridgeHeartbeat, Command, Device, RetentionPolicy
 from devices.secrets import secret_hash
 from devices.services.devices import device_register, device_rotate_secret, device_set_enabled
 from devices.services.tokens import token_create
@@ -69,6 +69,14 @@ class DeviceAdmin(admin.ModelAdmin):
             return None
         return _shown_once(request, self, title="New device secrets", what="the new secrets",
                            headers=["device", "MQTT username", "secret"], rows=rows)
+
+
+@admin.register(RetentionPolicy)
+class RetentionPolicyAdmin(admin.ModelAdmin):
+    """History kept for one device or group instead of IOTGW_RETENTION_*_DAYS (docs/history.md)."""
+
+    list_display = ("__str__", "raw_days", "minute_days", "hour_days")
+    autocomplete_fields = ("device",)
 
 
 # Telemetry has no admin page: Django's admin refuses a composite primary key (its (device, ts)); the

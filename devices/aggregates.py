@@ -138,3 +138,46 @@ def _in_python(tier: str, device_id: str, metric: str, since: datetime, until: d
         for r in model.objects.filter(device_id=device_id, metric=metric, bucket__gte=since, bucket__lt=until):
             add(r.bucket, Agg(r.min, r.max, r.sum, r.count, r.first_ts, r.first, r.last_ts, r.last))
     return sorted(out.items())
+
+
+@dataclass(frozen=True, slots=True)
+class TierStats:
+    """One tier's size: rows (PostgreSQL: the planner's estimate), bytes with indexes, its oldest time."""
+
+    tier: str
+    rows: int
+    bytes: int | None
+    oldest: datetime | None
+
+
+def history_tier_stats() -> list[TierStats]:
+    """Rows, bytes and the oldest sample of each tier (raw, minute, hour), cheaply enough for /metrics.
+
+    PostgreSQL: rows and bytes summed over the partitions from the catalogue, never a count(*); the
+    oldest time is that of the oldest partition holding a row, to the day (reading the exact minimum
+    would scan a day of samples).
+    """
+    from devices import partitions  # the catalogue's view of the partitions
+
+    tables = (("raw", Telemetry, "ts"), ("minute", RollupMinute, "bucket"), ("hour", RollupHour, "bucket"))
+    out = []
+    for tier, model, column in tables:
+        table = model._meta.db_table
+        if connection.vendor != "postgresql":
+            qs: Any = model.objects.all()
+            oldest = qs.order_by(column).values_list(column, flat=True).first()
+            out.append(TierStats(tier, qs.count(), None, oldest))
+            continue
+        with connection.cursor() as cur:
+            cur.execute("SELECT coalesce(sum(greatest(c.reltuples, 0)), 0), "
+                        "coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+                        [table])
+            rows, size = cur.fetchone()
+            oldest = None
+            for part in partitions.partitions_list(table):
+                cur.execute(f'SELECT 1 FROM "{part.name}" LIMIT 1')
+                if cur.fetchone():
+                    oldest = datetime.combine(part.start, datetime.min.time(), UTC)
+                    break
+        out.append(TierStats(tier, int(rows), int(size), oldest))
+    return out

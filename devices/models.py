@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
 from core.errors import PayloadInvalid
@@ -131,6 +131,32 @@ class RollupMinute(Rollup):
 
 class RollupHour(Rollup):
     """Per-hour rollups; partitioned by UTC month of `bucket` on PostgreSQL."""
+
+
+class RetentionPolicy(models.Model):
+    """Days of history kept for one device or one group, overriding IOTGW_RETENTION_*_DAYS (docs/history.md).
+
+    Empty: the global value; 0: forever. A device's own policy wins; among its groups', the longest.
+    """
+
+    device = models.OneToOneField(Device, null=True, blank=True, on_delete=models.CASCADE, related_name="retention")
+    group = models.OneToOneField(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="retention")
+    raw_days = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],
+                                 help_text="days raw samples are kept; empty: the global; 0: forever")
+    minute_days = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],
+                                    help_text="days per-minute rollups are kept; empty: the global; 0: forever")
+    hour_days = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],
+                                  help_text="days per-hour rollups are kept; empty: the global; 0: forever")
+
+    class Meta:
+        verbose_name_plural = "retention policies"
+        constraints = [models.CheckConstraint(
+            condition=models.Q(device__isnull=True, group__isnull=False) | models.Q(device__isnull=False,
+                                                                                 group__isnull=True),
+            name="retention_for_a_device_or_a_group")]
+
+    def __str__(self) -> str:
+        return f"retention of {self.device_id or self.group}"
 
 
 class ApiToken(models.Model):

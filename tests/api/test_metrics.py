@@ -68,3 +68,28 @@ def test_command_counts_follow_commands_but_cost_one_query_per_interval():
     with override_settings(IOTGW_METRICS_COUNT_SECONDS=0):
         counts = commands(scrape()[1])
     assert (counts["queued"], counts["cancelled"], counts["succeeded"]) == (1, 1, 0)
+
+
+def test_history_tiers_show_rows_and_the_oldest_sample():
+    from datetime import UTC, datetime
+
+    from core.payloads import Sample
+    from devices.services.telemetry import Inbound, telemetry_ingest
+
+    device_register(device_id="d1")
+    at = datetime(2026, 2, 3, 4, 5, tzinfo=UTC)
+    telemetry_ingest(items=[Inbound("d1", [Sample(ts=at, data={"t": 1, "h": 2})])], received_at=at)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("ANALYZE devices_telemetry")  # the row count is the planner's estimate
+    with override_settings(IOTGW_METRICS_COUNT_SECONDS=0):
+        body = scrape()[1]
+    rows = dict(re.findall(r'^iotgw_history_rows\{tier="(\w+)"\} (\S+)$', body, re.M))
+    oldest = dict(re.findall(r'^iotgw_history_oldest_timestamp_seconds\{tier="(\w+)"\} (\S+)$', body, re.M))
+    assert float(rows["minute"]) >= 0 and "hour" in rows
+    day = datetime(2026, 2, 3, tzinfo=UTC).timestamp()
+    assert day <= float(oldest["raw"]) <= at.timestamp()
+    if connection.vendor == "postgresql":
+        assert float(dict(re.findall(r'^iotgw_history_bytes\{tier="(\w+)"\} (\S+)$', body, re.M))["raw"]) > 0
+    else:
+        assert float(rows["raw"]) == 1

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.db import connection
 
 from core.payloads import Sample
 from devices import partitions
-from devices.models import Telemetry
+from devices.models import RetentionPolicy, RollupMinute, Telemetry
 from devices.services.devices import device_register
 from devices.services.history import Retention, telemetry_maintain
 from devices.services.telemetry import Inbound, telemetry_ingest
@@ -58,3 +59,24 @@ def test_partitions_are_created_ahead_of_today():
 def test_the_command_runs_one_pass(capsys):
     call_command("telemetry_maintenance")
     assert "partitions" in capsys.readouterr().out
+
+
+def test_a_device_or_group_policy_keeps_more_or_less_than_the_global_one():
+    keep, short, member, forever = (device_register(device_id=d)[0] for d in ("keep", "short", "member", "forever"))
+    plain = device_register(device_id="plain")[0]
+    group = Group.objects.create(name="archive")
+    member.groups.add(group)
+    RetentionPolicy.objects.create(device=keep, raw_days=8.5)
+    RetentionPolicy.objects.create(device=short, raw_days=1.5)
+    RetentionPolicy.objects.create(group=group, raw_days=6.5)
+    RetentionPolicy.objects.create(device=forever, raw_days=0, minute_days=1.5)
+    for device in (keep, short, member, forever, plain):
+        _store_days(device.id, range(0, 10))
+    telemetry_maintain(retention=Retention(raw_days=3.5), now=NOW)
+    kept = {d: sorted(Telemetry.objects.filter(device_id=d).values_list("data__v", flat=True))
+            for d in ("keep", "short", "member", "forever", "plain")}
+    assert kept == {"keep": list(range(9)), "short": [0, 1], "member": list(range(7)), "forever": list(range(10)),
+                    "plain": [0, 1, 2, 3]}
+    # Rollups follow their own tier's retention: the global one is forever, "forever" keeps 1.5 days of minutes.
+    minutes = {d: RollupMinute.objects.filter(device_id=d).count() for d in ("plain", "forever")}
+    assert minutes == {"plain": 10, "forever": 2}
