@@ -170,8 +170,8 @@ def history_tier_stats() -> list[TierStats]:
             continue
         with connection.cursor() as cur:
             cur.execute("SELECT coalesce(sum(greatest(c.reltuples, 0)), 0), "
-                        "coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
-                        [table])
+                        "coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i "
+                        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass", [table])
             rows, size = cur.fetchone()
             oldest = None
             for part in partitions.partitions_list(table):
