@@ -170,3 +170,36 @@ def test_the_notification_sender_runs_with_a_health_check():
     assert notify["command"][-1] == "notify" and notify["restart"] == "unless-stopped"
     assert notify["healthcheck"]["test"][-2:] == ["notify", "--status"]
     assert {"DATABASE_URL"} <= set(notify["environment"])
+
+
+def test_the_coap_profile_runs_the_coap_server_on_udp_5683_with_plain_mode_off_by_default():
+    coap = load()["services"]["coap"]
+    assert coap["profiles"] == ["coap"] and coap["command"][-1] == "coapserver"
+    assert coap["ports"] == ["${IOTGW_COAP_PORT:-5683}:5683/udp"]
+    assert coap["environment"]["IOTGW_COAP_PLAIN"] == "${IOTGW_COAP_PLAIN:-0}"
+    assert {"DATABASE_URL", "REDIS_URL"} <= set(coap["environment"]) and coap["restart"] == "unless-stopped"
+    assert "healthcheck" in coap
+
+
+def test_the_coap_healthcheck_is_a_ping_a_listening_server_answers(tmp_path):
+    import asyncio
+    import subprocess
+    import sys
+
+    from aiocoap import Context
+
+    from testing.coap import free_udp_port
+
+    check = load()["services"]["coap"]["healthcheck"]["test"]
+    port = free_udp_port()
+    code = check[3].replace("('::1', 5683)", f"('::1', {port})")
+
+    async def probe() -> int:
+        server = await Context.create_server_context(None, bind=("::1", port), transports=["udp6"])
+        try:
+            done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code], timeout=10)
+            return done.returncode
+        finally:
+            await server.shutdown()
+
+    assert asyncio.run(probe()) == 0
