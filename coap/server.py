@@ -3,9 +3,9 @@
 Everything runs on one event loop and is wired here, through constructors, from the
 configuration the composition root passes in (iotgw/config.py reads it from settings):
 
-    aiocoap context → DeviceSite → CoapTransport → intake ← IngestPipeline → Pusher → channel layer
-                                        ↑ deliver (notifications)  ↓ resolve, committed
-                                        └────────── CommandDispatcher
+    aiocoap context → ProtectedSite (OSCORE) → DeviceSite → CoapTransport → intake ← IngestPipeline → Pusher
+                                                                 ↑ deliver (notifications)  ↓ resolve, committed
+                                                                 └────────── CommandDispatcher
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 import aiocoap
 from aiocoap.numbers.constants import TransportTuning
 from django.db import DatabaseError
 
 from coap.keys import DeviceKeys
+from coap.oscore import DeviceContexts, ProtectedSite
 from coap.site import DeviceSite
 from coap.transport import CoapTransport
 from core.dialect import IotgwDecoder
@@ -76,6 +78,7 @@ class CoapServer:
         push_interval: float = 0.01,
         heartbeat_seconds: float = 2.0,
         offline_after: float = 600.0,
+        oscore_dir: str = "var/oscore",
         store: Store | None = None,
     ) -> None:
         self.client_id = client_id
@@ -91,7 +94,8 @@ class CoapServer:
             commit_wait=commit_wait,
             decoder=IotgwDecoder(max_payload=max_payload, max_skew=timedelta(seconds=max_clock_skew)),
         )
-        self.site = DeviceSite(self.transport, keys=DeviceKeys(), plain=plain)
+        self.contexts = DeviceContexts(Path(oscore_dir))
+        self.site = ProtectedSite(DeviceSite(self.transport, keys=DeviceKeys(), plain=plain), self.contexts)
         # Devices last heard on CoAP, and of those only the ones observing their commands here.
         self.dispatcher = CommandDispatcher(outlet=self.transport, owner=client_id, stats=self.stats,
                                             pusher=self.pusher, transports=[CoapTransport.name],
@@ -126,6 +130,7 @@ class CoapServer:
             await self._context.shutdown()
         for task in self._tasks:
             task.cancel()
+        self.contexts.close()
 
     async def _heartbeat(self) -> None:
         beat = in_db_thread(bridge_heartbeat)

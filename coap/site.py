@@ -16,6 +16,7 @@ from aiocoap import Code, Message
 
 from coap.blocks import BlockRefused
 from coap.keys import DeviceKeys
+from coap.oscore import oscore_device
 from coap.transport import CREDENTIALS_HINT, CoapTransport, error_answer
 from core.errors import PayloadInvalid
 from core.payloads import storable_text
@@ -75,8 +76,13 @@ class DeviceSite:
 
     async def _refusal(self, request: Message, device_id: str) -> Message | None:
         """Why the request may not act for `device_id` (None when it may)."""
+        protected_as = oscore_device(request)
+        if protected_as is not None:  # verified by its device's OSCORE context: no secret travels
+            if protected_as != device_id:
+                return self._refuse(device_id, "forbidden", f"this OSCORE context is device {protected_as}'s")
+            return None
         if not self._plain:
-            return self._refuse(device_id, "unauthorized", "plain mode is off on this gateway "
+            return self._refuse(device_id, "unauthorized", "use OSCORE: plain mode is off on this gateway "
                                 "(IOTGW_COAP_PLAIN); see docs/transports/coap.md")
         secret = plain_secret(request.opt.uri_query)
         if secret is None:

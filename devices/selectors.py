@@ -130,6 +130,13 @@ def device_offline_after(device_id: str) -> int | None:
     return Device.objects.filter(pk=device_id).values_list("offline_after", flat=True).first()
 
 
+def device_secret_hash(device_id: str) -> str | None:
+    """The stored hash of an enabled device's secret (its OSCORE master secret: coap/oscore.py); None otherwise."""
+    if not DEVICE_ID_RE.fullmatch(device_id):
+        return None
+    return Device.objects.filter(pk=device_id, enabled=True).values_list("secret_hash", flat=True).first()
+
+
 def telemetry_history(
     *,
     device_id: str,

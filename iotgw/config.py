@@ -58,6 +58,7 @@ def coap_options() -> dict[str, Any]:
         "rate": settings.IOTGW_COAP_RATE,
         "burst": settings.IOTGW_COAP_BURST,
         "commit_wait": settings.IOTGW_COAP_COMMIT_WAIT,
+        "oscore_dir": settings.IOTGW_COAP_OSCORE_DIR,
         "max_batch": settings.IOTGW_MAX_BATCH,
         "max_payload": settings.IOTGW_MAX_PAYLOAD,
         "max_clock_skew": settings.IOTGW_MAX_CLOCK_SKEW,

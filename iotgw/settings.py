@@ -264,6 +264,8 @@ IOTGW_COAP_BURST = env.number("IOTGW_COAP_BURST", 40.0)
 IOTGW_COAP_COMMIT_WAIT = env.number("IOTGW_COAP_COMMIT_WAIT", 60.0)
 # The CoAP process's name in heartbeats and command leases; distinct per CoAP process.
 IOTGW_COAP_ID = env.text("IOTGW_COAP_ID", env.default_client_id().replace("iotgw-bridge-", "iotgw-coap-", 1))
+# The gateway's OSCORE contexts, one directory per device (keys, sequence numbers): one CoAP process's own.
+IOTGW_COAP_OSCORE_DIR = env.text("IOTGW_COAP_OSCORE_DIR", str(BASE_DIR / "var" / "oscore" / str(IOTGW_COAP_ID)))
 # History tiers (docs/history.md): days kept of raw samples, per-minute and per-hour rollups; 0 keeps them
 # forever. Enforced by every bridge every IOTGW_MAINTENANCE_SECONDS (and `manage.py telemetry_maintenance`),
 # by dropping whole daily (monthly for hours) partitions on PostgreSQL, by batched deletes on SQLite.

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiocoap import Code, Context, Message
 
-from testing.processes import Process, Stack, free_port, wait_bridge_connected
+from testing.processes import ROOT, Process, Stack, free_port, wait_bridge_connected
 
 
 def free_udp_port() -> int:
@@ -44,9 +46,14 @@ class CoapProcess:
     def url(self) -> str:
         return f"coap://127.0.0.1:{self.port}"
 
+    @property
+    def oscore_dir(self) -> Path:
+        return ROOT / "var" / "oscore-test" / self.client_id
+
     def start(self, **extra_env: str) -> CoapProcess:
         env = dict(self.stack.env, IOTGW_COAP_ID=self.client_id, IOTGW_COAP_HOST="127.0.0.1",
-                   IOTGW_COAP_PORT=str(self.port), IOTGW_COAP_PLAIN="1" if self.plain else "0", **extra_env)
+                   IOTGW_COAP_PORT=str(self.port), IOTGW_COAP_PLAIN="1" if self.plain else "0",
+                   IOTGW_COAP_OSCORE_DIR=str(self.oscore_dir), **extra_env)
         self.proc = self.stack.processes.start("coap", [sys.executable, "manage.py", "coapserver"], env)
         wait_bridge_connected(self.client_id, self.proc)
         return self
@@ -54,6 +61,7 @@ class CoapProcess:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+        shutil.rmtree(self.oscore_dir, ignore_errors=True)
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -63,14 +71,24 @@ class CoapProcess:
 class CoapDevice:
     """One device talking to the gateway through aiocoap's client (a CoAP stack the project did not write)."""
 
-    def __init__(self, base_url: str, device_id: str, secret: str | None) -> None:
+    def __init__(self, base_url: str, device_id: str, secret: str | None, *, oscore: Path | None = None) -> None:
         self.base_url = base_url
         self.device_id = device_id
         self.secret = secret
+        self.oscore = oscore  # a folder for the device's OSCORE context: requests are protected, no secret sent
         self.context: Context | None = None
 
     async def __aenter__(self) -> CoapDevice:
         self.context = await Context.create_client_context()
+        if self.oscore is not None:
+            from coap.oscore import device_context_settings
+
+            assert self.secret is not None
+            self.oscore.mkdir(parents=True, exist_ok=True)
+            (self.oscore / "settings.json").write_text(orjson.dumps(
+                device_context_settings(self.device_id, self.secret)).decode())
+            self.context.client_credentials.load_from_dict(
+                {f"{self.base_url}/*": {"oscore": {"basedir": f"{self.oscore}/"}}})
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -82,7 +100,7 @@ class CoapDevice:
             self.context = None
 
     def uri(self, path: str) -> str:
-        query = f"?secret={self.secret}" if self.secret is not None else ""
+        query = f"?secret={self.secret}" if self.secret is not None and self.oscore is None else ""
         return f"{self.base_url}/devices/{self.device_id}/{path}{query}"
 
     async def post(self, path: str, payload: bytes | Any) -> Message:
