@@ -51,6 +51,9 @@ class BridgeCollector:
         coap = GaugeMetricFamily("iotgw_coap_listening", "1 while a CoAP process's heartbeat is fresh and its UDP "
                                  "listener is up (its counters are in the other families under its name)",
                                  labels=["process"])
+        events = CounterMetricFamily("iotgw_profile_events", "What stateful profiles counted, by event (Sparkplug: "
+                                     "seq gaps, rebirth requests, stale deaths, metrics skipped by why)",
+                                     labels=["bridge", "event"])
         now = timezone.now()
         for bridge in bridges_known(**bridge_timing()):
             if bridge.counters.get("transport") == "coap":
@@ -60,6 +63,8 @@ class BridgeCollector:
             stored.add_metric([name], counters.get("samples_stored", 0))
             for reason, count in counters.get("rejected", {}).items():
                 rejected.add_metric([name, reason], count)
+            for event, count in counters.get("profile_events", {}).items():
+                events.add_metric([name, event], count)
             connected.add_metric([name], 1 if bridge.connected and bridge.live else 0)
             live.add_metric([name], 1 if bridge.live else 0)
             age.add_metric([name], (now - bridge.beat_at).total_seconds())
@@ -68,7 +73,7 @@ class BridgeCollector:
                 bounds = [*(floatToGoString(le) for le in histogram["le"]), "+Inf"]
                 latency.add_metric([name], list(zip(bounds, histogram["counts"], strict=True)),
                                    sum_value=histogram["sum"])
-        yield from (received, stored, rejected, connected, latency, live, age, coap)
+        yield from (received, stored, rejected, connected, latency, live, age, coap, events)
 
 
 class CommandCollector:

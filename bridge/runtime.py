@@ -168,7 +168,7 @@ class Bridge:
             self.stats.flush()
             try:
                 await beat(client_id=self.client_id, connected=self.transport.connected,
-                           counters=self.stats.snapshot())
+                           counters={**self.stats.snapshot(), "profile_events": self.router.events()})
             except DatabaseError as exc:
                 logger.warning("heartbeat not written: %s", str(exc).strip()[:200])
             await asyncio.sleep(self._heartbeat_seconds)

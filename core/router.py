@@ -10,6 +10,7 @@ whose definition did not change keeps its codec (a stateful decoder keeps its st
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -157,6 +158,13 @@ class ProfileRouter:
             raise ValueError(f"profile {member.profile} of device {command.device_id} is not usable "
                              f"({self.broken.get(member.profile, 'unknown')})")
         return codec.command_message(command, member)
+
+    def events(self) -> dict[str, int]:
+        """What stateful codecs counted (Sparkplug: seq gaps, rebirth requests, skipped metrics), summed by name."""
+        out: Counter[str] = Counter()
+        for codec in self._codecs.values():
+            out.update(getattr(codec, "events", {}))
+        return dict(out)
 
     def replies(self) -> list[Reply]:
         """What stateful decoders want published after a batch (a Sparkplug rebirth request)."""

@@ -43,6 +43,11 @@ class SparkplugCodec:
         self.name = profile.name
         self.decoder = SparkplugDecoder(max_payload=limits.max_payload, max_skew=limits.max_skew)
 
+    @property
+    def events(self) -> dict[str, int]:
+        """Its decoder's counts: `seq_gap`, `rebirth_requested`, `stale_death`, `skipped_<why>`."""
+        return {f"sparkplug_{name}": n for name, n in self.decoder.counts.items()}
+
     def filters(self) -> list[str]:
         return [SUBSCRIPTION]
 

@@ -12,7 +12,7 @@ import pytest
 
 from core.broker import BrokerConfig
 from core.sparkplug.sparkplug_b_pb2 import DataType
-from devices.models import Command, Device, Telemetry
+from devices.models import BridgeHeartbeat, Command, Device, Telemetry
 from devices.services.commands import command_issue
 from devices.services.profiles import device_register_child, device_set_profile
 from testing.sparkplug import MqttEdgeNode
@@ -74,6 +74,8 @@ def test_an_edge_node_and_its_device_end_to_end(edge, ops):
     node.publish("DDATA", node.node.next([{"alias": 10, "value": 23.5}]), device="Pump 7")
     node.wait_command(node.topic("NCMD"), match=rebirth)
     stored(pump, **{"Inputs.Temperature": 23.5})  # the data of the message after the gap is kept
+    wait_until(lambda: any(b.counters.get("profile_events", {}).get("sparkplug_seq_gap") == 1
+                           for b in BridgeHeartbeat.objects.all()), what="the gap counted in the heartbeat")
 
     command = command_issue(user=ops, device_id=pump, name="write", params={"Outputs.Run": True})
     written = node.wait_command(node.topic("DCMD", "Pump 7"))
