@@ -199,3 +199,32 @@ def test_a_lost_connection_is_shown_and_the_page_recovers_with_a_fresh_snapshot(
     gateway.start()
     page.wait_for_selector("#conn.up", timeout=30_000)
     text_changes(page, TEMPERATURE)
+
+
+@pytest.fixture
+def three_days(gateway):
+    """Three days of demo-1's temperature, a sample every 5 minutes, before the live window (before the browser
+    starts: playwright's sync API runs an event loop, where the ORM refuses to)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core.payloads import Sample
+    from devices.services.telemetry import Inbound, telemetry_ingest
+
+    now = timezone.now()
+    samples = [Sample(ts=now - timedelta(minutes=15 + 5 * i), data={"temperature": 20 + (i % 12)}) for i in range(864)]
+    telemetry_ingest(items=[Inbound("demo-1", samples)], received_at=now)
+
+
+def test_device_page_ranges_draw_the_aggregates_as_a_band(gateway, three_days, page):
+    page.goto(gateway.url + "/devices/demo-1/")
+    page.wait_for_selector('.chart[data-metric="temperature"] canvas')
+    page.click('#ranges button[data-range="604800"]')
+    card = page.wait_for_selector('.chart[data-metric="temperature"][data-tier]')
+    assert card.get_attribute("data-tier") == "hour"
+    assert int(card.get_attribute("data-buckets")) >= 72  # one per hour of the three days
+    assert "rollups" in page.inner_text("#range-note")
+    shot(page, "device-7d")
+    page.click('#ranges button[data-range="0"]')
+    text_changes(page, '.chart[data-metric="temperature"] .value')

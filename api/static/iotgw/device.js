@@ -1,5 +1,7 @@
 // The device view: live charts with recent history, the device's state, and a command panel
 // whose rows follow each command through its lifecycle. Public WebSocket and HTTP APIs only.
+// Past the live window (the range buttons: 1 h … 30 d) each chart draws the aggregate endpoint's
+// buckets, one per couple of pixels: the average as a line inside its min–max band.
 import { Live, showConnection } from "./live.js";
 import { ago, el, epoch, formatValue, frameScheduler, newer, unitOf } from "./format.js";
 import { CommandPanel } from "./commands.js";
@@ -11,7 +13,8 @@ const MAX_POINTS = 5000; // per metric, whatever the rate
 const COLORS = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#dc2626"];
 const KNOWN = { temperature: "#dc2626", humidity: "#0891b2", battery: "#059669", rssi: "#7c3aed" };
 // Whole seconds and up on the time axis: sub-second ticks would repeat the same label.
-const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400];
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400, 2 * 86400,
+  7 * 86400];
 
 function colorOf(metric) {
   if (KNOWN[metric]) return KNOWN[metric];
@@ -110,9 +113,10 @@ function ingest(items, batch) {
   schedule();
 }
 
-// One line of HH:MM(:SS) under the chart; uPlot's default two-line date labels crowd a small card.
+// One line of HH:MM(:SS) under the chart (a date past two days); uPlot's two-line labels crowd a small card.
 function clockLabels(u, splits) {
   const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+  if (u.scales.x.max - u.scales.x.min > 1.5 * 86400) return splits.map((v) => new Date(v * 1000).toLocaleDateString([], { month: "short", day: "numeric" }));
   const opts = { hour: "2-digit", minute: "2-digit", hour12: false, ...(span < 300 ? { second: "2-digit" } : {}) };
   return splits.map((v) => new Date(v * 1000).toLocaleTimeString([], opts));
 }
@@ -158,6 +162,78 @@ function makeChart(s, metric) {
   }, [s.xs, s.ys], s.plot);
 }
 
+// A range's chart: x, min, max, avg; the band fills between max and min, the average is the line.
+function makeRangeChart(s, metric, data, xRange) {
+  const width = Math.max(200, s.plot.clientWidth);
+  const unit = unitOf(metric);
+  return new uPlot({
+    width, height: 180,
+    legend: { show: false },
+    cursor: { y: false, points: { size: 6 } },
+    scales: { x: { time: true, range: () => xRange }, y: { range: yRange } },
+    bands: [{ series: [2, 1], fill: s.color + "33" }],
+    axes: [
+      { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, values: clockLabels,
+        incrs: TIME_STEPS, space: 70 },
+      { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, size: axisWidth,
+        values: (u, vals) => vals.map((v) => +v.toPrecision(6) + (unit ? " " + unit : "")) },
+    ],
+    series: [{}, { label: "min", stroke: s.color + "66", width: 1, points: { show: false } },
+      { label: "max", stroke: s.color + "66", width: 1, points: { show: false } },
+      { label: metric, stroke: s.color, width: 2, points: { show: false } }],
+  }, data, s.plot);
+}
+
+const view = { range: 0, loading: 0 }; // range: seconds shown from the aggregates; 0: the live window
+
+async function loadRange(range) {
+  const ticket = ++view.loading;
+  const until = new Date();
+  const since = new Date(until.getTime() - range * 1000);
+  const metrics = [...series.entries()].filter(([, s]) => !s.bool).map(([m]) => m);
+  rangeNote.textContent = metrics.length ? "loading…" : "no numeric metric yet";
+  const t0 = performance.now();
+  const results = await Promise.all(metrics.map(async (metric) => {
+    const points = Math.max(100, Math.min(1000, Math.floor(series.get(metric).plot.clientWidth / 2) || 300));
+    const q = new URLSearchParams({ metric, since: since.toISOString(), until: until.toISOString(), points });
+    const r = await fetch(`/api/devices/${encodeURIComponent(deviceId)}/telemetry/aggregate?${q}`,
+      { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    return [metric, await r.json()];
+  })).catch((err) => { rangeNote.textContent = `history unavailable (${err.message})`; return null; });
+  if (!results || ticket !== view.loading || view.range !== range) return;
+  for (const [metric, body] of results) {
+    const s = series.get(metric);
+    const items = body.items;
+    const data = [items.map((b) => epoch(b.ts)), items.map((b) => b.min), items.map((b) => b.max), items.map((b) => b.avg)];
+    s.chart?.destroy();
+    s.chart = makeRangeChart(s, metric, data, [epoch(body.since), epoch(body.until)]);
+    s.card.dataset.tier = body.tier;
+    s.card.dataset.buckets = String(items.length);
+  }
+  const bucket = results.length ? results[0][1].bucket : 0;
+  rangeNote.textContent = results.length
+    ? `${bucket >= 3600 ? bucket / 3600 + " h" : bucket >= 60 ? bucket / 60 + " min" : bucket + " s"} buckets, ` +
+      `from the ${results[0][1].tier === "raw" ? "raw samples" : results[0][1].tier + " rollups"} ` +
+      `(${Math.round(performance.now() - t0)} ms)`
+    : rangeNote.textContent;
+}
+
+function showRange(range) {
+  view.range = range;
+  for (const b of rangeButtons.querySelectorAll("button")) b.setAttribute("aria-pressed", String(+b.dataset.range === range));
+  for (const s of series.values()) { s.chart?.destroy(); s.chart = null; }
+  if (range) loadRange(range);
+  else { rangeNote.textContent = ""; for (const m of series.keys()) dirty.add(m); schedule(); }
+}
+
+const rangeButtons = document.getElementById("ranges");
+const rangeNote = document.getElementById("range-note");
+rangeButtons.addEventListener("click", (e) => {
+  const b = e.target.closest("button[data-range]");
+  if (b) showRange(+b.dataset.range);
+});
+
 const schedule = frameScheduler(() => {
   for (const key of dirty) {
     if (key === "#others") { renderOthers(); continue; }
@@ -165,6 +241,7 @@ const schedule = frameScheduler(() => {
     if (!s) continue;
     trim(s);
     s.value.textContent = formatValue(s.last);
+    if (view.range) continue; // the range's chart stays; the value above it is live
     if (!s.chart) s.chart = makeChart(s, key);
     else s.chart.setData([s.xs, s.ys]);
   }
@@ -212,6 +289,12 @@ function onFrame(f) {
     document.getElementById("gone").hidden = Boolean(d);
     if (!d) return;
     Object.assign(state, { online: d.online, last_seen: d.last_seen, transport: d.transport });
+    // Every numeric metric the device ever sent gets its card, for the ranges, even if silent lately.
+    for (const [metric, value] of Object.entries(d.latest || {})) {
+      if (typeof value !== "number" || series.has(metric)) continue;
+      metricSeries(metric).last = value;
+      dirty.add(metric);
+    }
     // The first snapshot loads the last minutes; a later one (a reconnect) fetches what was missed.
     const since = snapshots++ === 0 || !lastSample ? Date.now() / 1000 - WINDOW_S : lastSample;
     loadHistory(since);
