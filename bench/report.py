@@ -92,8 +92,29 @@ def tables(results: dict) -> str:
                                    if cmd.get("measured") else cmd.get("note", "not measured")))
     if results.get("coap"):
         out.append(coap_table(results["coap"]))
+    if results["scenarios"].get("overload"):
+        out.append(overload_table(results["scenarios"]["overload"]))
+    if results.get("fleet"):
+        f = results["fleet"]
+        out.append(f"Fleet-wide command (bench/fleet.py): {_f(f['devices'])} devices all `succeeded` in "
+                   f"{f['fleet_s']} s with one `POST /api/commands` ({_f(f['fleet_transactions'])} transactions), "
+                   f"{f['naive_s']} s with one request per device ({f['ratio']}×); not succeeded: {f['lost']}.")
     out.insert(0, targets_table(results))
     return "\n\n".join(out) + "\n"
+
+
+def overload_table(sc: dict) -> str:
+    """The sustainable rate, then 3× it: lost, the backlog left at the end and how fast it drained, peak memory."""
+    rows = ["| offered samples/s | seconds | acked | stored | lost | backlog at the end | drained in s | drain rate/s "
+            "| bridge peak RSS MiB | web peak RSS MiB |", "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for p in sc["phases"]:
+        rss = {role: u["rss_peak_mib"] for role, u in p["usage"].items()}
+        rows.append(f"| {_f(p['offered_rate'])} | {_f(p['window'][1] - p['window'][0], 0)} | {_f(p['acked'])} | "
+                    f"{_f(p['stored'])} | {_f(p['lost_stored'])} | {_f(p.get('backlog_at_end'))} | "
+                    f"{_f(p['drain_s'], 1)} | {_f(p.get('drain_rate'))} | {_f(rss.get('bridge1'), 1)} | "
+                    f"{_f(rss.get('web1'), 1)} |")
+    return "Overload (the sustainable rate, then 3× it; memory must stay bounded and nothing acked be lost):\n\n" + \
+        "\n".join(rows)
 
 
 def targets(results: dict) -> list[tuple[str, str, bool | None]]:

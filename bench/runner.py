@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                   "(comma-separated: gateway,naive,scaleout,commands,coap,fleet; "
                                   "export, which runs only when named: bench/export.py)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
+    p.add_argument("--overload-rate", type=float,
+                   help="offered samples/s of the overload scenario (in messages of --batch-size; default 3 × "
+                        "--max-rate, or 60,000 in quick mode); 0 skips it")
+    p.add_argument("--overload-seconds", type=float, help="how long the overload lasts (default 300, quick 20)")
     p.add_argument("--broker", choices=["system", "private"], default="private",
                    help="private (default): start Mosquitto on a free port with compose/mosquitto.conf's limits; "
                         "system: the running broker at --mqtt-url, as configured")
@@ -68,8 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, d[name])
     args.scaleout = d["scaleout"] and not args.no_scaleout
+    if args.overload_rate is None:
+        args.overload_rate = 3 * args.max_rate if args.max_rate else 60000.0
+    if args.overload_seconds is None:
+        args.overload_seconds = 20.0 if args.quick else 300.0
     args.only = (set(args.only.split(",")) if args.only
-                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet"})
+                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet", "overload"})
     return args
 
 
@@ -151,7 +159,7 @@ class Bench:
         BridgeHeartbeat.objects.all().delete()
         ApiToken.objects.all().delete()
         devices = [Device(id=f"bench-{kind}-{i:05d}", name=f"bench {kind} {i}", secret_hash="-", enabled=True)
-                   for kind in ("g", "n", "s") for i in range(self.args.devices)]
+                   for kind in ("g", "n", "s", "o") for i in range(self.args.devices)]
         Device.objects.bulk_create(devices, batch_size=2000)
         self.vacuum(full=True)
         user, _ = get_user_model().objects.get_or_create(username="bench-staff", defaults={"is_staff": True})
@@ -175,10 +183,10 @@ class Bench:
 
     # --- scenarios ------------------------------------------------------------------------
 
-    def scenario(self, name: str, *, webs: int, bridges: int, naive: bool, rates: list[tuple[float, int]]) -> dict:
+    def scenario(self, name: str, *, webs: int, bridges: int, naive: bool, rates: list[tuple]) -> dict:
         """Start the processes, the dashboards, run each phase, and collect what the dashboards saw.
 
-        `rates` are (offered samples/s, samples per message) per phase.
+        `rates` are (offered samples/s, samples per message[, phase() keywords]) per phase.
         """
         from bench.dashboards import Dashboards, slices
 
@@ -191,7 +199,7 @@ class Bench:
         group = {"MQTT_SHARE_GROUP": f"bench{self.run_id}"} if bridges > 1 and not naive else {}
         stack = BenchStack(dict(self.env, **group, **dict(kv.split("=", 1) for kv in self.args.gateway_env)),
                            self.logdir, name)
-        kind = {"gateway": "g", "naive": "n", "scaleout": "s"}[name]
+        kind = {"gateway": "g", "naive": "n", "scaleout": "s", "overload": "o"}[name]
         out: dict = {"webs": webs, "bridges": 0 if naive else bridges, "naive": naive, "phases": []}
         try:
             for i in range(webs):
@@ -208,14 +216,15 @@ class Bench:
             dashes = Dashboards(stack.ws_urls, self.token, self.views, a.dashboard_procs)
             dashes.wait_ready()
             self.monitor.add("dashboards (load)", dashes.pids)
-            for i, (rate, batch) in enumerate(rates):
+            for i, (rate, batch, *more) in enumerate(rates):
+                extra = more[0] if more else {}
                 if naive and i:
                     # A fresh naive bridge (clean session) per phase: the last phase's backlog is dropped, not
                     # counted in this one; what it never stored is already counted as missing there.
                     naive_proc.kill()
                     naive_proc = stack.start_naive()
                     self.monitor.add("naive bridge", [naive_proc.popen.pid])
-                out["phases"].append(self.phase(kind, rate, batch))
+                out["phases"].append(self.phase(kind, rate, batch, **extra))
             seen = dashes.stop()
             for phase in out["phases"]:
                 self.dashboard_view(phase, seen)
@@ -229,15 +238,17 @@ class Bench:
                 self.monitor.remove(role)
         return out
 
-    def phase(self, kind: str, rate: float, batch: int = 1) -> dict:
+    def phase(self, kind: str, rate: float, batch: int = 1, *, window: float | None = None,
+              drain_timeout: float = 20.0) -> dict:
         """Offer `rate` samples/s (in messages of `batch`) for warmup + window seconds; measure over the window."""
         from bench.load import LoadPlan, run_load
 
         a = self.args
+        window = a.window if window is None else window
         host, port = self.mqtt_url.split("://", 1)[1].rsplit(":", 1)
         # The load runs a second past the window, so that no publisher exits inside it.
         plan = LoadPlan(host=host, port=int(port), devices=self.devices(kind), rate=rate,
-                        duration=a.warmup + a.window + 1.0, workers=a.publishers, batch=batch,
+                        duration=a.warmup + window + 1.0, workers=a.publishers, batch=batch,
                         client=a.load_client)
         holder: dict = {}
         lead = 1.5
@@ -248,14 +259,15 @@ class Bench:
         time.sleep(max(0.0, started + lead + a.warmup - time.time()))
         self.monitor.start()
         w0 = time.time()
-        time.sleep(a.window)
+        time.sleep(window)
         w1 = time.time()
         usage = self.monitor.end()
         load_avg = round(os.getloadavg()[0], 2)
         thread.join()
         self.monitor.remove("publishers (load)")
         load = holder
-        stored, drained_s = self.drain(kind, load)
+        backlog = load["acked"] - self.count(kind, ts=(load["first_ms"], load["last_ms"]))
+        stored, drained_s = self.drain(kind, load, timeout=drain_timeout)
         committed = self.count(kind, received=(w0, w1))
         per_device = self.per_device(kind, (load["first_ms"], load["last_ms"]))
         phase = {
@@ -264,6 +276,7 @@ class Bench:
             "sent_rate": round(load["sent"] / plan.duration, 1), "window": [w0, w1], "range_ms": [
                 load["first_ms"], load["last_ms"]],
             "stored": stored, "lost_stored": load["acked"] - stored, "drain_s": round(drained_s, 2),
+            "backlog_at_end": backlog, "drain_rate": round(backlog / drained_s, 1) if drained_s > 0 else None,
             "stored_rate_window": round(committed / (w1 - w0), 1), "usage": usage,
             "publish_to_commit_ms": self.ingest_lag(kind, w0, w1),
             "publish_to_puback_ms": {k: _r(v) if isinstance(v, float) else v for k, v in load["puback_ms"].items()},
@@ -279,9 +292,9 @@ class Bench:
               flush=True)
         return phase
 
-    def drain(self, kind: str, load: dict) -> tuple[int, float]:
+    def drain(self, kind: str, load: dict, timeout: float = 20.0) -> tuple[int, float]:
         """Wait until everything acked is stored, or the count stops moving for 3 s, or the drain timeout."""
-        timeout = 20.0  # only reached while a backlog is still draining (the count keeps moving)
+        # The timeout is only reached while a backlog is still draining (the count keeps moving).
         t0 = time.monotonic()
         last, since = -1, time.monotonic()
         while True:
@@ -462,6 +475,13 @@ class Bench:
                                                                   rates=srates)
         if "coap" in a.only:
             self.results["coap"] = self.coap()
+        if "overload" in a.only and a.overload_rate:
+            # The sustainable rate first (memory and latency to compare with), then 3× it for minutes: memory must
+            # stay bounded, nothing acked may be lost, and the backlog drains afterwards at a reported rate.
+            base = a.overload_rate / 3
+            self.results["scenarios"]["overload"] = self.scenario("overload", webs=1, bridges=1, naive=False, rates=[
+                (base, a.batch_size),
+                (a.overload_rate, a.batch_size, {"window": a.overload_seconds, "drain_timeout": 600.0})])
         if "commands" in a.only and telemetry:
             print("\n== commands again, after the telemetry scenarios", flush=True)
             self.results["commands_after_load"] = self.commands()
