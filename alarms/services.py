@@ -9,13 +9,13 @@ is a no-op here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Case, DateTimeField, F, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from alarms.models import Alarm, AlarmEvent, AlarmRule
@@ -113,10 +113,13 @@ def alarm_clear_condition(*, rule_id: int, device_id: str, at: datetime, value: 
         return Change(alarm, transition(alarm=alarm, kind=AlarmEvent.CLEARED, at=at, note=note, value=value))
 
 
-def alarms_touch(*, alarm_ids: Iterable[int], at: datetime) -> int:
-    """Move `last_seen` of open alarms whose condition is still observed (no transition: no event)."""
-    return Alarm.objects.filter(pk__in=list(alarm_ids), last_seen__lt=at).exclude(state=Alarm.CLEARED).update(
-        last_seen=at)
+def alarms_touch(*, seen: dict[int, datetime]) -> int:
+    """Move `last_seen` of open alarms whose condition is still observed, never backwards; one statement, no event."""
+    if not seen:
+        return 0
+    when = Case(*[When(pk=pk, then=Value(at)) for pk, at in seen.items()], output_field=DateTimeField())
+    return Alarm.objects.filter(pk__in=list(seen)).exclude(state=Alarm.CLEARED).update(
+        last_seen=Greatest(F("last_seen"), when))
 
 
 def alarm_acknowledge(*, user: User, alarm_id: int, note: str = "") -> Change:

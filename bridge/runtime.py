@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from django.db import DatabaseError
 
+from alarms.engine import AlarmEngine
 from bridge.mqtt.client import PACKET_HEADROOM
 from bridge.transport import MqttTransport
 from core.broker import BrokerConfig, subscriptions
@@ -80,6 +81,8 @@ class Bridge:
         offline_after: float = 600.0,
         retention: Retention | None = None,
         maintenance_seconds: float = 3600.0,
+        alarm_poll: float = 2.0,
+        alarm_sweep: float = 5.0,
         subscribe: list[tuple[str, int]] | None = None,
         intake: Intake | None = None,
         sink: Sink | None = None,
@@ -110,10 +113,12 @@ class Bridge:
         )
         # Devices last seen on MQTT (or over HTTP ingest, which has no way down of its own), or not seen yet;
         # one heard on a transport with its own way down (ws, coap) gets its commands there.
+        # Alarm rules: on each committed batch, on commands' ends, and a sweep for silence (docs/alarms.md).
+        self.alarms = AlarmEngine(pusher=self.pusher, stats=self.stats, poll=alarm_poll, sweep=alarm_sweep)
         self.dispatcher = CommandDispatcher(outlet=self.transport, owner=client_id, stats=self.stats,
-                                            pusher=self.pusher, transports=MQTT_DELIVERS_TO)
+                                            pusher=self.pusher, transports=MQTT_DELIVERS_TO, listeners=[self.alarms])
         self.pipeline = IngestPipeline(intake=self.intake, stats=self.stats, pusher=self.pusher, max_batch=max_batch,
-                                       responses=self.dispatcher, listeners=[self.dispatcher])
+                                       responses=self.dispatcher, listeners=[self.dispatcher, self.alarms])
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -128,6 +133,7 @@ class Bridge:
             asyncio.ensure_future(self.pipeline.run()),
             asyncio.ensure_future(self._heartbeat()),
             asyncio.ensure_future(self.dispatcher.run()),
+            asyncio.ensure_future(self.alarms.run()),
             asyncio.ensure_future(presence_loop(pusher=self.pusher, stats=self.stats,
                                                 interval=self._heartbeat_seconds, offline_after=self._offline_after)),
             asyncio.ensure_future(maintenance_loop(retention=self._retention, interval=self._maintenance_seconds,

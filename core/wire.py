@@ -110,6 +110,16 @@ def status_frame(device_id: str, online: bool, ts: datetime) -> str:
     return dumps({"type": "status", "device": device_id, "online": online, "ts": format_ts(ts)})
 
 
+ALARM_FRAME_KEYS = ("id", "device", "rule", "rule_name", "kind", "severity", "state", "value", "message", "first_seen",
+                    "last_seen", "retriggers", "acknowledged_at", "acknowledged_by", "ack_note", "cleared_at",
+                    "cleared_by")
+
+
+def alarm_frame(state: dict[str, Any], *, event: str) -> str:
+    """An `alarm` frame: an alarm's state after the transition `event` (raised, acknowledged, retriggered, cleared)."""
+    return dumps({"type": "alarm", "event": event, **{k: state.get(k) for k in ALARM_FRAME_KEYS}})
+
+
 # --- commands (SPEC §6, §7) -----------------------------------------------------
 
 COMMAND_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")

@@ -15,8 +15,8 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 from django.db import DatabaseError, InterfaceError, OperationalError
 
@@ -31,6 +31,7 @@ from devices.pipeline import Committed
 from devices.pusher import Pusher
 from devices.selectors import command_state
 from devices.services.commands import (
+    COMMAND_FINAL,
     command_claim,
     command_expire_due,
     command_lease_renew,
@@ -45,6 +46,12 @@ logger = logging.getLogger("iotgw.bridge")
 T = TypeVar("T")
 
 
+class CommandListener(Protocol):
+    """Told of commands that reached an end here (a response, a time-out, an expiry): alarm rules on failures."""
+
+    async def commands_finished(self, commands: list[Command]) -> None: ...
+
+
 class CommandDispatcher:
     """One process's command loop for one transport: claims, delivers, records and times out commands.
 
@@ -56,8 +63,10 @@ class CommandDispatcher:
 
     def __init__(self, *, outlet: Outlet, owner: str, stats: IngestStats, pusher: Pusher, interval: float = 1.0,
                  batch: int = 200, transports: Iterable[str] | None = None,
-                 reach: Callable[[], Collection[str]] | None = None, housekeep: bool = True) -> None:
+                 reach: Callable[[], Collection[str]] | None = None, housekeep: bool = True,
+                 listeners: Sequence[CommandListener] = ()) -> None:
         self._outlet = outlet
+        self.listeners = list(listeners)
         # The device transports it delivers to (None: every device), and, for an outlet that holds
         # the devices' connections itself (a WebSocket device), the devices it can reach right now.
         self._transports = tuple(transports) if transports is not None else None
@@ -212,10 +221,12 @@ class CommandDispatcher:
         self._stats.counts["commands_timed_out"] += len(timed_out)
         self._stats.counts["commands_expired"] += len(expired)
         await self._push(timed_out + expired)
+        await self._tell(timed_out + expired)
 
     async def resolve(self, responses: list[tuple[str, CommandResponse]], push: PushBatch) -> None:
         """Apply a batch's responses (the pipeline acks them after this returns); count the ignored ones."""
         outcomes = await self._retrying(lambda: self._resolve(responses))
+        await self._tell([c for c, _ in outcomes if c is not None and c.status in COMMAND_FINAL])
         for (device_id, response), (command, reason) in zip(responses, outcomes, strict=True):
             if command is not None:
                 push.frame(device_id, command_frame(command_state(command)))
@@ -226,6 +237,15 @@ class CommandDispatcher:
                                    message=f"response to command {response.command_id}")
             else:
                 self._stats.counts["command_responses"] += 1
+
+    async def _tell(self, commands: list[Command]) -> None:
+        if not commands:
+            return
+        for listener in self.listeners:
+            try:
+                await listener.commands_finished(commands)
+            except Exception:
+                logger.exception("a command listener (%s) failed", type(listener).__name__)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry while the database is away: a delivery or a response is recorded late, never dropped."""

@@ -35,6 +35,8 @@ def bridge_options() -> dict[str, Any]:
         "sparkplug_host_id": settings.IOTGW_SPARKPLUG_HOST_ID,
         "retention": Retention(**retention()),
         "maintenance_seconds": settings.IOTGW_MAINTENANCE_SECONDS,
+        "alarm_poll": settings.IOTGW_ALARM_POLL_SECONDS,
+        "alarm_sweep": settings.IOTGW_ALARM_SWEEP_SECONDS,
     }
 
 

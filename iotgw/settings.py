@@ -225,6 +225,10 @@ IOTGW_SPARKPLUG_HOST_ID = env.text("IOTGW_SPARKPLUG_HOST_ID", "") or ""
 # has not noticed — would otherwise stay online forever, and its commands would go `sent` and time out
 # instead of waiting `queued`. Bridges sweep for silent devices every IOTGW_HEARTBEAT_SECONDS.
 IOTGW_OFFLINE_AFTER = env.number("IOTGW_OFFLINE_AFTER", 600.0)
+# Alarms (docs/alarms.md): how often each bridge polls the rules' version and the alarm transitions of
+# other processes (a rule change takes effect within this), and sweeps for inactivity and offline alarms.
+IOTGW_ALARM_POLL_SECONDS = env.number("IOTGW_ALARM_POLL_SECONDS", 2.0)
+IOTGW_ALARM_SWEEP_SECONDS = env.number("IOTGW_ALARM_SWEEP_SECONDS", 5.0)
 IOTGW_WS_MAX_FRAME = 64 * 1024
 # Dashboard frames per second per socket (token bucket); past the burst a socket gets
 # `rate_limited`, and one that keeps going past another burst's worth is closed (4429).
