@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,11 +25,11 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 
 from alarms import rules as R
+from alarms.live import alarm_frames
 from alarms.models import Alarm, AlarmRule
 from alarms.selectors import (
     RuleLoad,
     alarm_changes_since,
-    alarm_state,
     alarms_open_keys,
     devices_presence,
     rule_version,
@@ -37,7 +37,6 @@ from alarms.selectors import (
 )
 from alarms.services import Change, alarm_clear_condition, alarm_raise, alarm_retrigger, alarms_touch
 from core.retry import Backoff, retry
-from core.wire import alarm_frame
 from devices.dbthread import in_db_thread
 from devices.models import Command
 from devices.pipeline import Committed
@@ -123,9 +122,9 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _apply(actions: list[Action]) -> list[tuple[Action, Change | None]]:
-    """Each transition in its own transaction (one failing does not undo the others)."""
-    done: list[tuple[Action, Change | None]] = []
+def _apply(actions: list[Action]) -> list[tuple[Action, Change | None, str]]:
+    """Each transition in its own transaction (one failing does not undo the others), with its `alarm` frame."""
+    done: list[tuple[Action, Change | None, str]] = []
     for a in actions:
         if a.what == R.RAISE:
             change = alarm_raise(rule=a.rule, device_id=a.device_id, at=a.at, value=a.value, message=a.message)
@@ -134,12 +133,8 @@ def _apply(actions: list[Action]) -> list[tuple[Action, Change | None]]:
         else:
             change = alarm_clear_condition(rule_id=a.rule.pk, device_id=a.device_id, at=a.at, value=a.value,
                                            note=a.message or "the condition ended")
-        done.append((a, change))
+        done.append((a, change, alarm_frames([change])[0][1] if change is not None else ""))
     return done
-
-
-def _frames(changes: Iterable[Change]) -> list[tuple[str, str]]:
-    return [(c.alarm.device_id, alarm_frame(alarm_state(c.alarm), event=c.event.kind)) for c in changes]
 
 
 class AlarmEngine:
@@ -293,7 +288,8 @@ class AlarmEngine:
         """Apply transitions (retrying while the database is away: the batch waits), then push their frames."""
         done = await self._retrying(lambda: self._apply(actions))
         changes: list[Change] = []
-        for action, change in done:
+        push = self._pusher.batch()
+        for action, change, frame in done:
             key = (action.rule.pk, action.device_id)
             if change is None:
                 # Refused: a raise found one open (another bridge's); a retrigger or clear found none.
@@ -303,6 +299,9 @@ class AlarmEngine:
                     self.open.pop(key, None)
                 continue
             changes.append(change)
+            push.frame(change.alarm.device_id, frame)
+            logger.info("alarm %s %s: %s on %s", change.alarm.pk, change.event.kind, change.alarm.rule_name,
+                        change.alarm.device_id)
             self._stats.counts[f"alarms_{change.event.kind}"] += 1
             if change.alarm.state == Alarm.CLEARED:
                 if self.open.get(key) in (change.alarm.pk, None):
@@ -310,9 +309,6 @@ class AlarmEngine:
             else:
                 self.open[key] = change.alarm.pk
         if changes:
-            push = self._pusher.batch()
-            for device_id, text in _frames(changes):
-                push.frame(device_id, text)
             await self._pusher.send_now(push)
         return changes
 

@@ -87,10 +87,10 @@ def alarm_state(alarm: Alarm) -> dict[str, Any]:
     }
 
 
-def alarms_open_of(device_ids: Iterable[str]) -> list[dict[str, Any]]:
-    """The open alarms of some devices (a dashboard's snapshot of them), most severe first."""
+def alarms_open_of(device_ids: Iterable[str], *, limit: int = 1000) -> list[dict[str, Any]]:
+    """The open alarms of some devices (a dashboard's snapshot of them), newest first, at most `limit`."""
     rows = Alarm.objects.filter(device_id__in=list(device_ids), state__in=OPEN_STATES).select_related(
-        "acknowledged_by", "cleared_by")
+        "acknowledged_by", "cleared_by").order_by("-pk")[:limit]
     return [alarm_state(a) for a in rows]
 
 

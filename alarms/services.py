@@ -182,3 +182,49 @@ def rule_bump() -> None:
 
 __all__ = ["AlarmUnknown", "Change", "alarm_acknowledge", "alarm_clear", "alarm_clear_condition", "alarm_raise",
            "alarm_retrigger", "alarms_clear_of_rule", "alarms_touch", "rule_bump", "transition"]
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+RULE_FIELDS = ("name", "enabled", "kind", "severity", "metric", "low", "high", "low_clear", "high_clear", "duration",
+               "command")
+
+
+def rule_save(*, rule: AlarmRule | None = None, device_id: str | None = None, group: str | None = None,
+              **fields: object) -> AlarmRule:
+    """Create (or replace the fields of) a rule, checked as every save is; the bridges reload it within a poll."""
+    from django.contrib.auth.models import Group
+
+    from devices.models import Device
+
+    name = fields.get("name")
+    if not isinstance(name, str) or not 0 < len(name) <= 200 or not storable_text(name):
+        raise PayloadInvalid("bad_rule", "name must be text of 1 to 200 characters without NUL")
+    rule = rule or AlarmRule()
+    for key in RULE_FIELDS:
+        if key in fields:
+            setattr(rule, key, fields[key])
+    rule.device = None
+    rule.group = None
+    if device_id is not None:
+        rule.device = Device.objects.filter(pk=device_id).first() if storable_text(device_id) else None
+        if rule.device is None:
+            raise PayloadInvalid("bad_rule", f"no device {device_id[:80]!r}")
+    if group is not None:
+        rule.group = Group.objects.filter(name=group).first() if storable_text(group) else None
+        if rule.group is None:
+            raise PayloadInvalid("bad_rule", f"no group {group[:80]!r}")
+    if rule.device is not None and rule.group is not None:
+        raise PayloadInvalid("bad_rule", "a rule watches one device or one group, not both")
+    spec = rule.spec()  # PayloadInvalid with the rule's own words, before the model's ValidationError
+    for key in ("low", "high", "low_clear", "high_clear", "metric", "duration", "command"):
+        setattr(rule, key, getattr(spec, key))
+    with transaction.atomic():
+        rule.save()
+    return rule
+
+
+def rule_delete(*, rule: AlarmRule) -> None:
+    """Delete a rule; its open alarms are cleared first (their history stays, without the rule)."""
+    with transaction.atomic():
+        rule.delete()

@@ -14,11 +14,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
+from alarms.selectors import alarms_open_of
 from core.channels import session_group, token_group, user_group
 from core.errors import GatewayError
 from core.push import bucket_of
 from core.ratelimit import TokenBucket
 from core.wire import (
+    alarm_frame,
     command_frame,
     command_request,
     decode_client_frame,
@@ -309,6 +311,10 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             snapshot = await database_sync_to_async(device_snapshots)(wanted)
         for text in snapshot_frames(snapshot, self.config.max_frame):
             await self.send(text)
+        # Then the open alarms of those devices, as `alarm` frames (event "open"): a snapshot of them too.
+        alarms = await database_sync_to_async(alarms_open_of)([d["id"] for d in snapshot])
+        for state in alarms:
+            await self.send(alarm_frame(state, event="open"))
 
     async def on_unsubscribe(self, frame: dict) -> None:
         if frame["devices"] == "*":
