@@ -188,6 +188,8 @@ class AlarmEngine:
             live = set(self.rules.specs)
             self._tracks = {k: t for k, t in self._tracks.items() if k[0] in live}
             logger.info("alarm rules reloaded: version %s, %d rules", self.rules.version, len(live))
+        # In the heartbeat's counters: which rules each bridge applies (readiness checks and tests wait on it).
+        self._stats.counts["alarm_rules_version"] = self.rules.version
         while True:
             last, changes = await in_db_thread(alarm_changes_since)(self._last_event)
             self._last_event = last

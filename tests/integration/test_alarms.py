@@ -6,6 +6,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from alarms.models import Alarm, AlarmEvent, AlarmRule
+from alarms.selectors import rule_version
+from devices.models import BridgeHeartbeat
 from testing.http import json_call
 from testing.mqtt import MqttDevice
 from testing.waiting import await_until
@@ -27,6 +29,13 @@ def alarm_frame(device_id: str, event: str):
     return lambda f: f["type"] == "alarm" and f["device"] == device_id and f["event"] == event
 
 
+def rules_applied() -> bool:
+    """Every bridge's heartbeat says it evaluates the rules' current version."""
+    version = rule_version()
+    beats = list(BridgeHeartbeat.objects.values_list("counters", flat=True))
+    return bool(beats) and all(c.get("alarm_rules_version") == version for c in beats)
+
+
 def kinds(device_id: str) -> list[str]:
     return list(AlarmEvent.objects.filter(alarm__device_id=device_id).order_by("pk").values_list("kind", flat=True))
 
@@ -39,6 +48,7 @@ async def test_a_threshold_held_for_its_duration_raises_one_alarm_that_an_ack_an
     await sync_to_async(AlarmRule.objects.create)(name="too hot", kind="above", metric="temp", high=80,
                                                   high_clear=70, duration=60, severity="critical",
                                                   device_id=device_id)
+    await await_until(rules_applied, what="the bridge applying the rule")
     dash = await Dashboard.open(running.ws, token)
     await dash.subscribe([device_id])
     device = await sync_to_async(MqttDevice)(running.mqtt_url, device_id)
@@ -74,6 +84,7 @@ async def test_a_silent_device_raises_an_inactivity_alarm_within_the_configured_
     token = await sync_to_async(registry.token)(user)
     device_id, _ = await sync_to_async(registry.device)("meter", owner=user)
     await sync_to_async(AlarmRule.objects.create)(name="silent", kind="inactivity", duration=2, device_id=device_id)
+    await await_until(rules_applied, what="the bridge applying the rule")
     dash = await Dashboard.open(running.ws, token)
     await dash.subscribe([device_id])
     device = await sync_to_async(MqttDevice)(running.mqtt_url, device_id, will=False)
