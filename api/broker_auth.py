@@ -1,9 +1,10 @@
 """Broker hooks: /mqtt/auth, /mqtt/acl and /mqtt/superuser for EMQX 5 and mosquitto-go-auth (docs/broker-auth.md).
 
-A device logs in with its id and secret and may publish only to its own
-telemetry, status and command-response topics, and subscribe only to its own
-commands topic. The bridge's account may do everything. Anything else,
-including an error while deciding, is a deny.
+A device logs in with its id and secret and may use exactly its profile's
+topics (docs/profiles.md): by default publish only to its own telemetry, status
+and command-response topics, and subscribe only to its own commands topic. The
+bridge's account may do everything. Anything else, including an error while
+deciding, is a deny.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from core import topics
 from core.ids import DEVICE_ID_RE
-from devices.models import Device
-from devices.selectors import device_secret_ok
+from core.profiles import allowed
+from devices.selectors import device_grants, device_secret_ok
 
 logger = logging.getLogger("iotgw.broker_auth")
 
@@ -113,15 +113,10 @@ def topic_allowed(*, username: str, topic: str, publish: bool, subscribe: bool) 
     """Whether a user may publish to, or subscribe to (and receive from), a topic."""
     if _is_bridge(username):
         return True
-    if not DEVICE_ID_RE.match(username) or not Device.objects.filter(pk=username, enabled=True).exists():
-        return False
-    if publish and subscribe:
-        return False  # no topic is both
-    if publish:
-        return topics.may_publish(device_id=username, topic=topic)
-    if subscribe:
-        return topics.may_subscribe(device_id=username, topic_filter=topic)
-    return False
+    if not DEVICE_ID_RE.match(username) or publish == subscribe:
+        return False  # no topic is both, or neither
+    grants = device_grants(username)  # its profile's topics (docs/profiles.md); SPEC §4's own by default
+    return grants is not None and allowed(grants, topic, subscribe=subscribe)
 
 
 def _guarded(decide):

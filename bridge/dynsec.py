@@ -1,8 +1,9 @@
 """Mosquitto dynamic security (MQTT_DYNSEC=1): the broker's clients and roles follow the device registry.
 
 Each device gets a client (username = device id, password = its secret) and a
-role of its own that may publish only to its telemetry, status and
-command-response topics and subscribe only to its commands topic. Commands go
+role of its own with exactly its profile's topics (docs/profiles.md): by default
+publishing only to its telemetry, status and command-response topics and
+subscribing only to its commands topic. Commands go
 over `$CONTROL/dynamic-security/v1` with the admin account of MQTT_DYNSEC_URL.
 """
 
@@ -20,8 +21,10 @@ from django.conf import settings
 
 from core import topics
 from core.broker import BrokerConfig
+from core.profiles import Grants
 from devices import signals
 from devices.models import Device
+from devices.selectors import device_grants
 
 logger = logging.getLogger("iotgw.dynsec")
 
@@ -39,11 +42,15 @@ def role_name(device_id: str) -> str:
 
 
 def device_acls(device_id: str) -> list[dict[str, Any]]:
-    """A device's rights: publish to its own inbound topics, subscribe to its own commands."""
-    acls = [{"acltype": "publishClientSend", "topic": topics.device_topic(device_id, kind), "allow": True}
-            for kind in topics.PUBLISH_KINDS]
-    acls.append({"acltype": "subscribeLiteral", "topic": topics.device_topic(device_id, topics.SUBSCRIBE_KIND),
-                 "allow": True})
+    """A device's rights, by its profile (docs/profiles.md): by default publish to its own inbound topics and
+    subscribe to its own commands (SPEC §4); a gateway's cover its children's topics."""
+    grants = device_grants(device_id)
+    if grants is None:
+        grants = Grants(tuple(topics.device_topic(device_id, kind) for kind in topics.PUBLISH_KINDS),
+                        (topics.device_topic(device_id, topics.SUBSCRIBE_KIND),))
+    acls = [{"acltype": "publishClientSend", "topic": topic, "allow": True} for topic in grants.publish]
+    acls += [{"acltype": "subscribePattern" if "+" in topic or "#" in topic else "subscribeLiteral", "topic": topic,
+              "allow": True} for topic in grants.subscribe]
     return acls
 
 
@@ -135,6 +142,19 @@ def client_create(*, device_id: str, secret: str) -> None:
                        {"command": "enableClient", "username": device_id})
 
 
+def role_update(*, device_id: str) -> None:
+    """Make a device's role hold exactly the rights of its profile now."""
+    role = role_name(device_id)
+    wanted = device_acls(device_id)
+    with _client() as dynsec:
+        current = dynsec.run({"command": "getRole", "rolename": role})[0].get("data", {}).get("role", {})
+        for acl in current.get("acls", []):
+            dynsec.run({"command": "removeRoleACL", "rolename": role, "acltype": acl["acltype"],
+                        "topic": acl["topic"]}, ok_errors=("not found",))
+        for acl in wanted:
+            dynsec.run({"command": "addRoleACL", "rolename": role, **acl}, ok_errors=("already exists",))
+
+
 def client_set_enabled(*, device_id: str, enabled: bool) -> None:
     """Enable a device's client, or disable it (the broker also drops its open connection)."""
     with _client() as dynsec:
@@ -161,6 +181,11 @@ def bridge_acls() -> list[dict[str, Any]]:
         {"acltype": "subscribePattern", "topic": f"$share/+/{topics.ALL_DEVICES}", "allow": True},
         {"acltype": "publishClientReceive", "topic": topics.ALL_DEVICES, "allow": True},
         {"acltype": "publishClientSend", "topic": topics.ANY_DEVICE_COMMANDS, "allow": True},
+        # Device profiles (docs/profiles.md) put devices on any topics: the bridge reads and commands them all.
+        {"acltype": "subscribePattern", "topic": "#", "allow": True},
+        {"acltype": "subscribePattern", "topic": "$share/#", "allow": True},
+        {"acltype": "publishClientReceive", "topic": "#", "allow": True},
+        {"acltype": "publishClientSend", "topic": "#", "allow": True},
         {"acltype": "unsubscribePattern", "topic": "#", "allow": True},
     ]
 
@@ -182,7 +207,7 @@ def bridge_account_ensure(*, username: str, password: str) -> None:
 
 
 ACTIONS: dict[str, Callable[..., None]] = {"client_create": client_create, "client_set_enabled": client_set_enabled,
-           "client_set_password": client_set_password}
+           "client_set_password": client_set_password, "role_update": role_update}
 
 
 def apply(action: str, **kwargs: Any) -> None:
@@ -207,8 +232,13 @@ def _secret_changed(sender: object, *, device_id: str, secret: str, **_: object)
     apply("client_set_password", device_id=device_id, secret=secret)
 
 
+def _profile_changed(sender: object, *, device_id: str, **_: object) -> None:
+    apply("role_update", device_id=device_id)
+
+
 def connect_receivers() -> None:
     """Follow the registry: the domain's signals (sent after each commit) become dynamic-security commands."""
     signals.device_registered.connect(_registered, dispatch_uid="dynsec-registered")
     signals.device_enabled_changed.connect(_enabled_changed, dispatch_uid="dynsec-enabled")
     signals.device_secret_changed.connect(_secret_changed, dispatch_uid="dynsec-secret")
+    signals.device_profile_changed.connect(_profile_changed, dispatch_uid="dynsec-profile")

@@ -143,6 +143,13 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(parts) == len(filt)
 
 
+def allowed(grants: Grants, topic: str, *, subscribe: bool) -> bool:
+    """Whether the grants let a device publish to a topic, or subscribe to a filter (or receive on a topic)."""
+    if subscribe:
+        return any(g == topic or _covers(g, topic) for g in grants.subscribe)
+    return any(topic_matches(g, topic) for g in grants.publish)
+
+
 def covering(filters: Sequence[str]) -> list[str]:
     """The filters without those another one covers (`+/status` under `+/+`), so no message arrives twice."""
     unique = sorted(set(filters))
@@ -216,7 +223,10 @@ class RulesCodec:
         if self.spec.command is not None:
             command = self.spec.command.topic.replace("{device}", topic_level(device_id))
             subscribe.append(as_filter([("+" if "{" in level else level) for level in command.split("/")]))
-        return Grants(tuple(publish), tuple(subscribe))
+        if self.spec.grants is not None:
+            publish += [g.replace("{device}", device_id) for g in self.spec.grants.publish]
+            subscribe += [g.replace("{device}", device_id) for g in self.spec.grants.subscribe]
+        return Grants(tuple(covering(publish)), tuple(covering(subscribe)))
 
 
 def _filled(rule: CompiledRule, device_id: str) -> str:

@@ -186,6 +186,22 @@ def _strings(value: Any, depth: int = 0) -> list[str]:
     return []
 
 
+class GrantSpec(_Strict):
+    """Broker rights beyond those the topics and the command imply: topic filters, `{device}` the device's id."""
+
+    publish: list[str] = Field(default_factory=list, max_length=16)
+    subscribe: list[str] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _sense(self) -> GrantSpec:
+        for template in (*self.publish, *self.subscribe):
+            for field in template_fields(template):
+                if field != "device":
+                    raise ValueError(f"grant {template!r}: only {{device}} can be in a grant")
+            pattern_levels(template.replace("{device}", "x"))
+        return self
+
+
 class ProfileSpec(_Strict):
     """A declarative profile: its topics in order (the first matching rule wins), and its commands."""
 
@@ -195,6 +211,7 @@ class ProfileSpec(_Strict):
     reply: str = "{device}/iotgw"
     # A gateway's children: created on first sight, or only when pre-registered (the default).
     create_children: bool = False
+    grants: GrantSpec | None = None
 
 
 def parse_spec(doc: Any) -> ProfileSpec:

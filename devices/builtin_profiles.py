@@ -24,6 +24,8 @@ TASMOTA: dict[str, Any] = {
     ],
     # `cmnd/<topic>/Power` with `ON`: the command's name is Tasmota's command, params.value its argument.
     "command": {"topic": "cmnd/{device}/{name}", "payload": "{params.value}", "format": "text"},
+    # Tasmota subscribes to its whole command tree and to the group topic (reading it is harmless).
+    "grants": {"subscribe": ["cmnd/{device}/#", "cmnd/tasmotas/#"]},
 }
 
 ZIGBEE2MQTT: dict[str, Any] = {
@@ -37,6 +39,8 @@ ZIGBEE2MQTT: dict[str, Any] = {
         {"topic": "{device}/{child}/#", "role": "ignore"},  # /set, /get: its own requests, echoed
     ],
     "command": {"topic": "{device}/{child}/set", "payload": "{params}"},
+    # Its base topic is its own: it publishes and subscribes all over it (bridge/request/#, <device>/set, …).
+    "grants": {"publish": ["{device}/#"], "subscribe": ["{device}/#"]},
 }
 
 SHELLY_GEN2: dict[str, Any] = {
@@ -55,6 +59,7 @@ SHELLY_GEN2: dict[str, Any] = {
     "command": {"topic": "{device}/rpc",
                 "payload": {"id": "{id}", "src": "{reply}", "method": "{name}", "params": "{params}"}},
     "reply": "{device}/iotgw",
+    "grants": {"subscribe": ["{device}/#"]},
 }
 
 ESPHOME: dict[str, Any] = {
@@ -69,6 +74,7 @@ ESPHOME: dict[str, Any] = {
     ],
     # The command's name is the component (`switch`), params.entity the object id, params.value the payload.
     "command": {"topic": "{device}/{name}/{params.entity}/command", "payload": "{params.value}", "format": "text"},
+    "grants": {"subscribe": ["{device}/#"]},
 }
 
 GATEWAY_API: dict[str, Any] = {
@@ -89,6 +95,7 @@ GATEWAY_API: dict[str, Any] = {
     ],
     "command": {"topic": "v1/gateway/rpc",
                 "payload": {"device": "{child}", "data": {"id": "{id}", "method": "{name}", "params": "{params}"}}},
+    "grants": {"publish": ["v1/gateway/#", "v1/devices/me/#"], "subscribe": ["v1/gateway/#", "v1/devices/me/#"]},
 }
 
 BUILTIN: dict[str, tuple[str, str, dict[str, Any]]] = {

@@ -17,9 +17,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from core.errors import CommandUnknown, NotAuthorized
+from core.errors import CommandUnknown, NotAuthorized, PayloadInvalid
 from core.ids import DEVICE_ID_RE
-from core.profiles import IOTGW, Directory, Member, ProfileDef
+from core.profiles import IOTGW, Codec, Directory, Grants, IotgwCodec, Limits, Member, ProfileDef, compile_profile
 from core.times import format_ts
 from devices.models import ApiToken, BridgeHeartbeat, Command, Device, DeviceProfile, Telemetry
 from devices.secrets import TOKEN_PREFIX, secret_hash
@@ -275,3 +275,31 @@ def telemetry_samples(
             if len(rows) < page:
                 break
             after = rows[-1][0]
+
+
+_codecs: dict[tuple[str, str, str], Codec] = {}  # (name, kind, updated_at) → the compiled profile, for the broker hooks
+_CODECS_KEPT = 256
+
+
+def device_grants(device_id: str) -> Grants | None:
+    """What an enabled device may do on the broker, by its profile (docs/profiles.md); None: unknown or disabled."""
+    device = (Device.objects.filter(pk=device_id, enabled=True).select_related("profile")
+              .only("id", "gateway_id", "child_name", "profile").first())
+    if device is None:
+        return None
+    member = Member(profile=device.profile_id or IOTGW, gateway=device.gateway_id,
+                    child=device.child_name or None)
+    profile = device.profile
+    if profile is None:
+        return IotgwCodec(ProfileDef(IOTGW, IOTGW, {}), Limits()).grants(device_id, member)
+    key = (profile.name, profile.kind, profile.updated_at.isoformat())
+    codec = _codecs.get(key)
+    if codec is None:
+        try:
+            codec = compile_profile(ProfileDef(profile.name, profile.kind, profile.spec))
+        except PayloadInvalid:
+            return Grants()  # a profile that does not compile grants nothing
+        if len(_codecs) >= _CODECS_KEPT:
+            _codecs.clear()
+        _codecs[key] = codec
+    return codec.grants(device_id, member)

@@ -21,6 +21,8 @@ device_registered = Signal()
 device_enabled_changed = Signal()
 # device_id, secret (its new one; the old one stops working)
 device_secret_changed = Signal()
+# device_id (it is on another profile now: its broker rights change, docs/profiles.md)
+device_profile_changed = Signal()
 
 
 def send_on_commit(signal: Signal, **kwargs: Any) -> None:

@@ -11,6 +11,7 @@ from core.errors import Conflict, DeviceUnknown, PayloadInvalid, ProfileUnknown
 from core.ids import child_device_id
 from core.payloads import storable_text
 from core.profiles import IOTGW, ProfileDef, compile_profile
+from devices import signals
 from devices.builtin_profiles import BUILTIN
 from devices.models import Device, DeviceProfile
 from devices.services.devices import device_register
@@ -86,6 +87,7 @@ def device_set_profile(*, device_id: str, profile: str) -> Device:
         device.profile_id = None if profile == IOTGW else profile
         device.save(update_fields=["profile"])
         device.children.update(profile_id=device.profile_id)  # a gateway's children speak its dialect
+        signals.send_on_commit(signals.device_profile_changed, device_id=device_id)
     return device
 
 

@@ -10,6 +10,7 @@ from django.db import transaction
 
 from core.payloads import Sample
 from devices import telemetry_sql
+from devices.services.children import children_create_on_sight
 
 
 @dataclass(slots=True)
@@ -31,6 +32,8 @@ class Inbound:
     device_id: str
     samples: Sequence[Sample] = ()
     online: bool | None = None
+    # (gateway id, its own name) for a gateway's child: created on first sight when its profile says so.
+    child_of: tuple[str, str] | None = None
 
 
 def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime,
@@ -51,6 +54,10 @@ def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime,
         # Locked in id order: two bridges merging `latest` for one device
         # serialise instead of losing each other's metrics.
         devices = telemetry_sql.devices_lock(ids)
+        unseen = {item.device_id: item.child_of for item in items
+                  if item.child_of is not None and item.device_id not in devices}
+        if unseen:
+            devices.update(telemetry_sql.devices_lock(children_create_on_sight(unseen)))
         was_online = {d.id: d.online for d in devices.values()}
         given: list[tuple[str, datetime, dict]] = []
         assigned: list[telemetry_sql.AssignedRow] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from devices.services.devices import device_register, device_set_enabled
+from devices.services.profiles import device_register_child, device_set_profile
 
 pytestmark = pytest.mark.django_db
 
@@ -65,3 +66,25 @@ def test_with_a_hook_secret_a_request_without_it_is_denied(client, devices, sett
     reply = client.post("/mqtt/auth", {"username": "mine", "password": mine}, content_type="application/json",
                         headers={"X-Iotgw-Hook-Secret": "s3cret"})
     assert reply.json()["result"] == "allow"
+
+
+def test_a_device_on_a_profile_may_use_that_profiles_topics_only(client, devices):
+    device_set_profile(device_id="mine", profile="tasmota")
+    assert emqx(client, "acl", username="mine", topic="tele/mine/SENSOR", action="publish") == "allow"
+    assert emqx(client, "acl", username="mine", topic="stat/mine/RESULT", action="publish") == "allow"
+    assert emqx(client, "acl", username="mine", topic="cmnd/mine/#", action="subscribe") == "allow"
+    assert emqx(client, "acl", username="mine", topic="tele/other/SENSOR", action="publish") == "deny"
+    assert emqx(client, "acl", username="mine", topic="devices/mine/telemetry", action="publish") == "deny"
+    assert emqx(client, "acl", username="mine", topic="cmnd/other/#", action="subscribe") == "deny"
+    assert emqx(client, "acl", username="other", topic="devices/other/telemetry", action="publish") == "allow"
+
+
+def test_a_gateway_may_speak_for_its_children_on_its_own_base_topic(client, devices):
+    device_set_profile(device_id="mine", profile="zigbee2mqtt")
+    lamp = device_register_child(gateway_id="mine", child_name="lamp")
+    assert lamp.id == "mine.lamp" and lamp.profile_id == "zigbee2mqtt"
+    assert emqx(client, "acl", username="mine", topic="mine/lamp", action="publish") == "allow"
+    assert emqx(client, "acl", username="mine", topic="mine/lamp/availability", action="publish") == "allow"
+    assert emqx(client, "acl", username="mine", topic="mine/#", action="subscribe") == "allow"
+    assert emqx(client, "acl", username="mine", topic="other/lamp", action="publish") == "deny"
+    assert go_auth(client, "acl", username="mine", topic="#", acc="4") == 403

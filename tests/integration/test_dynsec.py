@@ -151,3 +151,19 @@ def test_dynsecsetup_gives_a_real_bridge_what_it_needs(dynsec_broker, stack, reg
     command = command_issue(user=registry.user("ds-ops", staff=True), device_id=device_id, name="ping")
     assert device.got(f"devices/{device_id}/commands", match=lambda m: str(command.id).encode() in m.payload)
     device.close()
+
+
+def test_a_device_put_on_a_profile_gets_exactly_its_profiles_topics(dynsec_broker, registry):
+    from devices.services.profiles import device_set_profile
+
+    port = dynsec_broker
+    mine, secret = registry.device("ds-tasmota")
+    device_set_profile(device_id=mine, profile="tasmota")
+    device = Client(port)
+    assert device.try_connect(mine, secret) == 0
+    # 0x10: accepted, no subscriber
+    wait_until(lambda: device.publish(f"tele/{mine}/SENSOR", b'{"x": 1}') in (0, 0x10), what="the profile's rights")
+    assert device.subscribe(f"cmnd/{mine}/#") == 1
+    assert device.publish("tele/someone-else/SENSOR", b"{}") == NOT_AUTHORIZED
+    assert device.publish(f"devices/{mine}/telemetry", b"{}") == NOT_AUTHORIZED
+    device.close()

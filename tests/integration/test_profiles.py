@@ -229,3 +229,21 @@ def test_a_profile_changed_while_the_bridge_runs_takes_effect(stack, registry, o
 
     wait_until(published, interval=0.5, what="the new profile's topic subscribed and read")
     assert Telemetry.objects.filter(device_id=device_id).first().data == {"v": 7}
+
+
+def test_children_are_created_on_first_sight_only_when_the_profile_says_so(stack, registry, ops, firmwares):
+    from devices.builtin_profiles import ZIGBEE2MQTT
+
+    profile_save(name="z2m-open", spec={**ZIGBEE2MQTT, "create_children": True})
+    open_base, _ = registry.device("z2mopen")
+    closed_base, _ = registry.device("z2mclosed")
+    device_set_profile(device_id=open_base, profile="z2m-open")
+    device_set_profile(device_id=closed_base, profile="zigbee2mqtt")
+    z2m = start(stack, firmwares, open_base)
+
+    z2m.publish(f"{closed_base}/0x00158d0001a2b3c4", '{"temperature":20}')
+    z2m.publish(f"{open_base}/0x00158d0001a2b3c4", '{"temperature":21}')
+    child = stored(f"{open_base}.0x00158d0001a2b3c4", temperature=21).device
+    assert child.gateway_id == open_base and child.child_name == "0x00158d0001a2b3c4"
+    assert child.profile_id == "z2m-open" and child.owner_id == Device.objects.get(pk=open_base).owner_id
+    assert not Device.objects.filter(pk=f"{closed_base}.0x00158d0001a2b3c4").exists()
