@@ -28,7 +28,8 @@ def test_migration_to_partitions_keeps_every_row_of_every_day():
     with connection.cursor() as cur:
         for device in ("d0", "d1", "d2"):
             cur.execute("INSERT INTO devices_device (id, name, secret_hash, mqtt_password_hash, enabled, online, "
-                        "latest, created_at, transport) VALUES (%s, '', '', '', true, false, '{}', %s, '')",
+                        "latest, created_at, transport, child_name) VALUES (%s, '', '', '', true, false, '{}', %s, "
+                        "'', '')",
                         [device, T0])
         for row in rows:
             cur.execute("INSERT INTO devices_telemetry (device_id, ts, data, received_at) VALUES (%s, %s, %s, %s)",
