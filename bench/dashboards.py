@@ -15,13 +15,17 @@ from multiprocessing.connection import Connection
 import orjson
 
 CHUNK = 40  # devices per subscribe frame: 25 frames for 1000 devices, within the per-socket burst
+OPENING = 50  # WebSocket handshakes in flight per dashboards process
 
 
-async def _dashboard(url: str, token: str, devices: list[str], sent: array, lat: array, ready: asyncio.Event) -> None:
+async def _dashboard(url: str, token: str, devices: list[str], sent: array, lat: array, ready: asyncio.Event,
+                     opening: asyncio.Semaphore) -> None:
     import websockets
 
-    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None,
-                                  max_queue=None) as ws:
+    async with opening:  # a few handshakes at a time: thousands at once overflow Daphne's listen backlog
+        ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None,
+                                      max_queue=None)
+    async with ws:
         chunks = [devices[i:i + CHUNK] for i in range(0, len(devices), CHUNK)]
         for chunk in chunks:
             await ws.send(orjson.dumps({"type": "subscribe", "devices": chunk}).decode())
@@ -47,9 +51,12 @@ async def _serve(urls: list[str], token: str, views: list[list[str]], first: int
     count = len(views)
     data = [(array("d"), array("d")) for _ in range(count)]
     readies = [asyncio.Event() for _ in range(count)]
-    tasks = [asyncio.ensure_future(_dashboard(urls[(first + i) % len(urls)], token, views[i], *data[i], readies[i]))
+    opening = asyncio.Semaphore(OPENING)
+    tasks = [asyncio.ensure_future(_dashboard(urls[(first + i) % len(urls)], token, views[i], *data[i], readies[i],
+                                              opening))
              for i in range(count)]
-    waiting = asyncio.ensure_future(asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60))
+    waiting = asyncio.ensure_future(asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)),
+                                                     max(60.0, count / 20)))
     await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
     failed = [t for t in tasks if t.done()]
     conn.send("ready" if not failed else f"failed: {failed[0].exception()!r}")

@@ -92,6 +92,11 @@ def tables(results: dict) -> str:
                                    if cmd.get("measured") else cmd.get("note", "not measured")))
     if results.get("coap"):
         out.append(coap_table(results["coap"]))
+    sockets = (results["scenarios"].get("sockets") or {}).get("sockets")
+    if sockets:
+        out.append(f"Sockets: {_f(sockets['count'])} dashboard sockets on one web process: RSS "
+                   f"{sockets['web_rss_idle_mib']} MiB idle, {sockets['web_rss_open_mib']} MiB with them open, "
+                   f"{sockets['kib_per_socket']} KiB per socket.")
     if results["scenarios"].get("overload"):
         out.append(overload_table(results["scenarios"]["overload"]))
     if results.get("fleet"):

@@ -46,9 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--naive-rates", help="comma-separated offered rates for the naive bridge; empty skips it")
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
     p.add_argument("--only", help="run only these scenarios "
-                                  "(comma-separated: gateway,naive,scaleout,commands,coap,fleet; "
+                                  "(comma-separated: gateway,naive,scaleout,commands,coap,fleet,overload,sockets; "
                                   "export, which runs only when named: bench/export.py)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
+    p.add_argument("--sockets", type=int, default=5000,
+                   help="dashboard sockets on one web process in the sockets scenario, one device each, 1 update/s")
     p.add_argument("--overload-rate", type=float,
                    help="offered samples/s of the overload scenario (in messages of --batch-size; default 3 × "
                         "--max-rate, or 60,000 in quick mode); 0 skips it")
@@ -77,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.overload_seconds is None:
         args.overload_seconds = 20.0 if args.quick else 300.0
     args.only = (set(args.only.split(",")) if args.only
-                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet", "overload"})
+                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet", "overload", "sockets"})
     return args
 
 
@@ -159,7 +161,7 @@ class Bench:
         BridgeHeartbeat.objects.all().delete()
         ApiToken.objects.all().delete()
         devices = [Device(id=f"bench-{kind}-{i:05d}", name=f"bench {kind} {i}", secret_hash="-", enabled=True)
-                   for kind in ("g", "n", "s", "o") for i in range(self.args.devices)]
+                   for kind in ("g", "n", "s", "o", "w") for i in range(self.args.devices)]
         Device.objects.bulk_create(devices, batch_size=2000)
         self.vacuum(full=True)
         user, _ = get_user_model().objects.get_or_create(username="bench-staff", defaults={"is_staff": True})
@@ -183,11 +185,16 @@ class Bench:
 
     # --- scenarios ------------------------------------------------------------------------
 
-    def scenario(self, name: str, *, webs: int, bridges: int, naive: bool, rates: list[tuple]) -> dict:
+    def scenario(self, name: str, *, webs: int, bridges: int, naive: bool, rates: list[tuple],
+                 one_device_sockets: int = 0) -> dict:
         """Start the processes, the dashboards, run each phase, and collect what the dashboards saw.
 
-        `rates` are (offered samples/s, samples per message[, phase() keywords]) per phase.
+        `rates` are (offered samples/s, samples per message[, phase() keywords]) per phase. With
+        `one_device_sockets`, that many dashboards watch one device each (round the fleet) instead of the
+        slice dashboards, and the web process's memory is read before and after they open.
         """
+        import psutil
+
         from bench.dashboards import Dashboards, slices
 
         a = self.args
@@ -199,11 +206,12 @@ class Bench:
         group = {"MQTT_SHARE_GROUP": f"bench{self.run_id}"} if bridges > 1 and not naive else {}
         stack = BenchStack(dict(self.env, **group, **dict(kv.split("=", 1) for kv in self.args.gateway_env)),
                            self.logdir, name)
-        kind = {"gateway": "g", "naive": "n", "scaleout": "s", "overload": "o"}[name]
+        kind = {"gateway": "g", "naive": "n", "scaleout": "s", "overload": "o", "sockets": "w"}[name]
         out: dict = {"webs": webs, "bridges": 0 if naive else bridges, "naive": naive, "phases": []}
         try:
-            for i in range(webs):
-                self.monitor.add(f"web{i + 1}", [stack.start_web().popen.pid])
+            web_pids = [stack.start_web().popen.pid for _ in range(webs)]
+            for i, pid in enumerate(web_pids):
+                self.monitor.add(f"web{i + 1}", [pid])
             if naive:
                 naive_proc = stack.start_naive()
                 self.monitor.add("naive bridge", [naive_proc.popen.pid])
@@ -212,9 +220,20 @@ class Bench:
                     proc = stack.start_bridge(f"bench-{self.run_id}-{name}-{i + 1}")
                     self.monitor.add(f"bridge{i + 1}", [proc.popen.pid])
             fleet = list(self.devices(kind))
-            self.views = [fleet] * a.dashboards + (slices(fleet, a.slice_dashboards) if a.slice_dashboards else [])
+            if one_device_sockets:
+                self.views = [fleet] * a.dashboards + [[fleet[i % len(fleet)]] for i in range(one_device_sockets)]
+            else:
+                self.views = [fleet] * a.dashboards + (slices(fleet, a.slice_dashboards) if a.slice_dashboards else [])
+            web = psutil.Process(web_pids[0]) if one_device_sockets else None
+            rss_idle = web.memory_info().rss if web else 0
             dashes = Dashboards(stack.ws_urls, self.token, self.views, a.dashboard_procs)
-            dashes.wait_ready()
+            dashes.wait_ready(timeout=max(70.0, one_device_sockets / 50))
+            if web:
+                rss = web.memory_info().rss
+                out["sockets"] = {"count": len(self.views), "web_rss_idle_mib": round(rss_idle / 2**20, 1),
+                                  "web_rss_open_mib": round(rss / 2**20, 1),
+                                  "kib_per_socket": round((rss - rss_idle) / len(self.views) / 1024, 1)}
+                print(f"   {out['sockets']}", flush=True)
             self.monitor.add("dashboards (load)", dashes.pids)
             for i, (rate, batch, *more) in enumerate(rates):
                 extra = more[0] if more else {}
@@ -475,6 +494,10 @@ class Bench:
                                                                   rates=srates)
         if "coap" in a.only:
             self.results["coap"] = self.coap()
+        if "sockets" in a.only and a.sockets:
+            # Every device once a second: each one-device socket gets an update a second (issue 17: 5,000 sockets).
+            self.results["scenarios"]["sockets"] = self.scenario(
+                "sockets", webs=1, bridges=1, naive=False, rates=[(float(a.devices), 1)], one_device_sockets=a.sockets)
         if "overload" in a.only and a.overload_rate:
             # The sustainable rate first (memory and latency to compare with), then 3× it for minutes: memory must
             # stay bounded, nothing acked may be lost, and the backlog drains afterwards at a reported rate.
