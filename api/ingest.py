@@ -1,38 +1,74 @@
-"""HTTP ingest (SPEC §8): telemetry with the device's own credentials, the same rules and service as MQTT."""
+"""HTTP devices (SPEC §8, §12): telemetry, status and command responses with the device's own credentials, the
+same rules as MQTT, batched in the web process (api/http_devices.py); commands by long poll, or in the answer to a
+telemetry POST that waits for one (`wait_for_command`, Hono's `hono-ttd`)."""
 
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import uuid
 from datetime import timedelta
+from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError
 
 from api import metrics
+from api.http_devices import HttpDevices, http_devices
 from api.rest import errors
 from core.credentials import device_credentials
-from core.errors import PayloadInvalid, RateLimited
-from core.logs import FailureLog
-from core.payloads import parse_samples
-from core.push import PushBatch, push_send
+from core.errors import CommandUnknown, PayloadInvalid, RateLimited
+from core.payloads import decode_json, parse_samples
 from core.ratelimit import BucketMap
-from devices.selectors import device_secret_ok
-from devices.services.telemetry import Inbound, telemetry_ingest
+from core.times import format_ts
+from core.transport import Outbound, Said
+from core.wire import command_response_of
+from devices.selectors import command_status_of, device_secret_ok
 
 logger = logging.getLogger("iotgw.api")
 
 router = Router(tags=["ingest"])
 
 
+# The longest a request waits for a command (a long poll, or `wait_for_command`), in seconds.
+MAX_COMMAND_WAIT = 30.0
+# The shortest: a command already queued is claimed by this process's dispatcher within it.
+MIN_COMMAND_WAIT = 1.0
+
+
+class DeviceCommand(Schema):
+    """A command as the device receives it (SPEC §6)."""
+
+    id: str
+    name: str
+    params: dict[str, Any]
+    expires_at: str
+
+
 class Ingested(Schema):
     accepted: int
+    command: DeviceCommand | None = Field(None, description="with `wait_for_command`: a command for the device, "
+                                                            "now `sent`; answer it at its response URL")
+
+
+class ResponseTaken(Schema):
+    id: str
+    status: str = Field(..., description="the command's status after the response: succeeded, failed, or the "
+                                         "status that made it ignore the response (timed_out, cancelled, …)")
+
+
+class WaitForCommand(Schema):
+    wait_for_command: float = Field(0, ge=0, description=f"seconds to wait for a command after the samples are "
+                                                         f"stored (at most {MAX_COMMAND_WAIT:g})")
+
+
+class Wait(Schema):
+    wait: float = Field(0, ge=0, description=f"seconds to wait for a command (at most {MAX_COMMAND_WAIT:g}; "
+                                             f"at least {MIN_COMMAND_WAIT:g}: a queued command is taken within it)")
 
 
 class DeviceCredentialsInvalid(AuthenticationError):
@@ -75,77 +111,123 @@ _INGEST_OPENAPI = {
 }
 
 
+_DEVICE_AUTH = {
+    "security": [{"DeviceBasic": []}, {"DeviceSecret": []}],
+    "description": "Device credentials, not an API token: `Authorization: Basic base64(id:secret)` or "
+                   "`Authorization: Bearer <secret>`.",
+}
+
+
 @router.post("/ingest/{device_id}/telemetry", auth=None, openapi_extra=_INGEST_OPENAPI,
              response={200: Ingested, **errors(400, 401, 413, 429)},
              summary="Telemetry over HTTP, with the device's own credentials (Basic id:secret, or Bearer secret)")
-async def ingest_telemetry(request: HttpRequest, device_id: str):
-    # The answer goes out right after the commit; the live push follows it, bounded in time (a frozen
-    # Redis used to hold the answer for the push's 9-30 s, and devices that retried stored samples twice).
-    try:
-        answer, push = await sync_to_async(_ingest)(request, device_id)
-    except PayloadInvalid as exc:
-        metrics.http_rejected.labels(reason=exc.reason).inc()
-        raise
-    _push_later(push)
+async def ingest_telemetry(request: HttpRequest, device_id: str, query: Query[WaitForCommand]):
+    """Store the samples (in this process's next batch) and answer after the commit; then, if asked, wait for a
+    command (`wait_for_command`, or Hono's `hono-ttd` header) and hand it over in the answer."""
+    transport = await _authorised(request, device_id)
+    received_at = timezone.now()
+    samples = _refused_counted(lambda: parse_samples(
+        _body(request), received_at=received_at, max_bytes=settings.IOTGW_MAX_PAYLOAD,
+        max_skew=timedelta(seconds=settings.IOTGW_MAX_CLOCK_SKEW)))
+    await transport.store(device_id, [Said(device_id, samples=samples)])
+    metrics.http_samples_ingested.inc(len(samples))
+    answer: dict[str, Any] = {"accepted": len(samples)}
+    wait = _wait(query.wait_for_command or _hono_ttd(request))
+    if wait:
+        command = await transport.next_command(device_id, wait)
+        if command is not None:
+            answer["command"] = _command(command)
     return answer
 
 
-def _ingest(request: HttpRequest, device_id: str) -> tuple[dict[str, int], PushBatch]:
+@router.get("/ingest/{device_id}/commands/next", auth=None, openapi_extra=_DEVICE_AUTH,
+            response={200: DeviceCommand, 204: None, **errors(400, 401, 429)},
+            summary="Long poll: the device's next command, or 204 when none came within `wait` seconds")
+async def next_command(request: HttpRequest, device_id: str, query: Query[Wait]):
+    """The poll is the device's presence (online over HTTP); a command is `sent` once it is in the answer."""
+    transport = await _authorised(request, device_id)
+    await transport.store(device_id, [Said(device_id, online=True)])
+    command = await transport.next_command(device_id, _wait(query.wait) or MIN_COMMAND_WAIT)
+    if command is None:
+        return Status(204, None)
+    return _command(command)
+
+
+@router.post("/ingest/{device_id}/commands/{command_id}/response", auth=None,
+             openapi_extra={**_DEVICE_AUTH, "requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"type": "object", "required": ["status"], "properties": {
+                     "status": {"enum": ["ok", "error"]}, "result": {}, "error": {"type": "string"}}}}}}},
+             response={200: ResponseTaken, **errors(400, 401, 404, 413, 429)},
+             summary="The device's response to a command it was handed (SPEC §6)")
+async def command_response(request: HttpRequest, device_id: str, command_id: str):
+    """Applied in this process's next batch, like an MQTT response; answers with the command's status after it."""
+    transport = await _authorised(request, device_id)
+    try:
+        command_uuid = uuid.UUID(command_id)
+    except ValueError:
+        raise CommandUnknown(f"no such command: {command_id[:80]}") from None
+    doc = _refused_counted(lambda: decode_json(_body(request), max_bytes=settings.IOTGW_MAX_PAYLOAD))
+    response = _refused_counted(lambda: command_response_of(
+        {**doc, "id": str(command_uuid)} if isinstance(doc, dict) else doc))
+    status = await sync_to_async(command_status_of)(device_id=device_id, command_id=command_uuid)
+    if status is None:
+        raise CommandUnknown(f"no such command: {command_id[:80]}")
+    await transport.store(device_id, [Said(device_id, response=response)])
+    status = await sync_to_async(command_status_of)(device_id=device_id, command_id=command_uuid)
+    return {"id": str(command_uuid), "status": status}
+
+
+async def _authorised(request: HttpRequest, device_id: str) -> HttpDevices:
+    """The device's credentials and its rate limit, checked; this process's HTTP device transport."""
     secret = _device_secret(request, device_id)
-    if secret is None or not device_secret_ok(device_id, secret):
+    if secret is None or not await sync_to_async(device_secret_ok)(device_id, secret):
         metrics.http_rejected.labels(reason="unauthorized").inc()
         raise DeviceCredentialsInvalid()
     if not _rate_ok(device_id):
         metrics.http_rejected.labels(reason="rate_limited").inc()
         raise RateLimited(f"device {device_id} sends faster than {settings.IOTGW_HTTP_INGEST_RATE:g} requests/s",
                           retry_after=_ingest_buckets.wait(device_id))
+    return http_devices(max_payload=settings.IOTGW_MAX_PAYLOAD, max_clock_skew=settings.IOTGW_MAX_CLOCK_SKEW,
+                        max_batch=settings.IOTGW_MAX_BATCH, push_buckets=settings.IOTGW_PUSH_BUCKETS,
+                        push_interval=settings.IOTGW_PUSH_INTERVAL)
+
+
+def _body(request: HttpRequest) -> bytes:
+    """The body, refused before it is read when its declared length is over the limit."""
     max_bytes = settings.IOTGW_MAX_PAYLOAD
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
         declared = 0
-    if declared > max_bytes:  # refused before the body is read
+    if declared > max_bytes:
         raise PayloadInvalid("too_large", f"payload of {declared} bytes is over the {max_bytes}-byte limit")
-    received_at = timezone.now()
-    samples = parse_samples(request.body, received_at=received_at, max_bytes=max_bytes,
-                            max_skew=timedelta(seconds=settings.IOTGW_MAX_CLOCK_SKEW))
-    outcome = telemetry_ingest(items=[Inbound(device_id=device_id, samples=samples)], received_at=received_at,
-                               transports={device_id: "http"})
-    if outcome.rejected:  # disabled or deleted since its credentials were checked: the same 401 as then
-        metrics.http_rejected.labels(reason=outcome.rejected[0]).inc()
-        raise DeviceCredentialsInvalid()
-    metrics.http_samples_ingested.inc(len(samples))
-    push = PushBatch(buckets=settings.IOTGW_PUSH_BUCKETS)
-    for sample in outcome.samples.get(0, samples):
-        push.telemetry(device_id, sample)
-    for changed_id, online, ts in outcome.status_changes:
-        push.status(changed_id, online, ts)
-    return {"accepted": len(samples)}, push
+    return request.body
 
 
-# Pushes still under way in this process; past the cap a push is dropped (they are best-effort, and this
-# bounds what a frozen Redis can hold here to MAX_PENDING_PUSHES x PUSH_TIMEOUT).
-MAX_PENDING_PUSHES = 200
-_pending_pushes: set[asyncio.Task] = set()
-_push_failures = FailureLog("HTTP ingest: push to dashboards failed", log=logger)
-
-
-def _push_later(push: PushBatch) -> None:
-    """Live pushes to dashboards, as the bridge does, on this event loop after the answer; best-effort."""
-    if not push:
-        return
-    if len(_pending_pushes) >= MAX_PENDING_PUSHES:
-        _push_failures.failed(RuntimeError(f"{MAX_PENDING_PUSHES} pushes already waiting; this one is dropped"))
-        return
-    task = asyncio.get_running_loop().create_task(_push(push))
-    _pending_pushes.add(task)
-    task.add_done_callback(_pending_pushes.discard)
-
-
-async def _push(push: PushBatch) -> None:
+def _refused_counted(read):
+    """Run a parser; a refusal is counted by its reason and answered (400, or 413 for `too_large`)."""
     try:
-        await push_send(get_channel_layer(), push)
-    except Exception as exc:  # storage already happened
-        _push_failures.failed(exc)
-    else:
-        _push_failures.recovered()
+        return read()
+    except PayloadInvalid as exc:
+        metrics.http_rejected.labels(reason=exc.reason).inc()
+        raise
+
+
+def _hono_ttd(request: HttpRequest) -> float:
+    """Hono's `hono-ttd` header (time till disconnect, seconds), as HTTP devices written for Hono send it."""
+    try:
+        return max(0.0, float(request.headers.get("hono-ttd") or 0))
+    except ValueError:
+        return 0.0
+
+
+def _wait(seconds: float) -> float:
+    """A wait capped at MAX_COMMAND_WAIT; 0 (no wait) stays 0."""
+    if not seconds or seconds != seconds:
+        return 0.0
+    return max(MIN_COMMAND_WAIT, min(seconds, MAX_COMMAND_WAIT))
+
+
+def _command(command: Outbound) -> dict[str, Any]:
+    return {"id": str(command.command_id), "name": command.name, "params": command.params,
+            "expires_at": format_ts(command.expires_at)}

@@ -42,7 +42,7 @@ _current: Bridge | None = None
 
 
 # The `Device.transport` values whose commands this bridge publishes.
-MQTT_DELIVERS_TO = (MqttTransport.name, "", "http")
+MQTT_DELIVERS_TO = (MqttTransport.name, "")
 
 
 class BridgeNotRunning(RuntimeError):
@@ -111,8 +111,8 @@ class Bridge:
             max_packet_size=max_payload + PACKET_HEADROOM,
             host=PrimaryHost(sparkplug_host_id) if sparkplug_host_id else None,
         )
-        # Devices last seen on MQTT (or over HTTP ingest, which has no way down of its own), or not seen yet;
-        # one heard on a transport with its own way down (ws, coap) gets its commands there.
+        # Devices last seen on MQTT, or not seen yet; one heard on another transport (http, ws, coap) gets its
+        # commands there (an HTTP device by asking: api/http_devices.py).
         # Alarm rules: on each committed batch, on commands' ends, and a sweep for silence (docs/alarms.md).
         self.alarms = AlarmEngine(pusher=self.pusher, stats=self.stats, poll=alarm_poll, sweep=alarm_sweep)
         self.dispatcher = CommandDispatcher(outlet=self.transport, owner=client_id, stats=self.stats,

@@ -126,8 +126,11 @@ class CommandDispatcher:
         while True:
             delay = next_sweep - loop.time()
             if delay > 0 and not self._sweep_now:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as
+                # the event is set (a nudge during shutdown), and the loop would never end.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
             self._wake.clear()
             devices, self._nudged = self._nudged, set()
             try:

@@ -13,11 +13,12 @@ first use, once per event loop (Daphne has no start-up hook an application can u
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -52,7 +53,7 @@ class ProcessIngest:
         self._dispatchers: dict[str, CommandDispatcher] = {}
         self._held: Counter[str] = Counter()  # device id → connections (sockets, waiting requests) held here
         self._channel: str | None = None
-        self._tasks: list[asyncio.Task[None]] = [asyncio.ensure_future(self.pipeline.run())]
+        self._tasks: list[asyncio.Task[None]] = [_background(self.pipeline.run())]
 
     @property
     def full(self) -> bool:
@@ -68,7 +69,7 @@ class ProcessIngest:
             dispatcher = self._dispatchers[outlet.name] = CommandDispatcher(
                 outlet=outlet, owner=f"{self.owner}:{outlet.name}", stats=self.stats, pusher=self.pusher,
                 interval=self._sweep_interval, transports=transports, reach=reach, housekeep=False)
-            self._tasks.append(asyncio.ensure_future(dispatcher.run()))
+            self._tasks.append(_background(dispatcher.run()))
         return dispatcher
 
     async def hold(self, device_id: str) -> None:
@@ -101,7 +102,7 @@ class ProcessIngest:
     async def _own_channel(self) -> str:
         if self._channel is None:
             self._channel = await self.layer.new_channel()
-            self._tasks.append(asyncio.ensure_future(self._listen(self._channel)))
+            self._tasks.append(_background(self._listen(self._channel)))
         return self._channel
 
     async def _listen(self, channel: str) -> None:
@@ -136,6 +137,17 @@ class ProcessIngest:
         """Stop the loops (tests; a web process runs it until it exits)."""
         for task in self._tasks:
             task.cancel()
+
+
+def _background(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task of the process, not of the request or socket that happened to start it.
+
+    A task inherits its creator's context, and under Django's ASGI handler that holds the request's
+    own thread for sync code (asgiref's ThreadSensitiveContext), which quits when the request ends:
+    every later database call of the pipeline failed with "CurrentThreadExecutor already quit". In
+    a fresh context they run on the process's one thread for thread-sensitive code.
+    """
+    return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
 
 
 _by_loop: dict[asyncio.AbstractEventLoop, ProcessIngest] = {}

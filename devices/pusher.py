@@ -74,8 +74,9 @@ class Pusher:
             await self._send(push)
             if self._next is not None and self._next.urgent:
                 continue
-            try:
-                await asyncio.wait_for(self._now.wait(), max(0.0, self._interval - (loop.time() - started)))
+            try:  # asyncio.timeout: Python 3.11's wait_for can swallow a cancel that meets an urgent push
+                async with asyncio.timeout(max(0.0, self._interval - (loop.time() - started))):
+                    await self._now.wait()
             except TimeoutError:
                 pass
 

@@ -137,6 +137,11 @@ def device_secret_hash(device_id: str) -> str | None:
     return Device.objects.filter(pk=device_id, enabled=True).values_list("secret_hash", flat=True).first()
 
 
+def command_status_of(*, device_id: str, command_id: uuid.UUID) -> str | None:
+    """A command's status, if it is this device's (None: no such command of this device)."""
+    return Command.objects.filter(pk=command_id, device_id=device_id).values_list("status", flat=True).first()
+
+
 def telemetry_history(
     *,
     device_id: str,

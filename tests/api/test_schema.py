@@ -13,6 +13,7 @@ from django.test import Client
 
 from alarms.models import AlarmRule
 from alarms.services import alarm_raise
+from core.ratelimit import BucketMap
 from devices.models import Command
 from devices.services.commands import command_issue
 from devices.services.devices import device_register, device_set_enabled
@@ -31,6 +32,8 @@ class World:
     disabled: str  # alice's disabled device
     command: str  # a queued command of alice's
     theirs: str  # a command of bob's
+    quiet: str  # alice's device without commands
+    quiet_secret: str
     session: Client  # alice logged in, CSRF enforced
     alarm: int = 0  # an active alarm of alice's device
     rule: int = 0  # a rule on alice's device
@@ -46,6 +49,7 @@ def world(settings) -> World:
     mine, secret = device_register(device_id="mine", owner=alice)
     device_register(device_id="theirs", owner=bob)
     device_register(device_id="off", owner=alice)
+    _, quiet_secret = device_register(device_id="quiet", owner=alice)
     device_set_enabled(device_id="off", enabled=False)
     command = command_issue(user=alice, device_id="mine", name="reboot")
     theirs = command_issue(user=bob, device_id="theirs", name="reboot")
@@ -53,9 +57,13 @@ def world(settings) -> World:
     session.force_login(alice)
     rule = AlarmRule.objects.create(name="hot", kind="above", metric="t", high=1, device_id="mine")
     alarm = alarm_raise(rule=rule, device_id="mine", at=command.created_at).alarm
+    from api import ingest
+
+    ingest._ingest_buckets = None  # a bucket a case slowed down is not the next case's
     return World(alice=token_create(user=alice), ops=token_create(user=ops), mine="mine", secret=secret,
                  hidden="theirs", disabled="off", command=str(command.id), theirs=str(theirs.id),
-                 session=session, alarm=alarm.pk, rule=rule.pk)
+                 session=session, alarm=alarm.pk, rule=rule.pk, quiet="quiet",
+                 quiet_secret=quiet_secret)
 
 
 def api(method: str, path: str, *, token: str | None = None, body=None, raw: bytes | None = None,
@@ -73,12 +81,22 @@ def device_auth(device_id: str, secret: str) -> dict:
 
 
 def until_limited(w: World):
-    """Ingest as fast as possible until the device's rate limit answers."""
+    """Ingest until the device's rate limit answers (a slow bucket: each request here builds a fresh event loop)."""
+    from api import ingest  # after api.rest, which imports it while it builds the API
+
+    ingest._ingest_buckets = BucketMap(rate=0.01, burst=3)
     for _ in range(500):
         reply = api("POST", f"/api/ingest/{w.mine}/telemetry", body={"x": 1}, headers=device_auth(w.mine, w.secret))
         if reply.status_code == 429:
             return reply
     raise AssertionError("never rate limited")
+
+
+def next_command_of(w: World):
+    """The device long-polls and is handed its queued command."""
+    reply = api("GET", f"/api/ingest/{w.mine}/commands/next?wait=10", headers=device_auth(w.mine, w.secret))
+    assert reply.status_code == 200 and reply.json()["id"] == w.command, reply.content[:300]
+    return reply
 
 
 Case = Callable[[World], object]
@@ -189,6 +207,28 @@ CASES: dict[tuple[str, str], dict[int, Case]] = {
         413: lambda w: api("POST", f"/api/ingest/{w.mine}/telemetry", raw=b"[" + b"{}," * 30000 + b"{}]",
                            headers=device_auth(w.mine, w.secret)),
         429: until_limited,
+    },
+    ("get", "/api/ingest/{device_id}/commands/next"): {
+        200: lambda w: next_command_of(w),
+        204: lambda w: api("GET", f"/api/ingest/{w.quiet}/commands/next?wait=1",
+                           headers=device_auth(w.quiet, w.quiet_secret)),
+        400: lambda w: api("GET", f"/api/ingest/{w.mine}/commands/next?wait=-1", headers=device_auth(w.mine, w.secret)),
+        401: lambda w: api("GET", f"/api/ingest/{w.mine}/commands/next", headers=device_auth(w.mine, "wrong")),
+        429: lambda w: (until_limited(w), api("GET", f"/api/ingest/{w.mine}/commands/next",
+                                              headers=device_auth(w.mine, w.secret)))[1],
+    },
+    ("post", "/api/ingest/{device_id}/commands/{command_id}/response"): {
+        200: lambda w: (next_command_of(w), api("POST", f"/api/ingest/{w.mine}/commands/{w.command}/response",
+                                                body={"status": "ok"}, headers=device_auth(w.mine, w.secret)))[1],
+        400: lambda w: api("POST", f"/api/ingest/{w.mine}/commands/{w.command}/response", body={"status": "maybe"},
+                           headers=device_auth(w.mine, w.secret)),
+        401: lambda w: api("POST", f"/api/ingest/{w.mine}/commands/{w.command}/response", body={"status": "ok"}),
+        404: lambda w: api("POST", f"/api/ingest/{w.mine}/commands/{w.theirs}/response", body={"status": "ok"},
+                           headers=device_auth(w.mine, w.secret)),
+        413: lambda w: api("POST", f"/api/ingest/{w.mine}/commands/{w.command}/response", raw=BIG + b" " * 70000,
+                           headers=device_auth(w.mine, w.secret)),
+        429: lambda w: (until_limited(w), api("POST", f"/api/ingest/{w.mine}/commands/{w.command}/response",
+                                              body={"status": "ok"}, headers=device_auth(w.mine, w.secret)))[1],
     },
     ("post", "/api/devices/{device_id}/commands"): {
         202: lambda w: api("POST", f"/api/devices/{w.mine}/commands", token=w.alice, body={"name": "ping"}),

@@ -60,9 +60,12 @@ async def test_an_http_only_device_goes_offline_when_silent_and_its_command_wait
                       .exists(), what="three seconds of bridge sweeps")
     assert (await sync_to_async(Command.objects.get)(pk=command_id)).status == Command.QUEUED
 
-    await sync_to_async(ingest)()  # back: online, and the command goes out
+    # Back, asking for its commands: online again, and the command is handed over in the answer.
+    reply = await sync_to_async(call)("GET", f"{running.web}/api/ingest/{device_id}/commands/next?wait=5",
+                                      headers=basic(device_id, secret))
+    assert reply.status == 200 and reply.json()["id"] == command_id, reply.body
     await dash.next(status_of(device_id, True))
-    await await_until(lambda: Command.objects.get(pk=command_id).status != Command.QUEUED, what="the command sent")
+    await await_until(lambda: Command.objects.get(pk=command_id).status == Command.SENT, what="the command sent")
     await dash.close()
 
 
