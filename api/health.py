@@ -16,6 +16,7 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.metrics import bridge_timing  # importing it registers the bridge collector
+from devices.inprocess import process_ingests
 from devices.selectors import BridgeStatus, bridges_known
 
 
@@ -91,6 +92,12 @@ async def _layer_ok() -> bool:
         return False
 
 
+def _web_ingest() -> bool | None:
+    """This process's device pipeline drains and is not full (None: no WebSocket or HTTP device used it yet)."""
+    ingests = process_ingests()
+    return all(i.running and not i.full for i in ingests) if ingests else None
+
+
 async def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: the database and its schema, the channel layer, a live bridge, no silent bridge, and a CoAP
     listener once one has been seen."""
@@ -106,6 +113,9 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     }
     if coap is not None:  # a CoAP listener, once one has been seen (docs/transports/coap.md)
         checks["coap"] = coap
+    web = _web_ingest()
+    if web is not None:  # WebSocket and HTTP devices' pipeline in this process, once one has used it
+        checks["web_ingest"] = web
     ok = all(checks.values())
     body: dict = {"status": "ok" if ok else "unavailable", "checks": checks}
     if why:

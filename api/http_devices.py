@@ -21,7 +21,7 @@ from typing import Any
 from core.dialect import IotgwDecoder
 from core.errors import DeliveryFailed
 from core.topics import STATUS, device_topic
-from core.transport import Outbound, Said
+from core.transport import Outbound, Rejected, Said
 from devices.inprocess import ProcessIngest, process_ingest
 
 
@@ -32,6 +32,7 @@ class Posted:
     topic: str
     payload: bytes
     decoded: list[Said]
+    refused: Rejected | None = None  # why storage refused it (a device disabled meanwhile), told before the ack
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -48,11 +49,16 @@ class HttpDevices:
         # Any device that waits here may be given its commands (it asks for them), whatever it was last seen on.
         self.dispatcher = ingest.dispatcher(self, transports=None, reach=lambda: self._waiting.keys())
 
-    async def store(self, device_id: str, said: list[Said]) -> None:
-        """Offer what a request said and return once it is committed."""
+    async def store(self, device_id: str, said: list[Said]) -> Rejected | None:
+        """Offer what a request said and return once it is committed: None, or why storage refused it."""
         posted = Posted(device_topic(device_id, STATUS), b"", said)
         self.ingest.intake.offer(self, [posted])
         await posted.done
+        return posted.refused
+
+    def refused(self, posted: Posted, rejected: Rejected) -> None:
+        """The pipeline refused what a request said (its ack follows)."""
+        posted.refused = rejected
 
     def ack(self, batch: Sequence[Posted]) -> None:
         """After the commit: each waiting view answers."""

@@ -25,7 +25,7 @@ from core.errors import CommandUnknown, PayloadInvalid, RateLimited
 from core.payloads import decode_json, parse_samples
 from core.ratelimit import BucketMap
 from core.times import format_ts
-from core.transport import Outbound, Said
+from core.transport import Outbound, Rejected, Said
 from core.wire import command_response_of
 from devices.selectors import command_status_of, device_secret_ok
 
@@ -129,8 +129,9 @@ async def ingest_telemetry(request: HttpRequest, device_id: str, query: Query[Wa
     samples = _refused_counted(lambda: parse_samples(
         _body(request), received_at=received_at, max_bytes=settings.IOTGW_MAX_PAYLOAD,
         max_skew=timedelta(seconds=settings.IOTGW_MAX_CLOCK_SKEW)))
-    await transport.store(device_id, [Said(device_id, samples=samples)])
+    _stored(await transport.store(device_id, [Said(device_id, samples=samples)]))
     metrics.http_samples_ingested.inc(len(samples))
+    transport.ingest.count_stored(transport.name, len(samples))
     answer: dict[str, Any] = {"accepted": len(samples)}
     wait = _wait(query.wait_for_command or _hono_ttd(request))
     if wait:
@@ -146,7 +147,7 @@ async def ingest_telemetry(request: HttpRequest, device_id: str, query: Query[Wa
 async def next_command(request: HttpRequest, device_id: str, query: Query[Wait]):
     """The poll is the device's presence (online over HTTP); a command is `sent` once it is in the answer."""
     transport = await _authorised(request, device_id)
-    await transport.store(device_id, [Said(device_id, online=True)])
+    _stored(await transport.store(device_id, [Said(device_id, online=True)]))
     command = await transport.next_command(device_id, _wait(query.wait) or MIN_COMMAND_WAIT)
     if command is None:
         return Status(204, None)
@@ -172,7 +173,7 @@ async def command_response(request: HttpRequest, device_id: str, command_id: str
     status = await sync_to_async(command_status_of)(device_id=device_id, command_id=command_uuid)
     if status is None:
         raise CommandUnknown(f"no such command: {command_id[:80]}")
-    await transport.store(device_id, [Said(device_id, response=response)])
+    _stored(await transport.store(device_id, [Said(device_id, response=response)]))
     status = await sync_to_async(command_status_of)(device_id=device_id, command_id=command_uuid)
     return {"id": str(command_uuid), "status": status}
 
@@ -190,6 +191,16 @@ async def _authorised(request: HttpRequest, device_id: str) -> HttpDevices:
     return http_devices(max_payload=settings.IOTGW_MAX_PAYLOAD, max_clock_skew=settings.IOTGW_MAX_CLOCK_SKEW,
                         max_batch=settings.IOTGW_MAX_BATCH, push_buckets=settings.IOTGW_PUSH_BUCKETS,
                         push_interval=settings.IOTGW_PUSH_INTERVAL)
+
+
+def _stored(refused: Rejected | None) -> None:
+    """Storage refused it: a device disabled or deleted since its credentials were checked is told as then."""
+    if refused is None:
+        return
+    metrics.http_rejected.labels(reason=refused.reason).inc()
+    if refused.reason in ("unknown_device", "disabled_device"):
+        raise DeviceCredentialsInvalid()
+    raise PayloadInvalid(refused.reason, refused.message)
 
 
 def _body(request: HttpRequest) -> bytes:

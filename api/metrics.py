@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from devices.inprocess import process_ingests
 from devices.selectors import bridges_known
 
 http_samples_ingested = Counter("iotgw_http_samples_ingested", "Samples committed through HTTP ingest")
@@ -211,7 +212,43 @@ class HistoryCollector:
 commands_collector = CommandCollector()
 history_collector = HistoryCollector()
 
+class WebIngestCollector:
+    """This web process's own pipeline (WebSocket and HTTP devices: devices/inprocess.py), per transport."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        stored = CounterMetricFamily("iotgw_web_samples_stored", "Samples this web process committed, by the "
+                                     "transport that brought them (ws, http)", labels=["transport"])
+        transactions = CounterMetricFamily("iotgw_web_transactions", "Ingest transactions of this web process "
+                                           "(many devices' frames and requests share one)")
+        waiting = GaugeMetricFamily("iotgw_web_intake_waiting", "Frames and requests waiting for this web "
+                                    "process's next batch")
+        rejected = CounterMetricFamily("iotgw_web_rejected", "Frames and requests this web process refused, by "
+                                       "reason", labels=["reason"])
+        latency = HistogramMetricFamily("iotgw_web_ingest_latency_seconds",
+                                        "Receive → commit time of what this web process stored")
+        ingests = process_ingests()
+        for transport in sorted({t for ingest in ingests for t in ingest.stored_by} | {"ws", "http"}):
+            stored.add_metric([transport], sum(ingest.stored_by[transport] for ingest in ingests))
+        transactions.add_metric([], sum(ingest.stats.counts["transactions"] for ingest in ingests))
+        waiting.add_metric([], sum(len(ingest.intake) for ingest in ingests))
+        reasons: dict[str, int] = {}
+        for ingest in ingests:
+            for reason, count in ingest.stats.rejected.items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        for reason, count in sorted(reasons.items()):
+            rejected.add_metric([reason], count)
+        if ingests:
+            histogram = ingests[0].stats.latency_histogram()
+            bounds = [*(floatToGoString(le) for le in histogram["le"]), "+Inf"]
+            latency.add_metric([], list(zip(bounds, histogram["counts"], strict=True)), sum_value=histogram["sum"])
+        yield from (stored, transactions, waiting, rejected, latency)
+
+
 REGISTRY.register(BridgeCollector())
 REGISTRY.register(commands_collector)
 REGISTRY.register(history_collector)
+REGISTRY.register(WebIngestCollector())
 REGISTRY.register(NotificationCollector())

@@ -52,8 +52,18 @@ class ProcessIngest:
         self._sweep_interval = sweep_interval
         self._dispatchers: dict[str, CommandDispatcher] = {}
         self._held: Counter[str] = Counter()  # device id → connections (sockets, waiting requests) held here
+        self.stored_by: Counter[str] = Counter()  # samples committed, by the transport that brought them
         self._channel: str | None = None
         self._tasks: list[asyncio.Task[None]] = [_background(self.pipeline.run())]
+
+    def count_stored(self, transport: str, samples: int) -> None:
+        """Samples of one transport committed (its edge counts them at the ack, for /metrics)."""
+        self.stored_by[transport] += samples
+
+    @property
+    def running(self) -> bool:
+        """Whether the pipeline still drains the intake."""
+        return not self._tasks[0].done()
 
     @property
     def full(self) -> bool:
@@ -151,6 +161,11 @@ def _background(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
 
 
 _by_loop: dict[asyncio.AbstractEventLoop, ProcessIngest] = {}
+
+
+def process_ingests() -> list[ProcessIngest]:
+    """The pipelines of this process's event loops (one under Daphne), for /metrics and /readyz."""
+    return [ingest for loop, ingest in list(_by_loop.items()) if not loop.is_closed()]
 
 
 def process_ingest(**options: Any) -> ProcessIngest:

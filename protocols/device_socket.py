@@ -32,7 +32,7 @@ from core.dialect import IotgwDecoder
 from core.errors import DeliveryFailed, GatewayError, PayloadInvalid
 from core.ratelimit import TokenBucket
 from core.topics import STATUS, TELEMETRY, device_topic
-from core.transport import Outbound, Said
+from core.transport import Outbound, Rejected, Said
 from core.wire import error_frame
 from devices.inprocess import ProcessIngest, process_ingest
 from devices.selectors import device_offline_after, device_secret_ok
@@ -74,6 +74,7 @@ class Frame:
     socket: DeviceConsumer | None
     ref: Any = None
     quiet: bool = False  # the socket's own presence (open, still open, closed): acked without a frame
+    refused: Rejected | None = None  # why storage refused it (the device disabled meanwhile), told before the ack
 
 
 class WsDevices:
@@ -122,6 +123,10 @@ class WsDevices:
             self.presence(device_id, False, None)
 
     # --- Inlet ----------------------------------------------------------------------------------
+
+    def refused(self, frame: Frame, rejected: Rejected) -> None:
+        """Storage refused what a frame said; its socket is told instead of an ack."""
+        frame.refused = rejected
 
     def ack(self, batch: Sequence[Frame]) -> None:
         """After the commit: each frame's socket is told (an `ack` frame), in order."""
@@ -256,8 +261,13 @@ class DeviceConsumer(AsyncWebsocketConsumer):
         """The pipeline committed what the frame said: tell the device (nothing for the socket's own presence)."""
         if frame.quiet:
             self.transport.ingest.nudge([self.device_id])  # now online here: its queued commands come down
-        elif self.opened:
-            self._queue(ack_frame(frame.ref))
+        elif self.opened and frame.refused is not None:
+            self._queue(error_frame(frame.refused.reason, frame.refused.message, frame.ref))
+        else:
+            assert self.transport is not None
+            self.transport.ingest.count_stored(WsDevices.name, sum(len(s.samples) for s in frame.said))
+            if self.opened:
+                self._queue(ack_frame(frame.ref))
 
     async def send_command(self, command: Outbound) -> None:
         """Hand a command to the socket; DeliveryFailed when it is closed or its client does not read."""

@@ -14,7 +14,7 @@ import requests
 from asgiref.sync import sync_to_async
 
 from devices.models import Command, Device, Telemetry
-from testing.waiting import await_until, wait_until
+from testing.waiting import wait_until
 from testing.ws import Dashboard
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
