@@ -265,7 +265,7 @@ class DeviceConsumer(AsyncWebsocketConsumer):
             self._queue(error_frame(frame.refused.reason, frame.refused.message, frame.ref))
         else:
             assert self.transport is not None
-            self.transport.ingest.count_stored(WsDevices.name, sum(len(s.samples) for s in frame.said))
+            self.transport.ingest.count_stored(WsDevices.name, sum(len(s.samples) for s in frame.decoded))
             if self.opened:
                 self._queue(ack_frame(frame.ref))
 

@@ -79,6 +79,9 @@ class Command(BaseCommand):
                 f"iotgw gateway ready\n  dashboard  http://{host}:{port}/\n  MQTT       {device_url}"
                 f"  ({broker.label if broker else 'MQTT_URL'})\n"
                 + (_coap_banner(coap) if coap is not None else "")
+                + f"  WebSocket  ws://{host}:{port}/ws/device/  (devices: Basic id:secret in the handshake)\n"
+                + f"  HTTP       http://{host}:{port}/api/ingest/{{id}}/telemetry  "
+                  f"(and …/commands/next?wait=30)\n"
                 + f"  layer      {'redis' if settings.REDIS_URL else 'in-memory'}\n"
                 + (f"  simulating {', '.join(simulated)}\n" if simulated else ""),
             )

@@ -1,4 +1,4 @@
-"""`simulate`: N devices publishing drifting telemetry over MQTT and answering commands (SPEC §10)."""
+"""`simulate`: N devices sending drifting telemetry (MQTT, CoAP, WebSocket, HTTP) and answering commands (SPEC §10)."""
 
 from __future__ import annotations
 
@@ -44,18 +44,20 @@ class Command(BaseCommand):
         parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
         parser.add_argument("--prefix", default="sim", help="device ids are PREFIX-1 … PREFIX-N (default sim)")
         parser.add_argument("--owner", default=None, help="owner of devices registered by this run")
-        parser.add_argument("--transport", choices=["mqtt", "coap"], default="mqtt",
+        parser.add_argument("--transport", choices=["mqtt", "coap", "ws", "http"], default="mqtt",
                             help="how the devices talk to the gateway (default mqtt)")
         parser.add_argument("--mqtt-url", default=None, help="broker URL (default: MQTT_URL)")
         parser.add_argument("--coap-url", default=None,
                             help="CoAP server, plain mode (default coap://127.0.0.1:IOTGW_COAP_PORT)")
+        parser.add_argument("--web-url", default="http://127.0.0.1:8000",
+                            help="the gateway's web process, for --transport ws or http (default %(default)s)")
         parser.add_argument("--latency", type=float, default=0.2, help="seconds before answering a command")
         parser.add_argument("--failure-rate", type=float, default=0.0, help="share of commands answered with an error")
         parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable values")
 
     def handle(self, *args, devices: int, rate: float, duration: float | None, prefix: str, owner: str | None,
                mqtt_url: str | None, latency: float, failure_rate: float, seed: int | None, transport: str = "mqtt",
-               coap_url: str | None = None, **options):
+               coap_url: str | None = None, web_url: str = "http://127.0.0.1:8000", **options):
         url = mqtt_url or settings.MQTT_URL
         if not url and transport == "mqtt":
             raise CommandError(str(ConfigMissing("MQTT_URL", "pass --mqtt-url or set MQTT_URL")))
@@ -69,6 +71,10 @@ class Command(BaseCommand):
         if transport == "coap":
             self._run_coap(coap_url or f"coap://127.0.0.1:{settings.IOTGW_COAP_PORT}", registered, rate=rate,
                            duration=duration, latency=latency, failure_rate=failure_rate, seed=seed)
+            return
+        if transport in ("ws", "http"):
+            self._run_web(web_url, transport, registered, rate=rate, duration=duration, latency=latency,
+                          failure_rate=failure_rate, seed=seed)
             return
         broker = BrokerConfig.from_url(url)
         sim = Simulator(broker=broker, devices=registered, rate=rate,
@@ -107,6 +113,31 @@ class Command(BaseCommand):
         except SimulatorRefused as exc:
             raise CommandError(f"no simulated device got an answer from {url} ({exc}): is `manage.py coapserver` "
                                "running there, in plain mode (IOTGW_COAP_PLAIN=1)?") from None
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+        self.stdout.write(("\n" if sys.stdout.isatty() else "") + "done: " + progress_line(stats, final=True))
+
+    def _run_web(self, url: str, transport: str, registered: dict[str, str | None], *, duration: float | None,
+                 **options) -> None:
+        """The same devices over the gateway's device WebSocket or HTTP (docs/transports/)."""
+        from sim.web_devices import WebSimulator
+
+        sim = WebSimulator(url=url, transport=transport, devices=registered, latest=devices_latest(list(registered)),
+                           **options)
+        ids = list(registered)
+        self.stdout.write(f"simulating {ids[0]} … {ids[-1]} at {options['rate']:g} samples/s in total → "
+                          f"{url} ({'WebSocket /ws/device/' if transport == 'ws' else 'HTTP'})  (Ctrl-C to stop)")
+        self._last_line = time.monotonic()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda *_: sim.stop()) if main else None
+        try:
+            stats = sim.run(duration=duration, progress=self._progress, give_up_after=GIVE_UP_AFTER)
+        except KeyboardInterrupt:
+            stats = sim.stats
+        except SimulatorRefused as exc:
+            raise CommandError(f"no simulated device got in at {url} ({exc}): is the gateway's web process "
+                               "(`make run`, or daphne) listening there?") from None
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
