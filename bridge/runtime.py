@@ -111,10 +111,10 @@ class Bridge:
             max_packet_size=max_payload + PACKET_HEADROOM,
             host=PrimaryHost(sparkplug_host_id) if sparkplug_host_id else None,
         )
-        # Devices last seen on MQTT, or not seen yet; one heard on another transport (http, ws, coap) gets its
-        # commands there (an HTTP device by asking: api/http_devices.py).
         # Alarm rules: on each committed batch, on commands' ends, and a sweep for silence (docs/alarms.md).
         self.alarms = AlarmEngine(pusher=self.pusher, stats=self.stats, poll=alarm_poll, sweep=alarm_sweep)
+        # Devices last seen on MQTT, or not seen yet; one heard on another transport (http, ws, coap) gets its
+        # commands there (an HTTP device by asking: api/http_devices.py).
         self.dispatcher = CommandDispatcher(outlet=self.transport, owner=client_id, stats=self.stats,
                                             pusher=self.pusher, transports=MQTT_DELIVERS_TO, listeners=[self.alarms])
         self.pipeline = IngestPipeline(intake=self.intake, stats=self.stats, pusher=self.pusher, max_batch=max_batch,
