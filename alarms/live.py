@@ -18,13 +18,15 @@ logger = logging.getLogger("iotgw.alarms")
 
 
 def alarm_frames(changes: Iterable[Change]) -> list[tuple[str, str]]:
-    """(device id, `alarm` frame) per change."""
+    """(device id, `alarm` frame) per change; reads who acknowledged it, so call it where the ORM may run."""
     return [(c.alarm.device_id, alarm_frame(alarm_state(c.alarm), event=c.event.kind)) for c in changes]
 
 
-async def alarms_announce(layer: Layer | None, changes: Iterable[Change], *, buckets: int) -> None:
-    """Push the changes' `alarm` frames to their devices' dashboards; a failure is logged, never raised."""
-    frames = alarm_frames(changes)
+async def alarms_announce(layer: Layer | None, frames: list[tuple[str, str]], *, buckets: int) -> None:
+    """Push `alarm` frames (from `alarm_frames`, made where the ORM may run) to their devices' dashboards.
+
+    A failure is logged, never raised.
+    """
     if layer is None or not frames:
         return
     push = PushBatch(buckets=buckets)

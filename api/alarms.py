@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import Field, Query, Router, Schema, Status
 
-from alarms.live import alarms_announce
+from alarms.live import alarm_frames, alarms_announce
 from alarms.models import AlarmRule
 from alarms.rules import KINDS, SEVERITIES
 from alarms.selectors import alarm_events, alarm_get, alarm_state, alarms_page, rules_visible
@@ -118,7 +118,8 @@ def _rule_out(rule: AlarmRule) -> dict[str, Any]:
 
 
 def _announce(change: Change) -> None:
-    async_to_sync(alarms_announce)(get_channel_layer(), [change], buckets=settings.IOTGW_PUSH_BUCKETS)
+    frames = alarm_frames([change])
+    async_to_sync(alarms_announce)(get_channel_layer(), frames, buckets=settings.IOTGW_PUSH_BUCKETS)
 
 
 @router.get("/alarms", response={200: AlarmPage, **errors(400, 401)}, summary="Alarms, newest first, in pages")

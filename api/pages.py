@@ -27,6 +27,12 @@ def device(request: HttpRequest, device_id: str) -> HttpResponse:
 
 
 @login_required
+def alarms(request: HttpRequest) -> HttpResponse:
+    """Open alarms across the visible fleet, sortable by severity and age, and the rules (a form for staff)."""
+    return render(request, "pages/alarms.html")
+
+
+@login_required
 def notifications(request: HttpRequest) -> HttpResponse:
     """Notification channels with a test-send button each (staff): the answer of POST …/test, shown."""
     if not request.user.is_staff:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("", pages.fleet, name="fleet"),
     re_path(rf"^devices/(?P<device_id>{DEVICE_ID_BODY})/$", pages.device, name="device"),
     path("notifications/", pages.notifications, name="notifications"),
+    path("alarms/", pages.alarms, name="alarms"),
     path("login/", auth_views.LoginView.as_view(template_name="pages/login.html", redirect_authenticated_user=True),
          name="login"),
     path("logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),

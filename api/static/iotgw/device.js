@@ -5,6 +5,7 @@
 import { Live, showConnection } from "./live.js";
 import { ago, el, epoch, formatValue, frameScheduler, newer, unitOf } from "./format.js";
 import { CommandPanel } from "./commands.js";
+import { AlarmSet, alarmRow, bySeverity, refreshHeaderCount } from "./alarms.js";
 
 const root = document.getElementById("device");
 const deviceId = root.dataset.deviceId;
@@ -282,8 +283,22 @@ async function loadHistory(sinceEpoch) {
 let snapshots = 0;
 const commands = new CommandPanel({ deviceId, send: (frame) => live.send(frame) });
 
+const alarmsBody = document.querySelector("#alarms tbody");
+const alarms = new AlarmSet(() => { renderAlarms(); refreshHeaderCount(); });
+function renderAlarms() {
+  const open = alarms.of(deviceId).sort(bySeverity);
+  alarmsBody.replaceChildren(...open.map((a) => alarmRow(a, { onResult: (s) => alarms.take(s) })));
+  document.getElementById("no-alarms").hidden = open.length > 0;
+}
+
 function onFrame(f) {
+  if (f.type === "alarm" && f.device === deviceId) {
+    alarms.take(f);
+    return;
+  }
   if (f.type === "snapshot") {
+    alarms.reset(); // its open alarms follow the snapshot as "open" frames
+    renderAlarms();
     const d = f.devices.find((x) => x.id === deviceId);
     if (!d && f.more) return; // this device is in a later part of the snapshot
     document.getElementById("gone").hidden = Boolean(d);
@@ -324,3 +339,4 @@ setInterval(() => { seen.textContent = ago(state.last_seen); }, 1000);
 const badge = document.getElementById("conn");
 const live = new Live({ devices: [deviceId], onFrame, onState: (s) => { showConnection(badge, s); commands.connected(s.up); } });
 live.start();
+refreshHeaderCount();

@@ -1,6 +1,9 @@
 // The fleet view: every visible device, its state and latest values, live over the WebSocket API.
 import { Live, showConnection } from "./live.js";
 import { ago, el, formatValue, frameScheduler, newer, unitOf } from "./format.js";
+import { AlarmSet, bySeverity, refreshHeaderCount, severityBadge } from "./alarms.js";
+
+const alarms = new AlarmSet((a) => { dirty.add(a.device); schedule(); refreshHeaderCount(); });
 
 const body = document.querySelector("#fleet tbody");
 const empty = document.getElementById("empty");
@@ -20,10 +23,10 @@ function device(id, state) {
     link.href = `/devices/${encodeURIComponent(id)}/`;
     const nameCell = el("td");
     nameCell.append(link, el("div", "id", id));
-    const cells = { state: el("td"), seen: el("td", "seen"), transport: el("td", "transport"), latest: el("div", "chips") };
+    const cells = { state: el("td"), alarms: el("td", "alarms"), seen: el("td", "seen"), transport: el("td", "transport"), latest: el("div", "chips") };
     const latestCell = el("td", "latest");
     latestCell.append(cells.latest);
-    row.append(nameCell, cells.state, cells.seen, cells.transport, latestCell);
+    row.append(nameCell, cells.state, cells.alarms, cells.seen, cells.transport, latestCell);
     row.addEventListener("click", (ev) => { if (ev.target.tagName !== "A") location.href = link.href; });
     d = { state, row, cells, link };
     devices.set(id, d);
@@ -39,6 +42,9 @@ function device(id, state) {
 function renderRow(d) {
   const { state, cells } = d;
   cells.state.replaceChildren(el("span", `badge ${state.online ? "online" : "offline"}`, state.online ? "online" : "offline"));
+  const open = alarms.of(d.state.id || d.row.dataset.device).sort(bySeverity);
+  cells.alarms.replaceChildren(...(open.length ? [severityBadge(open[0].severity), el("span", "n", ` ${open.length}`)] : []));
+  cells.alarms.title = open.map((a) => `${a.severity}: ${a.rule_name} (${a.state})`).join("\n");
   cells.seen.textContent = ago(state.last_seen);
   cells.seen.title = state.last_seen ? new Date(state.last_seen).toLocaleString() : "";
   cells.transport.textContent = state.transport || "—";
@@ -85,7 +91,12 @@ function applyFilter() {
 let snapshotIds = new Set();
 
 function onFrame(f) {
+  if (f.type === "alarm") {
+    alarms.take(f);
+    return;
+  }
   if (f.type === "snapshot") {
+    if (snapshotIds.size === 0) alarms.reset(); // the open alarms follow the snapshot as "open" frames
     // A large fleet's snapshot comes in parts (`more: true` on all but the last); prune after the last.
     f.devices.forEach((s) => { snapshotIds.add(s.id); device(s.id, { ...s, latest: { ...s.latest } }); });
     if (!f.more) {
@@ -123,3 +134,4 @@ setInterval(() => { for (const d of devices.values()) d.cells.seen.textContent =
 
 const badge = document.getElementById("conn");
 new Live({ devices: "*", onFrame, onState: (s) => showConnection(badge, s) }).start();
+refreshHeaderCount();
