@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--naive-rates", help="comma-separated offered rates for the naive bridge; empty skips it")
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
     p.add_argument("--only", help="run only these scenarios "
-                                  "(comma-separated: gateway,naive,scaleout,commands,coap,fleet,overload,sockets; "
+                                  "(comma-separated: gateway,naive,scaleout,commands,coap,fleet,overload,sockets,"
+                                  "notify; "
                                   "export, which runs only when named: bench/export.py)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
     p.add_argument("--sockets", type=int, default=5000,
@@ -79,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.overload_seconds is None:
         args.overload_seconds = 20.0 if args.quick else 300.0
     args.only = (set(args.only.split(",")) if args.only
-                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet", "overload", "sockets"})
+                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet", "overload", "sockets", "notify"})
     return args
 
 
@@ -459,6 +460,16 @@ class Bench:
             print(coap.summary(phase), flush=True)
         return result
 
+    def notify(self) -> dict:
+        """Notifications: enqueue's cost, the sender's backlog rate and live latency (bench/notify.py)."""
+        from bench import notify
+
+        print("\n== notify: enqueue cost, one `manage.py notify` draining a backlog of webhooks, live latency",
+              flush=True)
+        result = notify.measure(env=self.env, logdir=self.logdir, events=200 if self.args.quick else 1000)
+        print(notify.summary(result), flush=True)
+        return result
+
     def fleet(self) -> dict:
         import asyncio
 
@@ -505,6 +516,8 @@ class Bench:
             self.results["scenarios"]["overload"] = self.scenario("overload", webs=1, bridges=1, naive=False, rates=[
                 (base, a.batch_size),
                 (a.overload_rate, a.batch_size, {"window": a.overload_seconds, "drain_timeout": 600.0})])
+        if "notify" in a.only:
+            self.results["notify"] = self.notify()
         if "commands" in a.only and telemetry:
             print("\n== commands again, after the telemetry scenarios", flush=True)
             self.results["commands_after_load"] = self.commands()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
 import os
 import secrets
 import socket
@@ -20,11 +22,11 @@ from collections.abc import Sequence
 from django.db import DatabaseError, InterfaceError
 
 from devices.dbthread import in_db_thread
-from notify.kinds import send
+from notify.kinds import Outcome, send
 from notify.services import (
     Claimed,
+    deliveries_finish,
     delivery_claim,
-    delivery_finish,
     outbox_prune,
     reminders_sweep,
     sender_heartbeat,
@@ -43,7 +45,12 @@ def sender_id() -> str:
 
 
 class Sender:
-    """One process's notification sender; every keyword has the default of its IOTGW_NOTIFY_* variable."""
+    """One process's notification sender; every keyword has the default of its IOTGW_NOTIFY_* variable.
+
+    It claims ahead, up to a few deliveries per send slot (as many as can start before their lease
+    would run out), sends them from `concurrency` workers, and records the outcomes that have
+    gathered in one transaction: a commit per try, on a busy database, held it to a few per second.
+    """
 
     def __init__(self, *, owner: str | None = None, interval: float = 1.0, lease: float = 60.0, timeout: float = 10.0,
                  concurrency: int = 4, max_attempts: int = 12, retry_first: float = 10.0, retry_most: float = 600.0,
@@ -53,23 +60,27 @@ class Sender:
         self.owner = owner or sender_id()
         self._interval, self._lease, self._timeout = interval, lease, timeout
         self._slots = max(1, concurrency)
+        # A claimed delivery may wait for the ones ahead of it in its slot: all must start within the lease.
+        self._depth = self._slots * max(1, int(lease // timeout) - 1)
         self._finish_options = {"max_attempts": max_attempts, "retry_first": retry_first, "retry_most": retry_most}
-        self._from_email = from_email
-        self._allowed_hosts = tuple(allowed_hosts)
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
+        self._send = functools.partial(send, timeout=timeout, from_email=from_email, allowed_hosts=tuple(allowed_hosts))
+        self._keep_days = keep_days
+        self._queue: asyncio.Queue[Claimed] = asyncio.Queue()
+        self._held: set[str] = set()  # claimed and not yet recorded
+        self._outcomes: list[tuple[str, Outcome]] = []
+        self._wake, self._recorded = asyncio.Event(), asyncio.Event()
         self._claim = in_db_thread(delivery_claim)
-        self._finish = in_db_thread(delivery_finish)
+        self._finish = in_db_thread(deliveries_finish)
         self._sweep = in_db_thread(reminders_sweep)
         self._prune = in_db_thread(outbox_prune)
-        self._keep_days = keep_days
-        self._pruned_at = -PRUNE_EVERY
         self._beat = in_db_thread(sender_heartbeat)
-        self._beat_at = -BEAT_EVERY
+        self._last = {"sweep": -math.inf, "beat": -math.inf, "prune": -math.inf}
 
     async def run(self) -> None:
-        """Claim and send until cancelled; a database outage is logged and waited out."""
+        """Claim, send and record until cancelled; a database outage is logged and waited out."""
         logger.info("notification sender %s running", self.owner)
+        tasks = [asyncio.ensure_future(self._worker()) for _ in range(self._slots)]
+        tasks.append(asyncio.ensure_future(self._recorder()))
         try:
             while True:
                 try:
@@ -80,42 +91,57 @@ class Sender:
                     await asyncio.wait_for(self._wake.wait(), self._interval)
                 self._wake.clear()
         finally:
-            for task in self._inflight.values():
+            for task in tasks:
                 task.cancel()
 
     async def step(self) -> int:
-        """One round: the reminder sweep, then as many claims as there are free send slots."""
-        await self._sweep()
+        """One round: what is due every so often (sweep, heartbeat, prune), then claims for the free places."""
         now = asyncio.get_running_loop().time()
-        if now - self._beat_at >= BEAT_EVERY:
-            self._beat_at = now
+        if self._due("sweep", self._interval, now):
+            await self._sweep()
+        if self._due("beat", BEAT_EVERY, now):
             await self._beat(owner=self.owner, host=HOST)
-        if now - self._pruned_at >= PRUNE_EVERY:
-            self._pruned_at = now
+        if self._due("prune", PRUNE_EVERY, now):
             await self._prune(keep_days=self._keep_days)
-        free = self._slots - len(self._inflight)
+        free = self._depth - len(self._held)
         if free <= 0:
             return 0
         claimed: list[Claimed] = await self._claim(owner=self.owner, lease=self._lease, limit=free,
-                                                   exclude=list(self._inflight))
+                                                   exclude=list(self._held))
         for item in claimed:
-            task = asyncio.ensure_future(self._send(item))
-            self._inflight[item.delivery_id] = task
-            task.add_done_callback(self._done)
+            self._held.add(item.delivery_id)
+            self._queue.put_nowait(item)
         return len(claimed)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        for delivery_id, running in list(self._inflight.items()):
-            if running is task:
-                del self._inflight[delivery_id]
-        self._wake.set()  # a free slot: look for more at once
+    def _due(self, what: str, every: float, now: float) -> bool:
+        if now - self._last[what] < every:
+            return False
+        self._last[what] = now
+        return True
 
-    async def _send(self, item: Claimed) -> None:
-        outcome = await asyncio.to_thread(send, item.channel, item.message, timeout=self._timeout,
-                                          from_email=self._from_email, allowed_hosts=self._allowed_hosts)
-        try:
-            await self._finish(delivery_id=item.delivery_id, outcome=outcome, **self._finish_options)
-        except (DatabaseError, InterfaceError) as exc:  # unrecorded: the lease runs out and it is sent again
-            logger.warning("delivery %s sent but not recorded: %s", item.delivery_id, str(exc).strip()[:200])
-        if not outcome.ok:
-            logger.info("delivery %s to %s failed: %s", item.delivery_id, item.channel.name, outcome.error[:200])
+    async def _worker(self) -> None:
+        while True:
+            item = await self._queue.get()
+            outcome = await asyncio.to_thread(self._send, item.channel, item.message)
+            if not outcome.ok:
+                logger.info("delivery %s to %s failed: %s", item.delivery_id, item.channel.name, outcome.error[:200])
+            self._outcomes.append((item.delivery_id, outcome))
+            self._recorded.set()
+
+    async def _recorder(self) -> None:
+        """Record every outcome gathered so far in one transaction; on a database error, keep them and retry
+        (past their lease another sender sends them again: at-least-once)."""
+        while True:
+            await self._recorded.wait()
+            self._recorded.clear()
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self._finish(outcomes=batch, **self._finish_options)
+            except (DatabaseError, InterfaceError) as exc:
+                logger.warning("%d tries sent but not recorded yet: %s", len(batch), str(exc).strip()[:200])
+                self._outcomes[:0] = batch
+                await asyncio.sleep(self._interval)
+                self._recorded.set()
+                continue
+            self._held.difference_update(d for d, _ in batch)
+            self._wake.set()  # places are free: claim more now

@@ -50,9 +50,34 @@ def enqueue(*, key: str, kind: str, severity: str, device_id: str = "", title: s
     with transaction.atomic():
         event = Event.objects.create(key=key[:200], kind=kind, severity=severity, device_id=device_id or "",
                                      title=title[:300], body=body, data=data or {}, at=at or timezone.now())
-        channels = [sub.channel_id for sub in subscriptions_for(event) if _tell(sub, event)]
-        _deliver(event, channels)
+        _deliver(event, _told(event, subscriptions_for(event)))
     return event
+
+
+STATE_FIELDS = ["open", "told_open", "acknowledged", "cleared_at", "raised_by", "reminders", "due_at"]
+
+
+def _told(event: Event, subs: list[Subscription]) -> list[int]:
+    """The channels of the subscriptions that hear of `event`; their views of its key read and written in bulk."""
+    if not subs:
+        return []
+    # Locked: two transitions of one alarm (serialised by the alarm's own lock anyway) cannot interleave here.
+    known = {s.subscription_id: s for s in KeyState.objects.select_for_update()
+             .filter(key=event.key, subscription_id__in=[sub.pk for sub in subs])}
+    channels: list[int] = []
+    fresh: list[KeyState] = []
+    seen: list[KeyState] = []
+    for sub in subs:
+        state = known.get(sub.pk)
+        new = state is None
+        state = KeyState(subscription=sub, key=event.key) if state is None else state
+        if _tell(sub, event, state, new):
+            channels.append(sub.channel_id)
+        (fresh if new else seen).append(state)
+    KeyState.objects.bulk_create(fresh, update_conflicts=True, unique_fields=["subscription", "key"],
+                                 update_fields=STATE_FIELDS)
+    KeyState.objects.bulk_update(seen, STATE_FIELDS)
+    return channels
 
 
 def _deliver(event: Event, channel_ids: Iterable[int], *, now: datetime | None = None) -> None:
@@ -62,9 +87,8 @@ def _deliver(event: Event, channel_ids: Iterable[int], *, now: datetime | None =
     Delivery.objects.bulk_create(rows, ignore_conflicts=True)
 
 
-def _tell(sub: Subscription, event: Event) -> bool:
-    """Whether this subscription hears of this event now; keeps its view of the alarm (open, held back, reminders)."""
-    state, new = KeyState.objects.select_for_update().get_or_create(subscription=sub, key=event.key)
+def _tell(sub: Subscription, event: Event, state: KeyState, new: bool) -> bool:
+    """Whether this subscription hears of this event now; updates its view of the alarm (open, held back, reminders)."""
     kinds = sub.kinds or ()
     if event.kind == "raised" or (event.kind == "retriggered" and not state.open):
         tell = _open(state, sub, event)
@@ -79,7 +103,6 @@ def _tell(sub: Subscription, event: Event) -> bool:
     else:  # cleared
         tell = new or state.told_open
         state.open, state.told_open, state.cleared_at, state.due_at = False, False, event.at, None
-    state.save()
     return tell and (not kinds or event.kind in kinds)
 
 
@@ -174,31 +197,47 @@ def message_of(delivery: Delivery) -> Message:
 def delivery_finish(*, delivery_id: str, outcome: Outcome, max_attempts: int, retry_first: float,
                     retry_most: float) -> Delivery | None:
     """Record one try: `sent`, another try after a jittered back-off, or `failed` when out of tries."""
+    done = deliveries_finish(outcomes=[(delivery_id, outcome)], max_attempts=max_attempts, retry_first=retry_first,
+                             retry_most=retry_most)
+    return done[0] if done else None
+
+
+def deliveries_finish(*, outcomes: Sequence[tuple[str, Outcome]], max_attempts: int, retry_first: float,
+                      retry_most: float) -> list[Delivery]:
+    """Record tries in one transaction (a commit per try was the sender's bottleneck); a delivery no longer pending
+    (finished by another sender whose lease on it was newer) is left as it is."""
     now = timezone.now()
+    by_id = dict(outcomes)
+    counts: dict[str, dict[str, int]] = {}
     with transaction.atomic():
-        d = (Delivery.objects.select_for_update(of=("self",)).select_related("channel")
-             .filter(pk=delivery_id, status=Delivery.PENDING).first())
-        if d is None:
-            return None
-        Attempt.objects.create(delivery=d, at=now, ok=outcome.ok, status_code=outcome.status_code,
-                               error=outcome.error, latency_ms=outcome.latency_ms)
-        d.attempts += 1
-        d.status_code, d.error, d.lease_owner, d.lease_until = outcome.status_code, outcome.error, "", None
-        if outcome.ok:
-            d.status, d.finished_at, counted = Delivery.SENT, now, "sent"
-        elif not outcome.retry or d.attempts >= max_attempts:
-            d.status, d.finished_at, counted = Delivery.FAILED, now, "failed"
-        else:
-            counted = "retried"
-            d.next_attempt_at = now + timedelta(seconds=backoff_delay(d.attempts, first=retry_first, most=retry_most))
-        d.save()
-        _count(d.channel.kind, counted)
-    return d
+        rows = list(Delivery.objects.select_for_update(of=("self",)).select_related("channel")
+                    .filter(pk__in=list(by_id), status=Delivery.PENDING).order_by("pk"))
+        for d in rows:
+            outcome = by_id[str(d.pk)]
+            d.attempts += 1
+            d.status_code, d.error, d.lease_owner, d.lease_until = outcome.status_code, outcome.error, "", None
+            if outcome.ok:
+                d.status, d.finished_at, counted = Delivery.SENT, now, "sent"
+            elif not outcome.retry or d.attempts >= max_attempts:
+                d.status, d.finished_at, counted = Delivery.FAILED, now, "failed"
+            else:
+                counted = "retried"
+                delay = backoff_delay(d.attempts, first=retry_first, most=retry_most)
+                d.next_attempt_at = now + timedelta(seconds=delay)
+            counts.setdefault(d.channel.kind, {"sent": 0, "failed": 0, "retried": 0})[counted] += 1
+        Attempt.objects.bulk_create([Attempt(delivery=d, at=now, ok=by_id[str(d.pk)].ok,
+                                             status_code=by_id[str(d.pk)].status_code, error=by_id[str(d.pk)].error,
+                                             latency_ms=by_id[str(d.pk)].latency_ms) for d in rows])
+        Delivery.objects.bulk_update(rows, ["attempts", "status_code", "error", "lease_owner", "lease_until",
+                                            "status", "finished_at", "next_attempt_at"])
+        for channel_kind, n in counts.items():
+            _count(channel_kind, n)
+    return rows
 
 
-def _count(kind: str, what: str) -> None:
+def _count(kind: str, n: dict[str, int]) -> None:
     Counter.objects.bulk_create([Counter(kind=kind)], ignore_conflicts=True)
-    Counter.objects.filter(kind=kind).update(**{what: F(what) + 1})
+    Counter.objects.filter(kind=kind).update(**{what: F(what) + k for what, k in n.items() if k})
 
 
 def test_event(*, channel: Channel, lease: float) -> Claimed:

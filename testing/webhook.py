@@ -14,11 +14,12 @@ from testing.processes import free_port
 
 @dataclass(frozen=True)
 class Received:
-    """One request as it arrived: its path, headers (lower-case names) and raw body."""
+    """One request as it arrived: its path, headers (lower-case names), raw body and arrival (time.time())."""
 
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -47,7 +48,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._lock:
                     receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                      body))
+                                                      body, time.time()))
                 if receiver.delay:
                     time.sleep(receiver.delay)  # a slow receiver, so a sender can be killed mid-send
                 self.send_response(receiver.status)
