@@ -34,8 +34,6 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 from aiocoap.transports.oscore import OSCOREAddress
 
 from core.ids import DEVICE_ID_RE
-from devices.dbthread import in_db_thread
-from devices.selectors import device_secret_hash
 
 logger = logging.getLogger("iotgw.coap")
 
@@ -73,7 +71,7 @@ class DeviceContexts:
     def __init__(self, directory: Path, *, lookup: Lookup | None = None, ttl: float = 10.0,
                  max_contexts: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = directory
-        self._lookup = lookup or in_db_thread(device_secret_hash)
+        self._lookup = lookup or _registry_lookup()
         self._ttl = ttl
         self._max = max_contexts
         self._clock = clock
@@ -143,6 +141,15 @@ class DeviceContexts:
         """Release every context's lock (their state stays on disk)."""
         for device_id in list(self._contexts):
             self._forget(device_id, wipe=False)
+
+
+def _registry_lookup() -> Lookup:
+    """The stored secret hash of an enabled device, on the database thread (imported here: the device-side
+    helpers above need no Django)."""
+    from devices.dbthread import in_db_thread
+    from devices.selectors import device_secret_hash
+
+    return in_db_thread(device_secret_hash)
 
 
 def _device_of(unprotected: dict[Any, Any]) -> str | None:
