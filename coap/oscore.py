@@ -68,10 +68,10 @@ def oscore_device(request: Any) -> str | None:
 class DeviceContexts:
     """The gateway's OSCORE contexts, one per device, on disk; what aiocoap's site wrapper looks up."""
 
-    def __init__(self, directory: Path, *, lookup: Lookup | None = None, ttl: float = 10.0,
-                 max_contexts: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, directory: Path, *, lookup: Lookup, ttl: float = 10.0, max_contexts: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = directory
-        self._lookup = lookup or _registry_lookup()
+        self._lookup = lookup  # a device's stored secret hash (coap.keys.DeviceKeys.stored_hash)
         self._ttl = ttl
         self._max = max_contexts
         self._clock = clock
@@ -141,15 +141,6 @@ class DeviceContexts:
         """Release every context's lock (their state stays on disk)."""
         for device_id in list(self._contexts):
             self._forget(device_id, wipe=False)
-
-
-def _registry_lookup() -> Lookup:
-    """The stored secret hash of an enabled device, on the database thread (imported here: the device-side
-    helpers above need no Django)."""
-    from devices.dbthread import in_db_thread
-    from devices.selectors import device_secret_hash
-
-    return in_db_thread(device_secret_hash)
 
 
 def _device_of(unprotected: dict[Any, Any]) -> str | None:

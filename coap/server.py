@@ -94,8 +94,9 @@ class CoapServer:
             commit_wait=commit_wait,
             decoder=IotgwDecoder(max_payload=max_payload, max_skew=timedelta(seconds=max_clock_skew)),
         )
-        self.contexts = DeviceContexts(Path(oscore_dir))
-        self.site = ProtectedSite(DeviceSite(self.transport, keys=DeviceKeys(), plain=plain), self.contexts)
+        keys = DeviceKeys()
+        self.contexts = DeviceContexts(Path(oscore_dir), lookup=keys.stored_hash)
+        self.site = ProtectedSite(DeviceSite(self.transport, keys=keys, plain=plain), self.contexts)
         # Devices last heard on CoAP, and of those only the ones observing their commands here.
         self.dispatcher = CommandDispatcher(outlet=self.transport, owner=client_id, stats=self.stats,
                                             pusher=self.pusher, transports=[CoapTransport.name],

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from aiocoap import Code, Message
+from django.db import DatabaseError
 
 from coap.blocks import BlockRefused
 from coap.keys import DeviceKeys
@@ -55,6 +56,8 @@ class DeviceSite:
                 await self._observe(pipe)
                 return
             answer = await self._answer(request)
+        except DatabaseError:  # credentials could not be looked up: the device retries
+            answer = error_answer("busy", "the gateway's database is unavailable; try again", max_age=5)
         except Exception:  # a bug answers this request with 5.00, nothing else
             logger.exception("CoAP request %s %s failed", request.code, "/".join(request.opt.uri_path)[:200])
             answer = error_answer("internal_error", "the gateway failed on this request")

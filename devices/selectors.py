@@ -130,11 +130,11 @@ def device_offline_after(device_id: str) -> int | None:
     return Device.objects.filter(pk=device_id).values_list("offline_after", flat=True).first()
 
 
-def device_secret_hash(device_id: str) -> str | None:
-    """The stored hash of an enabled device's secret (its OSCORE master secret: coap/oscore.py); None otherwise."""
-    if not DEVICE_ID_RE.fullmatch(device_id):
-        return None
-    return Device.objects.filter(pk=device_id, enabled=True).values_list("secret_hash", flat=True).first()
+def device_secret_hashes(device_ids: Iterable[str]) -> dict[str, str]:
+    """The stored secret hashes of those devices that exist and are enabled (the CoAP edge checks secrets,
+    and derives OSCORE keys, from them)."""
+    ids = [d for d in device_ids if DEVICE_ID_RE.fullmatch(d)]
+    return dict(Device.objects.filter(pk__in=ids, enabled=True).values_list("pk", "secret_hash"))
 
 
 def command_status_of(*, device_id: str, command_id: uuid.UUID) -> str | None:

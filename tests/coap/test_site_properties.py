@@ -17,6 +17,7 @@ from coap.transport import CoapTransport
 from core.dialect import IotgwDecoder
 from devices.pipeline import IngestPipeline, Intake
 from devices.pusher import Pusher
+from devices.secrets import secret_hash
 from devices.services.telemetry import IngestOutcome
 from devices.stats import IngestStats
 
@@ -27,8 +28,8 @@ async def _accept_all(*, items, received_at, **_: object) -> IngestOutcome:
     return IngestOutcome(accepted=list(range(len(items))), samples={i: list(s.samples) for i, s in enumerate(items)})
 
 
-async def _opens(device_id: str, secret: str) -> bool:
-    return secret == SECRET
+async def _registry(ids: list[str]) -> dict[str, str]:
+    return {d: secret_hash(SECRET) for d in ids}
 
 
 class _Pipe:
@@ -46,7 +47,7 @@ async def _answer(request: Message) -> list[tuple[Message, bool]]:
                               commit_wait=2.0)
     pipeline = IngestPipeline(intake=intake, stats=stats, pusher=Pusher(layer=InMemoryChannelLayer(), stats=stats),
                               store=_accept_all)
-    site = DeviceSite(transport, keys=DeviceKeys(check=_opens), plain=True)
+    site = DeviceSite(transport, keys=DeviceKeys(fetch=_registry), plain=True)
     running = asyncio.ensure_future(pipeline.run())
     pipe = _Pipe(request)
     try:
