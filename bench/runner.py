@@ -528,6 +528,13 @@ class Bench:
             print("\n== export: synthetic history, 30-day aggregate, export memory, re-import (bench/export.py)",
                   flush=True)
             self.results["export"] = export.measure(database_url=a.database_url, quick=a.quick, env=self.env)
+        if "sparkplug" in a.only:
+            from bench import sparkplug
+
+            print("\n== sparkplug: the Sparkplug B decoder against the JSON dialect, in process (bench/sparkplug.py)",
+                  flush=True)
+            self.results["sparkplug"] = sparkplug.measure(quick=a.quick)
+            print(f"   {self.results['sparkplug']}", flush=True)
         self.results["ratios"] = ratios(self.results["scenarios"])
         return self.results
 
