@@ -44,6 +44,8 @@ class DeviceOut(Schema):
     latest_ts: dict[str, str]
     profile: str = Field("iotgw", description="its device profile (docs/profiles.md)")
     gateway: str | None = Field(None, description="the gateway that speaks for it, for a child")
+    last_rejection: dict[str, str] | None = Field(
+        None, description="the last message refused for it: reason, message, at (written every heartbeat)")
 
 
 class DeviceIn(Schema):
@@ -132,7 +134,8 @@ class DeviceListQuery(Schema):
 
 def _out(device) -> dict[str, Any]:
     return {**device_state(device), "enabled": device.enabled, "offline_after": device.offline_after,
-            "profile": device.profile_id or "iotgw", "gateway": device.gateway_id}
+            "profile": device.profile_id or "iotgw", "gateway": device.gateway_id,
+            "last_rejection": device.last_rejection}
 
 
 def _visible(request: HttpRequest, device_id: str):

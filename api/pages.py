@@ -20,7 +20,8 @@ def fleet(request: HttpRequest) -> HttpResponse:
 @login_required
 def device(request: HttpRequest, device_id: str) -> HttpResponse:
     """One device: live charts, state and the command panel; 404 unless the user may see it."""
-    found = devices_visible_to(request.user).filter(pk=device_id).only("id", "name").first()
+    found = (devices_visible_to(request.user).filter(pk=device_id)
+             .only("id", "name", "profile", "gateway", "child_name", "last_rejection").first())
     if found is None:
         raise Http404("no such device")
     return render(request, "pages/device.html", {"device": found})

@@ -32,7 +32,7 @@ from devices.pipeline import IngestPipeline, Intake
 from devices.presence import presence_loop
 from devices.profiles_watch import profiles_follow, profiles_load
 from devices.pusher import Pusher
-from devices.services.heartbeats import bridge_heartbeat
+from devices.services.heartbeats import bridge_heartbeat, devices_note_rejections
 from devices.services.history import Retention
 from devices.stats import IngestStats
 
@@ -170,11 +170,15 @@ class Bridge:
 
     async def _heartbeat(self) -> None:
         beat = in_db_thread(bridge_heartbeat)
+        note = in_db_thread(devices_note_rejections)
         while True:
             self.stats.flush()
             try:
                 await beat(client_id=self.client_id, connected=self.transport.connected,
                            counters={**self.stats.snapshot(), "profile_events": self.router.events()})
+                recent = self.stats.take_recent()
+                if recent:  # each device's last refusal, for its page: one statement per beat
+                    await note(recent=recent)
             except DatabaseError as exc:
                 logger.warning("heartbeat not written: %s", str(exc).strip()[:200])
             await asyncio.sleep(self._heartbeat_seconds)

@@ -70,6 +70,9 @@ class Device(models.Model):
     # A child speaks through its gateway (Zigbee2MQTT, a gateway API): its gateway, and its name there.
     gateway = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     child_name = models.CharField(max_length=200, blank=True)
+    # {"reason", "message", "at"} of the last message refused for it, written by a bridge's heartbeat (not per
+    # message), so "connected but nothing shows" is diagnosable from its page.
+    last_rejection = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, OrderedDict
+from datetime import UTC, datetime
 
 logger = logging.getLogger("iotgw.bridge")
 
@@ -17,6 +18,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # At most this many rejection lines per interval in all (one per source), then one line with the count of the rest:
 # telemetry from 150k unknown device ids used to write 150k lines and keep an entry per id for good.
 LOG_LINES_PER_INTERVAL = 20
+# Sources whose last rejection waits for the next heartbeat to be written to their device (the newest kept).
+RECENT_SOURCES = 500
 
 
 class IngestStats:
@@ -33,10 +36,20 @@ class IngestStats:
         # Messages by receive → commit time, one count per bucket of LATENCY_BUCKETS (the last is +Inf).
         self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
+        self._recent: OrderedDict[str, dict[str, str]] = OrderedDict()
+
+    def take_recent(self) -> dict[str, dict[str, str]]:
+        """The last rejection of each source since the previous call ({source: {reason, message, at}})."""
+        recent, self._recent = dict(self._recent), OrderedDict()
+        return recent
 
     def reject(self, *, source: str, reason: str, message: str) -> None:
         """Count a rejected message and log it: once per source and at most `log_lines` lines per interval."""
         self.rejected[reason] += 1
+        self._recent[source] = {"reason": reason, "message": message[:300], "at": datetime.now(UTC).isoformat()}
+        self._recent.move_to_end(source)
+        if len(self._recent) > RECENT_SOURCES:
+            self._recent.popitem(last=False)
         self.flush()
         if source in self._logged or len(self._logged) >= self._log_lines:
             self._suppressed[reason] += 1

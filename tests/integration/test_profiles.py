@@ -247,3 +247,19 @@ def test_children_are_created_on_first_sight_only_when_the_profile_says_so(stack
     assert child.gateway_id == open_base and child.child_name == "0x00158d0001a2b3c4"
     assert child.profile_id == "z2m-open" and child.owner_id == Device.objects.get(pk=open_base).owner_id
     assert not Device.objects.filter(pk=f"{closed_base}.0x00158d0001a2b3c4").exists()
+
+
+def test_a_device_on_the_wrong_profile_shows_why_on_its_page(stack, registry, ops, firmwares):
+    from django.test import Client
+
+    device_id, _ = registry.device("misfit")  # left on the default profile, but it speaks Tasmota
+    other, _ = registry.device("tasmota-real")
+    device_set_profile(device_id=other, profile="tasmota")
+    tasmota = start(stack, firmwares, device_id)
+    tasmota.publish(f"tele/{device_id}/SENSOR", '{"Time":"2019-01-01T00:00:00","AM2301":{"Temperature":1}}')
+    wait_until(lambda: Device.objects.get(pk=device_id).last_rejection, what="the refusal noted on the device")
+    assert Device.objects.get(pk=device_id).last_rejection["reason"] == "wrong_profile"
+    browser = Client()
+    browser.force_login(ops)
+    page = browser.get(f"/devices/{device_id}/").content.decode()
+    assert "wrong_profile" in page and "<code>iotgw</code>" in page
