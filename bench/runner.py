@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
     p.add_argument("--only", help="run only these scenarios "
                                   "(comma-separated: gateway,naive,scaleout,commands,coap,fleet,overload,sockets,"
-                                  "notify; "
+                                  "notify,dialects; "
                                   "export, which runs only when named: bench/export.py)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
     p.add_argument("--sockets", type=int, default=5000,
@@ -80,7 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.overload_seconds is None:
         args.overload_seconds = 20.0 if args.quick else 300.0
     args.only = (set(args.only.split(",")) if args.only
-                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet", "overload", "sockets", "notify"})
+                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet", "overload", "sockets", "notify",
+                       "dialects"})
     return args
 
 
@@ -509,6 +510,14 @@ class Bench:
             # Every device once a second: each one-device socket gets an update a second (issue 17: 5,000 sockets).
             self.results["scenarios"]["sockets"] = self.scenario(
                 "sockets", webs=1, bridges=1, naive=False, rates=[(float(a.devices), 1)], one_device_sockets=a.sockets)
+        if "dialects" in a.only:
+            from bench import dialects
+
+            print("\n== dialects: the ingest pipeline, a mixed fleet (a quarter each on Tasmota, Shelly Gen2, ESPHome, "
+                  "Zigbee2MQTT) against the plain dialect (bench/dialects.py)", flush=True)
+            self.results["dialects"] = dialects.measure(devices=min(a.devices, 400),
+                                                        messages=5000 if a.quick else 20000)
+            print(f"   {self.results['dialects']}", flush=True)
         if "overload" in a.only and a.overload_rate:
             # The sustainable rate first (memory and latency to compare with), then 3× it for minutes: memory must
             # stay bounded, nothing acked may be lost, and the backlog drains afterwards at a reported rate.

@@ -177,6 +177,11 @@ class RulesCodec:
     def filters(self) -> list[str]:
         return [rule.filter for rule in self.reading.rules if rule.spec.role != "ignore"]
 
+    @property
+    def device_positions(self) -> set[int]:
+        """The topic levels that name the device (the router goes straight to the profile of a device found there)."""
+        return self.reading.device_positions
+
     def decode(self, topic: str, payload: bytes, *, received_at: datetime, directory: Directory) -> list[Said] | None:
         for found in self.reading.matches(topic):
             device_id = self._device(topic, found.captures.get("device"), directory, len(found.rule.literals))

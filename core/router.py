@@ -90,6 +90,8 @@ class ProfileRouter:
         self._codecs: dict[str, Codec] = {}
         self._active: list[Codec] = []
         self._active_names: list[str] = []
+        self._positions: list[int] = []
+        self._in_use: set[str] = set()
         self.directory = Directory()
         self.broken: dict[str, str] = {}  # profile → why it does not compile (it is skipped)
 
@@ -115,6 +117,8 @@ class ProfileRouter:
         active = [(name, codec) for name, codec in sorted(self._codecs.items()) if name in in_use]
         self._active_names = [name for name, _ in active]
         self._active = [codec for _, codec in active]
+        self._positions = sorted({i for _, codec in active for i in getattr(codec, "device_positions", ())})
+        self._in_use = {name for name, _ in active}
         return self.filters() != before
 
     def filters(self) -> list[str]:
@@ -124,6 +128,18 @@ class ProfileRouter:
     def __call__(self, topic: str, payload: bytes, *, received_at: datetime) -> list[Said]:
         if topic.startswith(_ROOT):
             return self._iotgw(topic, payload, received_at=received_at)
+        if self._positions:  # the profile of a device the topic names first: one codec instead of all of them
+            parts = topic.split("/", self._positions[-1] + 1)
+            for i in self._positions:
+                member = self.directory.members.get(parts[i]) if i < len(parts) else None
+                codec = self._codecs.get(member.profile) if member is not None else None
+                if codec is not None and member is not None and member.profile in self._in_use:
+                    try:
+                        said = codec.decode(topic, payload, received_at=received_at, directory=self.directory)
+                    except NotMember:
+                        said = None
+                    if said is not None:
+                        return said
         refused: NotMember | None = None
         for codec in self._active:
             try:

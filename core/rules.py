@@ -23,7 +23,7 @@ from core.errors import PayloadInvalid
 from core.ids import DEVICE_ID_RE, child_device_id
 from core.payloads import MAX_STRING, Sample, decode_json, holds_nul, storable_text
 from core.profilespec import CAPTURE_RE, PLACEHOLDER_RE, ProfileSpec, TimeSpec, TopicRule
-from core.times import DEFAULT_MAX_SKEW, EPOCH, parse_ts
+from core.times import DEFAULT_MAX_SKEW, EPOCH
 from core.transport import Outbound, Said
 from core.wire import MAX_ERROR_TEXT, CommandResponse
 
@@ -67,20 +67,32 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """Nested objects (and short lists) as one level of dotted names: `{"AM2301": {"Temperature": 1}}` →
     `{"AM2301.Temperature": 1}`; strings too long or unstorable are dropped, not refused."""
     out: dict[str, Any] = {}
-    stack: list[tuple[str, Any, int]] = [(prefix, obj, 0)]
-    while stack and len(out) < MAX_METRICS:
-        name, value, depth = stack.pop()
-        if isinstance(value, dict) and depth < MAX_DEPTH:
-            children = list(value.items())
-        elif isinstance(value, list) and depth < MAX_DEPTH:
-            children = [(str(i), v) for i, v in enumerate(value[:MAX_LIST])]
-        else:
-            if name and _keep(value):
-                out[metric_name(name)] = value
-            continue
-        for key, child in reversed(children):
-            stack.append((f"{name}.{key}" if name else str(key), child, depth + 1))
+    _flatten_into(out, obj, prefix, 0)
     return out
+
+
+def _flatten_into(out: dict[str, Any], value: Any, name: str, depth: int) -> None:
+    if isinstance(value, dict) and depth < MAX_DEPTH:
+        for key, child in value.items():
+            if len(out) >= MAX_METRICS:
+                return
+            _flatten_into(out, child, f"{name}.{key}" if name else str(key), depth + 1)
+    elif isinstance(value, list) and depth < MAX_DEPTH:
+        for i, child in enumerate(value[:MAX_LIST]):
+            if len(out) >= MAX_METRICS:
+                return
+            _flatten_into(out, child, f"{name}.{i}" if name else str(i), depth + 1)
+    elif name and _keep(value):
+        clean = _NAMES.get(name)
+        if clean is None:
+            clean = metric_name(name)
+            if len(_NAMES) < _NAMES_KEPT:  # a fleet's metric names repeat: sanitised once each
+                _NAMES[name] = clean
+        out[clean] = value
+
+
+_NAMES: dict[str, str] = {}
+_NAMES_KEPT = 10_000
 
 
 def parse_value(text: str) -> Any:
@@ -121,7 +133,9 @@ def to_time(value: Any, spec: TimeSpec, *, now: datetime, max_skew: timedelta = 
             ts = EPOCH + timedelta(seconds=value if spec.unit == "s" else value / 1000)
         except OverflowError:
             raise PayloadInvalid("ts_in_future", "time is beyond the year 9999") from None
-        return parse_ts(ts.isoformat(), now=now, max_skew=max_skew)
+        if ts > now + max_skew:  # the window of core.times.parse_ts, without formatting and parsing again
+            raise PayloadInvalid("ts_in_future", f"time {value!r} is more than {max_skew} ahead of the gateway's clock")
+        return ts
     if not isinstance(value, str) or len(value) > 64 or not value.isascii() or not value.isprintable():
         raise PayloadInvalid("bad_sample", "time must be ISO-8601 text")
     try:
@@ -129,12 +143,16 @@ def to_time(value: Any, spec: TimeSpec, *, now: datetime, max_skew: timedelta = 
     except ValueError:
         raise PayloadInvalid("bad_sample", f"time {value!r} is not ISO-8601") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(spec.tz))
+        parsed = parsed.replace(tzinfo=UTC if spec.tz == "UTC" else ZoneInfo(spec.tz))
     try:
-        text = parsed.astimezone(UTC).isoformat()
+        ts = parsed.astimezone(UTC)
     except OverflowError:
         raise PayloadInvalid("ts_too_old" if parsed.year < 1970 else "ts_in_future", "time out of range") from None
-    return parse_ts(text, now=now, max_skew=max_skew)
+    if ts < EPOCH:  # the window of core.times.parse_ts
+        raise PayloadInvalid("ts_too_old", f"time {value!r} is before 1970-01-01")
+    if ts > now + max_skew:
+        raise PayloadInvalid("ts_in_future", f"time {value!r} is more than {max_skew} ahead of the gateway's clock")
+    return ts
 
 
 def render(template: str, fields: dict[str, Any]) -> str:
@@ -219,16 +237,31 @@ class RulesDecoding:
     def __init__(self, spec: ProfileSpec, *, max_payload: int, max_skew: timedelta = DEFAULT_MAX_SKEW) -> None:
         self.spec = spec
         self.rules = [CompiledRule(rule) for rule in spec.topics]
+        self._by_length: dict[int, list[CompiledRule]] = {}
         self.max_payload = max_payload
         self.max_skew = max_skew
 
     def matches(self, topic: str) -> Iterator[Match]:
         """The rules whose pattern the topic matches, in order."""
         parts = topic.split("/")
-        for rule in self.rules:
+        for rule in self._of_length(len(parts)):
             captured = rule.match(parts)
             if captured is not None:
                 yield Match(rule, captured)
+
+    def _of_length(self, levels: int) -> list[CompiledRule]:
+        """The rules a topic of that many levels can match, in order (cached: a topic has at most 256 levels)."""
+        rules = self._by_length.get(levels)
+        if rules is None:
+            rules = [r for r in self.rules if len(r.fixed) == levels or (r.multi and len(r.fixed) <= levels)]
+            if levels <= 256:
+                self._by_length[levels] = rules
+        return rules
+
+    @property
+    def device_positions(self) -> set[int]:
+        """The topic levels that name the device, in the rules that capture one."""
+        return {i for rule in self.rules for i, name in rule.captures.items() if name == "device"}
 
     def match(self, topic: str) -> Match | None:
         """The first rule whose pattern the topic matches."""
@@ -259,7 +292,7 @@ class RulesDecoding:
         """The message as JSON, or as text (a plain value; a status that may also be a JSON object)."""
         if rule.format == "json":
             doc = decode_json(payload, max_bytes=self.max_payload)
-            if holds_nul(doc) and rule.role != "telemetry":  # telemetry drops such strings itself
+            if rule.role != "telemetry" and holds_nul(doc):  # telemetry drops such strings itself
                 raise PayloadInvalid("bad_sample", "a string holds a NUL character (\\u0000)")
             return doc
         text = payload.decode("utf-8", "replace").strip()
@@ -334,7 +367,8 @@ class RulesDecoding:
             if rule.select and relative.startswith(rule.select + "."):
                 relative = relative[len(rule.select) + 1:]
             drop.add(metric_name(prefix + relative))
-        data = {k: v for k, v in data.items() if k not in drop and not any(k.startswith(d + ".") for d in drop)}
+        under = tuple(d + "." for d in drop)
+        data = {k: v for k, v in data.items() if k not in drop and not k.startswith(under)}
         if not data:
             return None
         raw = get_path(item, rule.time.field) if rule.time is not None else _MISSING
