@@ -8,9 +8,11 @@ runs the bridge's own pipeline (devices/pipeline.py with the bridge's ProfileRou
 database as a bridge reads it, and a command dispatcher resolving the id-less answers Zigbee2MQTT
 and ESPHome states count as) over an in-memory transport: all messages offered at once in reads of
 100, timed until every one is stored and acknowledged. The two fleets alternate for `rounds`
-rounds; the best of each is compared. MQTT is left out on purpose: the broker and the socket cost
+rounds; the best of each is compared (and the medians: on a busy machine rounds vary twofold).
+MQTT is left out on purpose: the broker and the socket cost
 the same per message whatever the dialect, and the question is what conversion costs the batch path.
-Returns {"devices", "messages", "plain_per_s", "mixed_per_s", "cost_pct", "decode_us": {…}, "rounds": […]}.
+Returns {"devices", "messages", "plain_per_s", "mixed_per_s", "cost_pct", "median": {…}, "decode_us": {…},
+"rounds": […]}; decode_us is the router alone, per message, in this process.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def _decode_us(router: Any, messages: list[tuple[str, bytes]]) -> float:
     return round((time.perf_counter() - t0) / len(messages) * 1e6, 2)
 
 
-def measure(*, devices: int = 400, messages: int = 20000, rounds: int = 3) -> dict[str, Any]:
+def measure(*, devices: int = 400, messages: int = 20000, rounds: int = 5) -> dict[str, Any]:
     """Plain against mixed, alternating; Django is set up by the caller (bench/runner.py)."""
     import uuid
 
@@ -140,7 +142,11 @@ def measure(*, devices: int = 400, messages: int = 20000, rounds: int = 3) -> di
     best_plain = max(r["plain_per_s"] for r in per_round)
     best_mixed = max(r["mixed_per_s"] for r in per_round)
     plain_msgs, mixed_msgs = _messages(plain, mixed, min(messages, 5000))
+    median_plain = sorted(r["plain_per_s"] for r in per_round)[len(per_round) // 2]
+    median_mixed = sorted(r["mixed_per_s"] for r in per_round)[len(per_round) // 2]
     return {"devices": devices, "messages": messages, "plain_per_s": best_plain, "mixed_per_s": best_mixed,
             "cost_pct": round(100 * (1 - best_mixed / best_plain), 1),
+            "median": {"plain_per_s": median_plain, "mixed_per_s": median_mixed,
+                       "cost_pct": round(100 * (1 - median_mixed / median_plain), 1)},
             "decode_us": {"plain": _decode_us(router, plain_msgs), "mixed": _decode_us(router, mixed_msgs)},
             "rounds": per_round}
