@@ -3,7 +3,8 @@ dialect, in the same run, on the real database.
 
 `measure()` registers two fleets of N devices: one on SPEC §4's own dialect, one with a quarter on
 each of four profiles (Tasmota, Shelly Gen2, ESPHome, Zigbee2MQTT children), each sending its
-firmware's documented payload (two or three metrics, nested where the firmware nests). It then
+firmware's documented payload (two or three metrics, nested where the firmware nests; the plain
+fleet's message carries a `ts` exactly where the firmware's carries a time). It then
 runs the bridge's own pipeline (devices/pipeline.py with the bridge's ProfileRouter, read from the
 database as a bridge reads it, and a command dispatcher resolving the id-less answers Zigbee2MQTT
 and ESPHome states count as) over an in-memory transport: all messages offered at once in reads of
@@ -63,10 +64,14 @@ def _messages(plain: list[str], mixed: dict[str, list[str]], count: int) -> tupl
     for i in range(count):
         ts = t0 + timedelta(milliseconds=i)
         t, h = round(20 + (i % 50) / 10, 1), 40 + i % 20
-        device = plain[i % len(plain)]
-        plain_msgs.append((f"devices/{device}/telemetry",
-                           orjson.dumps({"ts": int(ts.timestamp() * 1000), "temperature": t, "humidity": h})))
-        profile, device = mixed_devices[i % len(mixed_devices)]
+        profile, mixed_device = mixed_devices[i % len(mixed_devices)]
+        # Like for like: where the firmware sends no time (ESPHome, Zigbee2MQTT) the plain message has no `ts`
+        # either, so both fleets take the same store path and the difference is the conversion.
+        sample: dict[str, Any] = {"temperature": t, "humidity": h}
+        if profile in ("tasmota", "shelly-gen2"):
+            sample["ts"] = int(ts.timestamp() * 1000)
+        plain_msgs.append((f"devices/{plain[i % len(plain)]}/telemetry", orjson.dumps(sample)))
+        device = mixed_device
         if profile == "tasmota":
             mixed_msgs.append((f"tele/{device}/SENSOR", orjson.dumps(
                 {"Time": ts.replace(tzinfo=None).isoformat(), "AM2301": {"Temperature": t, "Humidity": h},
