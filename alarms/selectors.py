@@ -164,3 +164,13 @@ def devices_presence(device_ids: Iterable[str] | None) -> list[tuple[str, dateti
     if device_ids is not None:
         qs = qs.filter(pk__in=list(device_ids))
     return list(qs.values_list("id", "last_seen", "online"))
+
+
+def alarm_metrics() -> tuple[dict[str, int], dict[str, int]]:
+    """(transitions stored per kind, open alarms per severity): two GROUP BYs for /metrics."""
+    from django.db.models import Count
+
+    kinds = dict(AlarmEvent.objects.values_list("kind").annotate(n=Count("pk")).order_by())
+    severities = dict(Alarm.objects.filter(state__in=OPEN_STATES).values_list("severity").annotate(n=Count("pk"))
+                      .order_by())
+    return kinds, severities

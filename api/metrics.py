@@ -209,8 +209,46 @@ class HistoryCollector:
         yield from (rows, size, oldest)
 
 
+class AlarmCollector:
+    """Alarm transitions by kind (raised, acknowledged, retriggered, cleared) and open alarms by severity, counted
+    in the database (every process sees every bridge's), at most every IOTGW_METRICS_COUNT_SECONDS."""
+
+    def __init__(self) -> None:
+        self._counts: tuple[dict[str, int], dict[str, int]] | None = None
+        self._counted_at = -math.inf
+        self._lock = threading.Lock()
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from django.db import DatabaseError
+
+        from alarms.selectors import alarm_metrics
+
+        with self._lock:
+            if time.monotonic() - self._counted_at >= settings.IOTGW_METRICS_COUNT_SECONDS:
+                try:
+                    self._counts, self._counted_at = alarm_metrics(), time.monotonic()
+                except DatabaseError:
+                    self._counts, self._counted_at = None, -math.inf
+            counts = self._counts
+        if counts is None:
+            return
+        transitions = CounterMetricFamily("iotgw_alarm_transitions", "Alarm transitions stored, by kind "
+                                          "(raised and cleared: alarms raised and cleared)", labels=["kind"])
+        open_ = GaugeMetricFamily("iotgw_alarms_open", "Open (active or acknowledged) alarms, by severity",
+                                  labels=["severity"])
+        for kind in ("raised", "acknowledged", "retriggered", "cleared"):
+            transitions.add_metric([kind], counts[0].get(kind, 0))
+        for severity in ("critical", "major", "minor", "warning", "info"):
+            open_.add_metric([severity], counts[1].get(severity, 0))
+        yield from (transitions, open_)
+
+
 commands_collector = CommandCollector()
 history_collector = HistoryCollector()
+alarms_collector = AlarmCollector()
 
 class WebIngestCollector:
     """This web process's own pipeline (WebSocket and HTTP devices: devices/inprocess.py), per transport."""
@@ -252,3 +290,4 @@ REGISTRY.register(commands_collector)
 REGISTRY.register(history_collector)
 REGISTRY.register(WebIngestCollector())
 REGISTRY.register(NotificationCollector())
+REGISTRY.register(alarms_collector)

@@ -118,3 +118,22 @@ def test_deleting_a_rule_clears_its_open_alarms_and_keeps_their_history(rule, de
     alarm.refresh_from_db()
     assert alarm.state == Alarm.CLEARED and alarm.rule_id is None and alarm.rule_name == "hot"
     assert alarm.events.last().note == "its rule was deleted"
+
+
+def test_metrics_count_alarms_raised_and_cleared_and_open_ones_by_severity(rule, device, settings):
+    import re
+
+    from django.test import Client
+
+    from api.metrics import alarms_collector
+
+    settings.IOTGW_METRICS_COUNT_SECONDS = 0
+    alarm = alarm_raise(rule=rule, device_id=device.id, at=timezone.now()).alarm
+    body = Client().get("/metrics").content.decode()
+    assert re.search(r'^iotgw_alarms_open\{severity="major"\} 1\.0$', body, re.M)
+    alarm_clear(user=device.owner, alarm_id=alarm.pk)
+    alarms_collector._counted_at = float("-inf")
+    body = Client().get("/metrics").content.decode()
+    assert re.search(r'^iotgw_alarm_transitions_total\{kind="raised"\} 1\.0$', body, re.M)
+    assert re.search(r'^iotgw_alarm_transitions_total\{kind="cleared"\} 1\.0$', body, re.M)
+    assert re.search(r'^iotgw_alarms_open\{severity="major"\} 0\.0$', body, re.M)
