@@ -16,12 +16,19 @@ from core.transfer import read_rows
 from devices.grafana import VIEWS, views_create, views_drop
 from devices.services.devices import device_register
 from devices.services.telemetry_import import telemetry_import
+from testing.partitions import new_partitions_dropped
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def no_partitions_left():
+    with new_partitions_dropped():  # committed samples of 2026-01-01 would stay for other tests' maintenance
+        yield
+
+
 @pytest.fixture
-def role():
+def role(no_partitions_left):
     if connection.vendor != "postgresql":
         pytest.skip("Grafana's PostgreSQL data source: the views and role exist on PostgreSQL only")
     name, password = f"grafana_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
