@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", help="run only these scenarios "
                                   "(comma-separated: gateway,naive,scaleout,commands,coap,fleet,overload,sockets,"
                                   "notify,dialects; "
-                                  "export, which runs only when named: bench/export.py)")
+                                  "export and history, which run only when named: bench/export.py, bench/history.py)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
     p.add_argument("--sockets", type=int, default=5000,
                    help="dashboard sockets on one web process in the sockets scenario, one device each, 1 update/s")
@@ -531,6 +531,13 @@ class Bench:
             print("\n== commands again, after the telemetry scenarios", flush=True)
             self.results["commands_after_load"] = self.commands()
             print(f"   {self.results['commands_after_load']}", flush=True)
+        if "history" in a.only:
+            from bench import history
+
+            print("\n== history: ingest with partitions and rollups against a plain table, bytes per sample "
+                  "(bench/history.py)", flush=True)
+            self.results["history"] = history.measure(database_url=a.database_url, quick=a.quick, env=self.env)
+            print(f"   {self.results['history']}", flush=True)
         if "export" in a.only:
             from bench import export
 

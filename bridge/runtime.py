@@ -27,7 +27,7 @@ from core.sparkplug.host import PrimaryHost
 from core.transport import Sink
 from devices.dbthread import in_db_thread
 from devices.dispatch import CommandDispatcher
-from devices.maintenance import maintenance_loop
+from devices.maintenance import maintenance_loop, rollup_loop
 from devices.pipeline import IngestPipeline, Intake
 from devices.presence import presence_loop
 from devices.profiles_watch import profiles_follow, profiles_load
@@ -83,6 +83,7 @@ class Bridge:
         maintenance_seconds: float = 3600.0,
         alarm_poll: float = 2.0,
         alarm_sweep: float = 5.0,
+        rollup_seconds: float = 30.0,
         subscribe: list[tuple[str, int]] | None = None,
         intake: Intake | None = None,
         sink: Sink | None = None,
@@ -100,6 +101,7 @@ class Bridge:
         self._offline_after = offline_after
         self._retention = Retention() if retention is None else retention
         self._maintenance_seconds = maintenance_seconds
+        self._rollup_seconds = rollup_seconds
         self.stats = IngestStats()
         self.intake = Intake() if intake is None else intake
         self.pusher = Pusher(layer=layer, stats=self.stats, buckets=push_buckets, interval=push_interval)
@@ -138,6 +140,7 @@ class Bridge:
                                                 interval=self._heartbeat_seconds, offline_after=self._offline_after)),
             asyncio.ensure_future(maintenance_loop(retention=self._retention, interval=self._maintenance_seconds,
                                                    stats=self.stats)),
+            asyncio.ensure_future(rollup_loop(interval=self._rollup_seconds, stats=self.stats)),
         ]
         _current = self
         logger.info("bridge %s connecting to %s:%s (MQTT %s)", self.client_id, self.broker.host, self.broker.port,

@@ -1,4 +1,5 @@
-"""The maintenance loop every bridge runs: the history tiers' partitions and retention (devices/services/history.py).
+"""The loops every bridge runs for history: partitions and retention (devices/services/history.py), and the rollup
+job (devices/rollups.py).
 
 It runs in the bridge process because every deployment has one (the all-in-one gateway too), and
 ingest is what needs partitions ahead; `manage.py telemetry_maintenance` runs one pass from cron
@@ -13,7 +14,9 @@ import logging
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connection
+from django.utils import timezone
 
+from devices.rollups import rollups_catch_up
 from devices.services.history import MaintenanceReport, Retention, telemetry_maintain
 from devices.stats import IngestStats
 
@@ -26,6 +29,27 @@ def maintain_once(retention: Retention) -> MaintenanceReport:
         return telemetry_maintain(retention=retention)
     finally:
         connection.close()
+
+
+def roll_up_once() -> None:
+    """One pass of the rollup job on this thread's own connection (PostgreSQL; SQLite rolls up each batch)."""
+    try:
+        if connection.vendor == "postgresql":
+            rollups_catch_up(now=timezone.now())
+    finally:
+        connection.close()
+
+
+async def rollup_loop(*, interval: float, stats: IngestStats) -> None:
+    """The rollup job every `interval` s; with several bridges, one runs each pass (an advisory lock)."""
+    run = sync_to_async(roll_up_once, thread_sensitive=False)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run()
+        except DatabaseError as exc:
+            stats.counts["rollup_errors"] += 1
+            logger.warning("rollup pass failed: %s", str(exc).strip()[:200])
 
 
 async def maintenance_loop(*, retention: Retention, interval: float, stats: IngestStats) -> None:

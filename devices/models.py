@@ -136,6 +136,13 @@ class RollupHour(Rollup):
     """Per-hour rollups; partitioned by UTC month of `bucket` on PostgreSQL."""
 
 
+class RollupWatermark(models.Model):
+    """Up to when the rollup job has rolled up the raw samples (PostgreSQL; devices/rollups.py)."""
+
+    name = models.CharField(primary_key=True, max_length=32)
+    upto = models.DateTimeField()
+
+
 class RetentionPolicy(models.Model):
     """Days of history kept for one device or one group, overriding IOTGW_RETENTION_*_DAYS (docs/history.md).
 

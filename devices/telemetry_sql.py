@@ -2,9 +2,9 @@
 
 On PostgreSQL a batch is three statements whatever its size: lock the devices
 (`SELECT … FOR UPDATE` in id order), insert every sample with
-`json_to_recordset(…) ON CONFLICT DO NOTHING` and roll up the ones inserted in
-the same statement (devices/rollups.py), and update every touched device the
-same way. Each batch travels as one JSON document that orjson encodes in C
+`json_to_recordset(…) ON CONFLICT DO NOTHING` (late samples also rolled up in
+that statement, devices/rollups.py), and update every touched device the same
+way. Each batch travels as one JSON document that orjson encodes in C
 and PostgreSQL decodes in its own process: Django's `bulk_update` (a `CASE WHEN`
 per row and field) and psycopg's client-side quoting of arrays cost more CPU in
 the bridge than the whole rest of the batch. Other databases (SQLite for the
@@ -73,18 +73,24 @@ def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], receive
         rollups.rollups_merge_sqlite(new)
         return len(new)
     _ensure_partitions(ts for _, ts, _ in rows)
+    late_before = received_at - rollups.GRACE
+    doc = orjson.dumps([{"d": d, "t": ts, "j": data} for d, ts, data in rows]).decode()
     with connection.cursor() as cur:
-        cur.execute(f"{_INSERT_ROLLED_UP} SELECT count(*) FROM ins",
-                    [received_at, orjson.dumps([{"d": d, "t": ts, "j": data} for d, ts, data in rows]).decode()])
+        if not any(ts < late_before for _, ts, _ in rows):  # fresh: the rollup job's (devices/rollups.py)
+            cur.execute(_INSERT, [received_at, doc])
+            return int(cur.rowcount)
+        # Late: in a minute the job may have passed, so rolled up here from the rows inserted, after the job.
+        cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", [rollups.JOB_LOCK])
+        cur.execute(f"{_INSERT_LATE} SELECT count(*) FROM ins", [received_at, doc, late_before])
         return int(cur.fetchone()[0])
 
 
-# One statement inserts a batch and rolls up exactly the rows it inserted (RETURNING), in both tiers.
-_INSERT_ROLLED_UP = (
-    f"WITH ins AS (INSERT INTO {TELEMETRY} (device_id, ts, data, received_at) "
-    "SELECT r.d, r.t, r.j, %s FROM json_to_recordset(%s::json) AS r(d text, t timestamptz, j jsonb) "
-    "ON CONFLICT DO NOTHING RETURNING device_id, ts, data), " + rollups.postgresql_ctes("ins")
-)
+_INSERT = (f"INSERT INTO {TELEMETRY} (device_id, ts, data, received_at) "
+           "SELECT r.d, r.t, r.j, %s FROM json_to_recordset(%s::json) AS r(d text, t timestamptz, j jsonb) "
+           "ON CONFLICT DO NOTHING")
+# The late rows a batch inserted (RETURNING) rolled up in the same statement, in both tiers.
+_INSERT_LATE = (f"WITH ins AS ({_INSERT} RETURNING device_id, ts, data), "
+                "late AS (SELECT * FROM ins WHERE ts < %s), " + rollups.postgresql_ctes("late"))
 
 
 def _ensure_partitions(times: Iterable[datetime]) -> None:
@@ -156,7 +162,8 @@ def _insert_returning_taken(rows: Sequence[AssignedRow], received_at: datetime) 
         return taken
     _ensure_partitions(r.ts for r in rows)
     with connection.cursor() as cur:
-        cur.execute(f"{_INSERT_ROLLED_UP} SELECT device_id, ts FROM ins",
+        # Samples without ts are received now: never late, the rollup job's.
+        cur.execute(f"{_INSERT} RETURNING device_id, ts",
                     [received_at, orjson.dumps([{"d": r.device_id, "t": r.ts, "j": r.data} for r in rows]).decode()])
         return keys - set(cur.fetchall())
 

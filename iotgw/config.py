@@ -37,6 +37,7 @@ def bridge_options() -> dict[str, Any]:
         "maintenance_seconds": settings.IOTGW_MAINTENANCE_SECONDS,
         "alarm_poll": settings.IOTGW_ALARM_POLL_SECONDS,
         "alarm_sweep": settings.IOTGW_ALARM_SWEEP_SECONDS,
+        "rollup_seconds": settings.IOTGW_ROLLUP_SECONDS,
     }
 
 

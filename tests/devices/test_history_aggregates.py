@@ -6,12 +6,14 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.payloads import Sample
 from devices.aggregates import align, bucket_for, telemetry_aggregate, tier_for
 from devices.models import RollupHour, RollupMinute, Telemetry
+from devices.rollups import rollups_catch_up
 from devices.services.devices import device_register
 from devices.services.telemetry import Inbound, telemetry_ingest
 
@@ -39,11 +41,21 @@ def direct(device_id: str, metric: str, since: datetime, until: datetime, bucket
              sum(v for _, v in vs) / len(vs)) for start, vs in sorted(groups.items())]
 
 
-def store(device_id: str, batches: list[list[tuple[int, object, object]]]) -> None:
+def store(device_id: str, batches: list[list[tuple[int, object, object]]], *, job: bool = True) -> None:
+    """Each batch as the bridge stores it; received at T0, so fresh samples are the rollup job's, which then runs
+    (on PostgreSQL: SQLite rolls up each batch)."""
     for batch in batches:
         items = [Inbound(device_id, [Sample(ts=T0 + timedelta(seconds=s), data={"a": a, "b": b})])
                  for s, a, b in batch]
         telemetry_ingest(items=items, received_at=T0)
+    if job and connection.vendor == "postgresql":
+        rollups_catch_up(now=T0 + timedelta(hours=6), since=T0 - timedelta(hours=1))
+
+
+def store_late(device_id: str, batch: list[tuple[int, object, object]]) -> None:
+    """Received a day after their time: the batch rolls them up itself, after the job has passed."""
+    items = [Inbound(device_id, [Sample(ts=T0 + timedelta(seconds=s), data={"a": a, "b": b})]) for s, a, b in batch]
+    telemetry_ingest(items=items, received_at=T0 + timedelta(days=1))
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -53,7 +65,11 @@ def test_aggregates_equal_the_raw_rows_with_late_and_redelivered_samples(samples
     device_register(device_id=device_id)
     delivered = data.draw(st.permutations(samples + data.draw(st.lists(st.sampled_from(samples), max_size=20))))
     cut = sorted(data.draw(st.lists(st.integers(0, len(delivered)), max_size=5)))
-    store(device_id, [delivered[i:j] for i, j in zip([0, *cut], [*cut, len(delivered)], strict=True)])
+    batches = [delivered[i:j] for i, j in zip([0, *cut], [*cut, len(delivered)], strict=True)]
+    late = data.draw(st.integers(0, len(batches)))  # the batches from here on arrive a day late
+    store(device_id, batches[:late])
+    for batch in batches[late:]:
+        store_late(device_id, batch)
     for bucket in (7, 60, 300, 3600, 7200, 86400):
         for metric in ("a", "b"):
             got = telemetry_aggregate(device_id=device_id, metric=metric, since=T0, until=T0 + timedelta(hours=5),
@@ -68,7 +84,8 @@ def test_rollups_are_kept_per_minute_and_per_hour_and_redelivery_changes_nothing
     device_register(device_id="d1")
     store("d1", [[(0, 1, None), (30, 3, None), (70, 5, None)]])
     store("d1", [[(30, 3, None), (70, 5, None)]])  # redelivered
-    store("d1", [[(10, -1, None)]])  # late
+    store_late("d1", [(10, -1, None), (70, 5, None)])  # late, and redelivered late
+    store("d1", [])  # the job passes again: it recomputes, it does not add
     minutes = {(r.bucket, r.count, r.min, r.max, r.sum, r.first, r.last)
                for r in RollupMinute.objects.filter(metric="a")}
     assert minutes == {(T0, 3, -1, 3, 3, 1, 3), (T0 + timedelta(minutes=1), 1, 5, 5, 5, 5, 5)}
@@ -85,3 +102,22 @@ def test_an_automatic_bucket_is_round_and_fits_the_points():
 def test_the_range_widens_to_whole_buckets_from_the_epoch():
     since, until = align(T0 + timedelta(seconds=1), T0 + timedelta(minutes=1, seconds=1), 60)
     assert (since, until) == (T0, T0 + timedelta(minutes=2))
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_the_rollup_job_sees_a_batch_that_committed_after_its_pass():
+    from devices.models import RollupWatermark
+
+    RollupWatermark.objects.update_or_create(name="rollups", defaults={"upto": T0})
+    device_register(device_id="d1")
+    fresh = [Inbound("d1", [Sample(ts=T0 + timedelta(seconds=s), data={"a": s})]) for s in (10, 20, 30)]
+    telemetry_ingest(items=fresh, received_at=T0 + timedelta(seconds=40))
+    rollups_catch_up(now=T0 + timedelta(minutes=2))
+    assert RollupMinute.objects.get(device_id="d1", metric="a").count == 3
+    # Received before that pass but committed after it: the next pass looks back RECHECK and finds it.
+    telemetry_ingest(items=[Inbound("d1", [Sample(ts=T0 + timedelta(seconds=25), data={"a": 99})])],
+                     received_at=T0 + timedelta(seconds=45))
+    rollups_catch_up(now=T0 + timedelta(minutes=3))
+    minute = RollupMinute.objects.get(device_id="d1", metric="a")
+    assert (minute.count, minute.max, minute.sum) == (4, 99, 159)
+    assert RollupHour.objects.get(device_id="d1", metric="a").count == 4
