@@ -13,13 +13,14 @@ all-in-one gateway) use the ORM.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from django.db import connection
+from django.db import IntegrityError, connection
 
 from devices import partitions, rollups
 from devices.models import Device, Telemetry
@@ -75,7 +76,7 @@ def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], receive
     _ensure_partitions(ts for _, ts, _ in rows)
     late_before = received_at - rollups.GRACE
     doc = orjson.dumps([{"d": d, "t": ts, "j": data} for d, ts, data in rows]).decode()
-    with connection.cursor() as cur:
+    with _forgetting_partitions_on_refusal(), connection.cursor() as cur:
         if not any(ts < late_before for _, ts, _ in rows):  # fresh: the rollup job's (devices/rollups.py)
             cur.execute(_INSERT, [received_at, doc])
             return int(cur.rowcount)
@@ -98,6 +99,18 @@ def _ensure_partitions(times: Iterable[datetime]) -> None:
     days = {t.astimezone(UTC).date() for t in times}
     for table in (TELEMETRY, rollups.MINUTE, rollups.HOUR):
         partitions.cache.ensure(table, days)
+
+
+@contextmanager
+def _forgetting_partitions_on_refusal() -> Iterator[None]:
+    """A row without its partition means this process's list of them is stale (another one dropped a day, or
+    the table was rebuilt): forget it, so the retry of the batch (the pipeline halves it) creates what is missing."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if "no partition" in str(exc):
+            partitions.cache.forget()
+        raise
 
 
 def _stored_keys(keys: Iterable[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
@@ -161,7 +174,7 @@ def _insert_returning_taken(rows: Sequence[AssignedRow], received_at: datetime) 
         rollups.rollups_merge_sqlite((r.device_id, r.ts, r.data) for r in new)
         return taken
     _ensure_partitions(r.ts for r in rows)
-    with connection.cursor() as cur:
+    with _forgetting_partitions_on_refusal(), connection.cursor() as cur:
         # Samples without ts are received now: never late, the rollup job's.
         cur.execute(f"{_INSERT} RETURNING device_id, ts",
                     [received_at, orjson.dumps([{"d": r.device_id, "t": r.ts, "j": r.data} for r in rows]).decode()])
