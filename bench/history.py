@@ -16,8 +16,9 @@ path, device locks and `latest` included — three ways, in rotating order, seve
 
 It reports samples/s per variant (the median over rounds) and the ratio to `plain` (target:
 within 10 %), the job's cost per 1,000 samples, and, after VACUUM ANALYZE, bytes per stored
-sample (table + indexes, and the rollup tiers on top). The 30-day aggregate over a 10-million-row history is bench/export.py's
-(`--only export`), read through the same `telemetry_aggregate`.
+sample (table + indexes, and the rollup tiers on top). The 30-day aggregate over a
+10-million-row history is bench/export.py's (`--only export`), read through the same
+`telemetry_aggregate`.
 """
 
 from __future__ import annotations
