@@ -27,7 +27,7 @@ def backwards(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("devices", "0010_history_retention_policies"),
+        ("devices", "0011_dialects_last_rejection"),
     ]
 
     operations = [
