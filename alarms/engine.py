@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +47,8 @@ from devices.stats import IngestStats
 logger = logging.getLogger("iotgw.alarms")
 
 Key = tuple[int, str]
+# A threshold rule as the hot path reads it: (id, spec, the rule, its high or +inf, its low or -inf).
+Entry = tuple[int, R.RuleSpec, AlarmRule, float, float]
 
 
 @dataclass(slots=True)
@@ -66,8 +69,8 @@ class RuleSet:
     def __init__(self, load: RuleLoad) -> None:
         self.version = load.version
         self.specs: dict[int, R.RuleSpec] = {}
-        self._fleet: dict[str, list[AlarmRule]] = {}
-        self._device: dict[str, dict[str, list[AlarmRule]]] = {}
+        self._fleet: dict[str, list[Entry]] = {}
+        self._device: dict[str, dict[str, list[Entry]]] = {}
         self.swept: list[tuple[AlarmRule, set[str] | None]] = []  # (rule, its devices; None: every device)
         self._commands: list[tuple[AlarmRule, set[str] | None]] = []
         for rule in load.rules:
@@ -78,16 +81,18 @@ class RuleSet:
                 continue
             devices = self._targets(rule, load.members)
             if spec.kind in R.THRESHOLD_KINDS:
+                entry = (rule.pk, spec, rule, math.inf if spec.high is None else spec.high,
+                         -math.inf if spec.low is None else spec.low)
                 if devices is None:
-                    self._fleet.setdefault(spec.metric, []).append(rule)
+                    self._fleet.setdefault(spec.metric, []).append(entry)
                 for device_id in devices or ():
-                    self._device.setdefault(device_id, {}).setdefault(spec.metric, []).append(rule)
+                    self._device.setdefault(device_id, {}).setdefault(spec.metric, []).append(entry)
             elif spec.kind in R.SWEPT_KINDS:
                 self.swept.append((rule, devices))
             else:
                 self._commands.append((rule, devices))
         self.thresholds = bool(self._fleet or self._device)
-        self._merged: dict[str, dict[str, list[AlarmRule]]] = {}
+        self._merged: dict[str, dict[str, list[Entry]]] = {}
 
     @staticmethod
     def _targets(rule: AlarmRule, members: dict[int, set[str]]) -> set[str] | None:
@@ -97,7 +102,7 @@ class RuleSet:
             return members.get(rule.group_id, set())
         return None
 
-    def thresholds_for(self, device_id: str) -> dict[str, list[AlarmRule]]:
+    def thresholds_for(self, device_id: str) -> dict[str, list[Entry]]:
         """The threshold rules of a device, by metric (fleet-wide ones included)."""
         own = self._device.get(device_id)
         if own is None:
@@ -222,23 +227,27 @@ class AlarmEngine:
         if seen:
             await self._touch_seen(seen)
 
-    def _evaluate(self, device_id: str, samples: list[Any], by_metric: dict[str, list[AlarmRule]],
+    def _evaluate(self, device_id: str, samples: list[Any], by_metric: dict[str, list[Entry]],
                   actions: list[Action], seen: dict[Key, datetime]) -> None:
-        specs, tracks, open_ = self.rules.specs, self._tracks, self.open
+        tracks, open_ = self._tracks, self.open
         for sample in samples:
             data = sample.data
             for metric, rules in by_metric.items():
                 value = _number(data.get(metric))
                 if value is None:
                     continue
-                for rule in rules:
-                    key = (rule.pk, device_id)
-                    is_open = key in open_
+                for pk, spec, rule, high, low in rules:
+                    key = (pk, device_id)
                     track = tracks.get(key)
+                    # The common case, in a comparison or two: nothing pending, nothing open, nothing to remember
+                    # (measured: 2 µs per rule and sample through rules.step, 0.3 µs here; bench/alarms.py).
+                    if track is None and low <= value <= high and key not in open_:
+                        continue
+                    is_open = key in open_
                     if track is None:
                         # An alarm open when this process started is this excursion's: seen, not retriggered.
                         track = tracks[key] = R.Track(fired=is_open)
-                    what = R.step(specs[rule.pk], track, open_=is_open, ts=sample.ts, value=value)
+                    what = R.step(spec, track, open_=is_open, ts=sample.ts, value=value)
                     if what is None:
                         if track.pending_since is None and not track.fired:
                             del tracks[key]  # nothing to remember: memory stays with the conditions that hold
@@ -247,7 +256,7 @@ class AlarmEngine:
                             seen[key] = sample.ts
                     else:
                         actions.append(Action(what, rule, device_id, sample.ts, value,
-                                              _message(specs[rule.pk], metric, value)))
+                                              _message(spec, metric, value)))
                         # What the database will make of it, so the rest of the batch steps on from there.
                         if what == R.CLEAR:
                             open_.pop(key, None)

@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
     p.add_argument("--only", help="run only these scenarios "
                                   "(comma-separated: gateway,naive,scaleout,commands,coap,fleet,overload,sockets,"
-                                  "notify,dialects; "
+                                  "notify,dialects,alarms; "
                                   "export and history, which run only when named: bench/export.py, bench/history.py)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
     p.add_argument("--sockets", type=int, default=5000,
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.overload_seconds = 20.0 if args.quick else 300.0
     args.only = (set(args.only.split(",")) if args.only
                  else {"gateway", "naive", "scaleout", "commands", "coap", "fleet", "overload", "sockets", "notify",
-                       "dialects"})
+                       "dialects", "alarms"})
     return args
 
 
@@ -518,6 +518,14 @@ class Bench:
             self.results["dialects"] = dialects.measure(devices=min(a.devices, 400),
                                                         messages=5000 if a.quick else 20000)
             print(f"   {self.results['dialects']}", flush=True)
+        if "alarms" in a.only:
+            from bench import alarms
+
+            print("\n== alarms: the ingest pipeline with 1,000 threshold rules over the fleet against none "
+                  "(bench/alarms.py)", flush=True)
+            self.results["alarms"] = alarms.measure(devices=min(a.devices, 1000), messages=10000 if a.quick else 40000,
+                                                    rounds=5)
+            print(f"   {self.results['alarms']}", flush=True)
         if "overload" in a.only and a.overload_rate:
             # The sustainable rate first (memory and latency to compare with), then 3× it for minutes: memory must
             # stay bounded, nothing acked may be lost, and the backlog drains afterwards at a reported rate.
