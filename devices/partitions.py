@@ -119,6 +119,16 @@ def _finalize_pending(table: str) -> None:
             cur.execute(f'DROP TABLE "{name}"')
 
 
+def timescale_version() -> str | None:
+    """TimescaleDB's version when the extension is installed in this database (docs/history.md), else None."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cur:
+        cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        row = cur.fetchone()
+    return str(row[0]) if row else None
+
+
 class PartitionCache:
     """Which partitions exist, as one process last saw them; `ensure` creates the missing ones.
 

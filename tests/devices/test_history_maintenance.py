@@ -82,3 +82,15 @@ def test_a_device_or_group_policy_keeps_more_or_less_than_the_global_one():
     # Rollups follow their own tier's retention: the global one is forever, "forever" keeps 1.5 days of minutes.
     minutes = {d: RollupMinute.objects.filter(device_id=d).count() for d in ("plain", "forever")}
     assert minutes == {"plain": 10, "forever": 2}
+
+
+def test_timescaledb_is_detected_only_where_installed():
+    from devices.partitions import timescale_version
+
+    if connection.vendor != "postgresql":
+        assert timescale_version() is None
+        return
+    with connection.cursor() as cur:
+        cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        row = cur.fetchone()
+    assert timescale_version() == (row[0] if row else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management import BaseCommand
 
 from devices.maintenance import maintain_once
+from devices.partitions import timescale_version
 from devices.services.history import Retention
 from iotgw.config import retention
 
@@ -14,6 +15,9 @@ class Command(BaseCommand):
             "IOTGW_RETENTION_*; every bridge also does this every IOTGW_MAINTENANCE_SECONDS.")
 
     def handle(self, *args, **options):
+        if version := timescale_version():
+            self.stdout.write(f"TimescaleDB {version} is installed: see docs/history.md for hypertables, "
+                              "compression and retention policies; native partitions are kept meanwhile")
         report = maintain_once(Retention(**retention()))
         if report.skipped:
             self.stdout.write("another process is maintaining the history tables; nothing done")
