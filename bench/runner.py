@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--naive-rates", help="comma-separated offered rates for the naive bridge; empty skips it")
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
     p.add_argument("--only", help="run only these scenarios "
-                                  "(comma-separated: gateway,naive,scaleout,commands,coap,fleet,overload,sockets,"
-                                  "notify,dialects,alarms; "
+                                  "(comma-separated: gateway,naive,scaleout,commands,coap,devtrans,fleet,overload,"
+                                  "sockets,notify,dialects,alarms; "
                                   "export and history, which run only when named: bench/export.py, bench/history.py)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
     p.add_argument("--sockets", type=int, default=5000,
@@ -80,8 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.overload_seconds is None:
         args.overload_seconds = 20.0 if args.quick else 300.0
     args.only = (set(args.only.split(",")) if args.only
-                 else {"gateway", "naive", "scaleout", "commands", "coap", "fleet", "overload", "sockets", "notify",
-                       "dialects", "alarms"})
+                 else {"gateway", "naive", "scaleout", "commands", "coap", "devtrans", "fleet", "overload", "sockets",
+                       "notify", "dialects", "alarms"})
     return args
 
 
@@ -446,6 +446,21 @@ class Bench:
         except Exception as exc:  # another engineer's module: report, don't fail the run
             return {"measured": False, "note": f"commands not measured: {exc!r}"[:300]}
 
+    def devtrans(self) -> dict:
+        """WebSocket and HTTP devices at the latency phases' rates, to dashboards, beside MQTT's (bench/devtrans.py)."""
+        from bench import devtrans
+
+        a = self.args
+        devices = min(a.devices, 50)
+        print(f"\n== devtrans: 1 web, 2 dashboards watching every device, {devices} WebSocket and {devices} HTTP "
+              "devices, one sample per frame or request", flush=True)
+        self.vacuum()
+        result = devtrans.measure(env=self.env, token=self.token, logdir=self.logdir, rates=list(a.rates),
+                                  duration=a.warmup + a.window, devices=devices, monitor=self.monitor)
+        for phase in result["phases"]:
+            print(devtrans.summary(phase), flush=True)
+        return result
+
     def coap(self) -> dict:
         """CoAP devices at the latency phases' rates, to dashboards, beside MQTT's (bench/coap.py)."""
         from bench import coap
@@ -506,6 +521,8 @@ class Bench:
                                                                   rates=srates)
         if "coap" in a.only:
             self.results["coap"] = self.coap()
+        if "devtrans" in a.only:
+            self.results["devtrans"] = self.devtrans()
         if "sockets" in a.only and a.sockets:
             # Every device once a second: each one-device socket gets an update a second (issue 17: 5,000 sockets).
             self.results["scenarios"]["sockets"] = self.scenario(
