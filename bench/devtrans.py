@@ -30,7 +30,7 @@ from bench.load import sample
 from bench.stats import latency_summary
 
 SECRET = "bench-devtrans-secret"
-KINDS = {"ws": "w", "http": "h"}
+KINDS = {"http": "h", "ws": "w"}
 
 
 async def _ws_send(url: str, devices: list[str], first: int, rate: float, duration: float, start_at: float,
@@ -92,7 +92,7 @@ def _http_send(web: str, devices: list[str], first: int, rate: float, duration: 
         time.sleep(max(0.0, start_at - time.time()) + period * index / len(devices))
         t0, n = time.monotonic(), 0
         while time.monotonic() - t0 < duration:
-            seq = first + index * 1_000_000 + n
+            seq = first + index * 10_000 + n
             now = time.time() * 1000.0
             try:
                 reply = session.post(f"{web}/api/ingest/{device_id}/telemetry", data=orjson.dumps(
@@ -148,12 +148,24 @@ def _stored(kind: str, ts_range: tuple[int, int]) -> int:
         return cur.fetchone()[0]
 
 
-def _transactions(web: str) -> int:
+def _metric(web: str, name: str) -> int:
     from testing.http import http_get
 
     status, body = http_get(f"{web}/metrics")
-    found = re.search(rb"^iotgw_web_transactions_total (\S+)$", body, re.MULTILINE) if status == 200 else None
+    found = re.search(rb"^" + name.encode() + rb" (\S+)$", body, re.MULTILINE) if status == 200 else None
     return int(float(found.group(1))) if found else 0
+
+
+def _transactions(web: str) -> int:
+    return _metric(web, "iotgw_web_transactions_total")
+
+
+def _drained(web: str, timeout: float = 120.0) -> float:
+    """Wait until the web process's intake is empty (a phase past saturation leaves a backlog); seconds waited."""
+    started = time.monotonic()
+    while _metric(web, "iotgw_web_intake_waiting") and time.monotonic() - started < timeout:
+        time.sleep(0.5)
+    return round(time.monotonic() - started, 1)
 
 
 def phase(*, transport: str, web: str, devices: list[str], rate: float, duration: float, senders: int,
@@ -163,7 +175,8 @@ def phase(*, transport: str, web: str, devices: list[str], rate: float, duration
     queue = ctx.Queue()
     start_at = time.time() + 3.0  # the sockets are open by then
     share = [devices[i::senders] for i in range(senders)]
-    procs = [ctx.Process(target=_worker, args=(transport, web, mine, i * 100_000_000, rate / senders, duration,
+    # Timestamps stay within the accepted clock skew (a day): a phase spans 10^7 ms, a sender 10^6 of it.
+    procs = [ctx.Process(target=_worker, args=(transport, web, mine, i * 1_000_000, rate / senders, duration,
                                                start_at, ts_base, queue), daemon=True)
              for i, mine in enumerate(share)]
     before = _transactions(web)
@@ -181,11 +194,13 @@ def phase(*, transport: str, web: str, devices: list[str], rate: float, duration
     for p in procs:
         p.join(10)
     sent, acked = sum(r["sent"] for r in results), sum(r["acked"] for r in results)
-    stored = _stored(KINDS[transport], (ts_base, ts_base + 10**9))
+    drain = _drained(web)
+    stored = _stored(KINDS[transport], (ts_base, ts_base + 10**7))
     transactions = _transactions(web) - before
     slowest = max((r["ack_ms"] for r in results), key=lambda s: s.get("p99") or 0)
     return {"transport": transport, "offered_rate": rate, "usage": usage, "sent": sent, "acked": acked,
-            "refused": sum(r["refused"] for r in results), "stored": stored, "lost_stored": acked - stored,
+            "refused": sum(r["refused"] for r in results), "drained_in_s": drain, "stored": stored,
+            "lost_stored": acked - stored,
             "stored_rate": round(stored / duration, 1), "transactions": transactions,
             "samples_per_transaction": round(stored / max(transactions, 1), 1),
             "send_to_ack_ms": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in slowest.items()},
@@ -215,7 +230,7 @@ def measure(*, env: dict[str, str], token: str, logdir: Path, rates: list[float]
         base = int(time.time() * 1000)
         for i, (transport, rate) in enumerate((t, r) for t in KINDS for r in rates):
             out["phases"].append(phase(transport=transport, web=web, devices=ids[transport], rate=rate,
-                                       duration=duration, senders=senders, ts_base=base + i * 10**9,
+                                       duration=duration, senders=senders, ts_base=base + i * 10**7,
                                        monitor=monitor))
         seen = dashes.stop()
         for result in out["phases"]:
@@ -236,7 +251,8 @@ def summary(phase: dict[str, Any]) -> str:
     cpu = phase.get("usage", {}).get("web", {}).get("cpu_pct")
     return (f"   {phase['transport']:>4} {phase['offered_rate']:>7.0f} samples/s offered: sent {phase['sent']} "
             f"acked {phase['acked']} stored {phase['stored']} ({phase['stored_rate']:.0f}/s) in "
-            f"{phase['transactions']} transactions ({phase['samples_per_transaction']} samples each); "
+            f"{phase['transactions']} transactions ({phase['samples_per_transaction']} samples each, drained in "
+            f"{phase['drained_in_s']} s); "
             f"send→ack p50 {ack.get('p50')} p99 {ack.get('p99')} ms; send→dashboard p50 {lat.get('p50')} "
             f"p99 {lat.get('p99')} ms; web CPU {cpu} %")
 
