@@ -63,6 +63,7 @@ async def session_drain(*, broker: BrokerConfig, layer: Layer, client_id: str, s
     sink = _MarkerSink(intake, marker)
     drain = Bridge(broker=broker, layer=layer, client_id=client_id, subscribe=[(marker, QOS1)], intake=intake,
                    sink=sink, **bridge)
+    await drain.prepare_drain()
     drain.transport.start()
     ingesting = asyncio.ensure_future(drain.pipeline.run())
     try:

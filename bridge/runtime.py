@@ -146,6 +146,12 @@ class Bridge:
         logger.info("bridge %s connecting to %s:%s (MQTT %s)", self.client_id, self.broker.host, self.broker.port,
                     "5" if self.broker.protocol == 5 else "3.1.1")
 
+    async def prepare_drain(self) -> None:
+        """What ingest needs without the loops (a drain, bridge/drain.py): the profiles in use, to decode what the
+        session queued, and the alarm rules, which every committed batch waits for."""
+        await profiles_load(self.router)
+        await self.alarms.start()
+
     async def _load_profiles(self) -> None:
         """Before connecting: the built-in profiles installed, and the topics of the profiles in use subscribed."""
         try:
