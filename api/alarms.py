@@ -19,7 +19,7 @@ from alarms.rules import KINDS, SEVERITIES
 from alarms.selectors import alarm_events, alarm_get, alarm_state, alarms_page, rules_visible
 from alarms.services import Change, alarm_acknowledge, alarm_clear, rule_delete, rule_save
 from api.devices import _time
-from api.rest import errors
+from api.errors import errors
 from core.errors import AlarmUnknown, NotAuthorized, PayloadInvalid
 from core.ids import DEVICE_ID_RE
 from core.times import format_ts

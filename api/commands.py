@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import Field, Router, Schema, Status
 
-from api.rest import errors
+from api.errors import errors
 from core.errors import CommandUnknown, DeviceUnknown, NotAuthorized
 from core.wire import DEFAULT_EXPIRES_IN, DEFAULT_TIMEOUT
 from devices.models import Command

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
 
-from api.rest import errors
+from api.errors import errors
 from core.errors import DeviceUnknown, NotAuthorized, PayloadInvalid
 from core.ids import DEVICE_ID_PATTERN, DEVICE_ID_RE, METRIC_RE
 from core.payloads import storable_text

@@ -18,8 +18,8 @@ from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError
 
 from api import metrics
+from api.errors import errors
 from api.http_devices import HttpDevices, http_devices
-from api.rest import errors
 from core.credentials import device_credentials
 from core.errors import CommandUnknown, PayloadInvalid, RateLimited
 from core.payloads import decode_json, parse_samples

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import Field, Query, Router, Schema, Status
 
-from api.rest import errors
+from api.errors import errors
 from core.errors import ChannelUnknown, NotAuthorized, PayloadInvalid
 from core.times import format_ts
 from notify.models import Channel, Delivery, Subscription

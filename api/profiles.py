@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
 
-from api.rest import errors
+from api.errors import errors
 from core.errors import DeviceUnknown, NotAuthorized, ProfileUnknown
 from core.ids import DEVICE_ID_RE
 from devices.models import DeviceProfile

@@ -9,11 +9,13 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest
-from ninja import Field, NinjaAPI, Schema
+from ninja import NinjaAPI
 from ninja.errors import HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
-from pydantic.json_schema import SkipJsonSchema
 
+# The error shape is in api/errors.py, which the routers import: a router importing this module (whose end
+# adds every router) would import itself half-initialised.
+from api.errors import ERROR_STATUSES
 from core.errors import (
     Conflict,
     DeviceDisabled,
@@ -47,42 +49,6 @@ class SessionCookie(SessionAuth):
         if settings.SESSION_COOKIE_NAME not in request.COOKIES:
             return None
         return super().__call__(request)
-
-
-class ErrorDetail(Schema):
-    loc: list[str | int] = Field(..., description='where in the request, e.g. ["query", "limit"]')
-    msg: str
-
-
-class ErrorInfo(Schema):
-    code: str = Field(..., description="machine-readable reason, e.g. `bad_request`, `unknown_device`, `rate_limited`")
-    message: str = Field(..., description="for people; may change between versions")
-    details: list[ErrorDetail] | SkipJsonSchema[None] = Field(
-        None, description="only on 400 `bad_request` from request validation: every field that failed (up to 20)")
-
-
-class Error(Schema):
-    """The API's one error shape."""
-
-    error: ErrorInfo
-
-
-# What each error status means across the API; the schema carries these, per operation that answers them.
-ERROR_STATUSES: dict[int, str] = {
-    400: "The request is wrong: `bad_request` (with `details` when a field failed validation), or a payload "
-         "reason such as `bad_device_id`, `not_json`, `not_utf8`, `bad_sample`.",
-    401: "`unauthorized`: no credentials, or wrong ones. `WWW-Authenticate` names the scheme.",
-    403: "`forbidden`: not allowed (not staff, a disabled device), or a session request without its CSRF token.",
-    404: "`unknown_device` / `unknown_command`: it does not exist, or the caller may not see it (the same answer).",
-    409: "`conflict`: it exists already, or its state forbids the action.",
-    413: "`too_large`: the body is over the size limit.",
-    429: "`rate_limited`: too many requests; `Retry-After` says how many seconds to wait.",
-}
-
-
-def errors(*statuses: int) -> dict[int, type[Error]]:
-    """The `response=` entries of the error statuses an operation really answers."""
-    return {status: Error for status in statuses}
 
 
 # Devices authenticate HTTP ingest with their own credentials, not an API token.

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
 
-from api.rest import errors
+from api.errors import errors
 from core.times import format_ts
 from devices.services.tickets import ws_ticket_issue
 

@@ -12,7 +12,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema
 
 from api.devices import _time
-from api.rest import errors
+from api.errors import errors
 from core.errors import DeviceUnknown, PayloadInvalid
 from core.ids import DEVICE_ID_RE, METRIC_RE
 from core.times import MAX_TS_TEXT

@@ -46,7 +46,7 @@ def test_staff_registers_a_device_and_sees_its_secret_once(web, people):
 
     # The secret works for the device: HTTP ingest with it is accepted.
     ok = call("POST", web + f"/api/ingest/{new_id}/telemetry", body={"x": 1}, headers=basic(new_id, created["secret"]))
-    assert ok.status == 200 and ok.json() == {"accepted": 1}
+    assert ok.status == 200 and ok.json() == {"accepted": 1, "command": None}
 
     again = call("POST", web + "/api/devices", body={"id": new_id}, token=tokens["ops"])
     assert again.status == 409 and again.error_code == "conflict"
@@ -76,7 +76,7 @@ def test_telemetry_history_is_ordered_filtered_and_paged(web, people):
     # Sent out of order: history comes back ordered by ts.
     reply = call("POST", web + f"/api/ingest/{device_id}/telemetry", body=samples[::-1],
                  headers={"Authorization": f"Bearer {secret}"})
-    assert reply.status == 200 and reply.json() == {"accepted": 5}
+    assert reply.status == 200 and reply.json() == {"accepted": 5, "command": None}
 
     url = web + f"/api/devices/{device_id}/telemetry"
     page = call("GET", url + "?limit=2", token=tokens["alice"]).json()
