@@ -158,6 +158,7 @@ class AlarmEngine:
         self._touched: dict[int, datetime] = {}
         self._last_event = 0
         self._loaded = asyncio.Event()
+        self._loading = asyncio.Lock()
         self._apply = in_db_thread(_apply)
         self._touch = in_db_thread(alarms_touch)
 
@@ -168,9 +169,15 @@ class AlarmEngine:
         self.rules = RuleSet(load)
         self._loaded.set()
 
+    async def _ready(self) -> None:
+        """Load once, whoever asks first: `run`, or a pipeline without it (a session drain runs no poll)."""
+        async with self._loading:
+            if not self._loaded.is_set():
+                await self._retrying(self.start)
+
     async def run(self) -> None:
         """Poll for rule and alarm changes and sweep, until cancelled."""
-        await self._retrying(self.start)
+        await self._ready()
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()
         while True:
@@ -212,7 +219,7 @@ class AlarmEngine:
     async def committed(self, batch: Committed) -> None:
         """Step every sample of the batch through its device's threshold rules; presence clears silence alarms."""
         if not self._loaded.is_set():
-            await self._loaded.wait()  # the first batches wait for the rules: none goes unevaluated
+            await self._ready()  # the first batches wait for the rules: none goes unevaluated
         actions: list[Action] = []
         seen: dict[Key, datetime] = {}
         if self.rules.thresholds:
@@ -336,7 +343,7 @@ class AlarmEngine:
     async def commands_finished(self, commands: list[Command]) -> None:
         """A failed or timed-out command raises (or retriggers) its rules' alarms; a success clears them."""
         if not self._loaded.is_set():
-            await self._loaded.wait()
+            await self._ready()
         actions: list[Action] = []
         for command in commands:
             for rule in self.rules.commands_for(command.device_id, command.name):
