@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import heapq
 import json
 import logging
 import random
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +21,8 @@ from typing import Any
 import requests
 import websockets
 
-from sim.simulator import Sensor, SimulatorRefused, Stats, command_answer, spread
+from sim.asyncfleet import AsyncFleet
+from sim.simulator import Sensor, command_answer
 
 logger = logging.getLogger("iotgw.simulator")
 
@@ -166,78 +165,29 @@ class WebSimDevice:
         self.sim.stats.add("command_errors", answer["status"] != "ok")
 
 
-class WebSimulator:
+class WebSimulator(AsyncFleet):
     """N WebSocket or HTTP devices sending `rate` samples/s in total, spread evenly, on one event loop."""
 
     def __init__(self, *, url: str, transport: str, devices: dict[str, str | None], rate: float,
                  latency: float = 0.2, failure_rate: float = 0.0, seed: int | None = None,
                  latest: dict[str, dict[str, Any]] | None = None) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be above 0 samples/s")
         if transport not in ("ws", "http"):
             raise ValueError("transport is ws or http")
         self.url = url.rstrip("/")
         self.transport = transport
-        self.rate = rate
-        self.latency = latency
-        self.failure_rate = failure_rate
-        self.rng = random.Random(seed)
-        self.stats = Stats()
-        latest = latest or {}
-        self.devices = [WebSimDevice(self, d, s, None if seed is None else seed + i, latest.get(d))
-                        for i, (d, s) in enumerate(devices.items())]
-        self._stop_requested = False
-        self._pending: set[asyncio.Task[Any]] = set()
+        self.no_answer = f"no answer from {self.url}"
+        super().__init__(devices=devices, rate=rate, latency=latency, failure_rate=failure_rate, seed=seed,
+                         latest=latest)
 
-    def later(self, delay: float, action: Any) -> None:
-        """Run a coroutine after `delay` seconds."""
-        async def run() -> None:
-            await asyncio.sleep(delay)
-            await action
+    def _device(self, device_id: str, secret: str | None, seed: int | None,
+                latest: dict[str, Any] | None) -> WebSimDevice:
+        return WebSimDevice(self, device_id, secret, seed, latest)
 
-        task = asyncio.ensure_future(run())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    def stop(self) -> None:
-        """Ask `run()` to return (from a signal handler or another thread)."""
-        self._stop_requested = True
-
-    def run(self, *, duration: float | None = None, progress: Callable[[Stats], None] | None = None,
-            progress_every: float = 0.5, give_up_after: float | None = None) -> Stats:
-        """Start every device and send until `duration` passes or `stop()`."""
-        self._stop_requested = False
-        return asyncio.run(self._run(duration, progress, progress_every, give_up_after))
-
-    async def _run(self, duration: float | None, progress: Callable[[Stats], None] | None, progress_every: float,
-                   give_up_after: float | None) -> Stats:
+    async def _start_devices(self) -> None:
         # Each HTTP device holds a thread in its long poll, and its POSTs need some more.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2 * len(self.devices) + 4))
         for device in self.devices:
             device.start()
-        start = time.monotonic()
-        period = len(self.devices) / self.rate
-        due = [(t, i) for i, t in enumerate(spread(len(self.devices), self.rate, start))]
-        heapq.heapify(due)
-        next_progress = start
-        try:
-            while not self._stop_requested:
-                now = time.monotonic()
-                if duration is not None and now - start >= duration:
-                    break
-                if give_up_after is not None and not self.stats.logins and not self.stats.acked \
-                        and now - start >= give_up_after:
-                    raise SimulatorRefused(self.stats.refusal or f"no answer from {self.url}")
-                while due and due[0][0] <= now:
-                    t, i = heapq.heappop(due)
-                    self.devices[i].publish_sample()
-                    heapq.heappush(due, (max(t + period, now - period), i))
-                if progress is not None and now >= next_progress:
-                    progress(self.stats)
-                    next_progress = now + progress_every
-                await asyncio.sleep(max(0.0, min((due[0][0] if due else now + 0.1) - time.monotonic(), 0.1)))
-        finally:
-            await asyncio.gather(*(device.stop() for device in self.devices), return_exceptions=True)
-            if progress is not None:
-                progress(self.stats)
-        return self.stats
+
+    def _heard_nothing(self) -> bool:
+        return not self.stats.logins and not self.stats.acked
