@@ -30,6 +30,12 @@ from testing.registry import Registry
 
 REQUIRE_SERVICES = os.environ.get("IOTGW_REQUIRE_SERVICES", "") not in ("", "0")
 
+# The test process runs an event loop per async test, and their worker threads end without closing their
+# Django connection: a pool counts each such connection as checked out for good, and in a whole-suite run
+# it ran dry (every later test waited its 10 s for a connection and failed). Plain connections close
+# when their thread goes. The processes under test (Daphne, bridges) keep the pool, as deployed.
+settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
+
 
 def _reachable(host: str, port: int) -> bool:
     try:
