@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError
@@ -100,23 +101,9 @@ class Command(BaseCommand):
         from sim.coap_devices import CoapSimulator
 
         sim = CoapSimulator(url=url, devices=registered, latest=devices_latest(list(registered)), **options)
-        ids = list(registered)
-        self.stdout.write(f"simulating {ids[0]} … {ids[-1]} at {options['rate']:g} samples/s in total → "
-                          f"{url} (CoAP, plain mode)  (Ctrl-C to stop)")
-        self._last_line = time.monotonic()
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, lambda *_: sim.stop()) if main else None
-        try:
-            stats = sim.run(duration=duration, progress=self._progress, give_up_after=GIVE_UP_AFTER)
-        except KeyboardInterrupt:
-            stats = sim.stats
-        except SimulatorRefused as exc:
-            raise CommandError(f"no simulated device got an answer from {url} ({exc}): is `manage.py coapserver` "
-                               "running there, in plain mode (IOTGW_COAP_PLAIN=1)?") from None
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
-        self.stdout.write(("\n" if sys.stdout.isatty() else "") + "done: " + progress_line(stats, final=True))
+        self._drive(sim, registered, f"{url} (CoAP, plain mode)", options["rate"], duration,
+                    refused=f"no simulated device got an answer from {url}",
+                    hint="is `manage.py coapserver` running there, in plain mode (IOTGW_COAP_PLAIN=1)?")
 
     def _run_web(self, url: str, transport: str, registered: dict[str, str | None], *, duration: float | None,
                  **options) -> None:
@@ -125,9 +112,16 @@ class Command(BaseCommand):
 
         sim = WebSimulator(url=url, transport=transport, devices=registered, latest=devices_latest(list(registered)),
                            **options)
+        where = f"{url} ({'WebSocket /ws/device/' if transport == 'ws' else 'HTTP'})"
+        self._drive(sim, registered, where, options["rate"], duration, refused=f"no simulated device got in at {url}",
+                    hint="is the gateway's web process (`make run`, or daphne) listening there?")
+
+    def _drive(self, sim: Any, registered: dict[str, str | None], where: str, rate: float, duration: float | None,
+               *, refused: str, hint: str) -> None:
+        """Run an event-loop simulator (sim/asyncfleet.py) until its duration, SIGTERM or Ctrl-C, with progress."""
         ids = list(registered)
-        self.stdout.write(f"simulating {ids[0]} … {ids[-1]} at {options['rate']:g} samples/s in total → "
-                          f"{url} ({'WebSocket /ws/device/' if transport == 'ws' else 'HTTP'})  (Ctrl-C to stop)")
+        self.stdout.write(f"simulating {ids[0]} … {ids[-1]} at {rate:g} samples/s in total → {where}  "
+                          "(Ctrl-C to stop)")
         self._last_line = time.monotonic()
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, lambda *_: sim.stop()) if main else None
@@ -136,8 +130,7 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             stats = sim.stats
         except SimulatorRefused as exc:
-            raise CommandError(f"no simulated device got in at {url} ({exc}): is the gateway's web process "
-                               "(`make run`, or daphne) listening there?") from None
+            raise CommandError(f"{refused} ({exc}): {hint}") from None
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
