@@ -73,6 +73,10 @@ class Device(models.Model):
     # {"reason", "message", "at"} of the last message refused for it, written by a bridge's heartbeat (not per
     # message), so "connected but nothing shows" is diagnosable from its page.
     last_rejection = models.JSONField(null=True, blank=True, editable=False)
+    # Until when an answer without a command id (a firmware's new state, docs/profiles.md `answers`) may be for
+    # one of its commands: set when a two-way command is leased for delivery (lease end + its timeout). Ingest
+    # reads it with the row it locks anyway, so a state message of a device with no command out costs no lookup.
+    answer_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]

@@ -220,6 +220,9 @@ class IngestPipeline:
         if outcome.accepted:
             self._stats.observe_latency((timezone.now() - batch.received_at).total_seconds(),
                                         count=len(outcome.accepted))
+        if outcome.unanswerable:
+            responses = [(device_id, response) for device_id, response in responses
+                         if response.command_id is not None or device_id not in outcome.unanswerable]
         if responses:
             await self._resolve(responses, push)
         committed = self._collect(items, outcome, push, batch.received_at)

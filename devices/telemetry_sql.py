@@ -39,21 +39,23 @@ class DeviceRow:
     latest: dict[str, Any]
     last_seen: datetime | None
     transport: str | None = None  # the transport it was seen on in this batch; None: unchanged
+    answer_until: datetime | None = None  # read only: until when an id-less answer may be for a command of its
 
 
 def devices_lock(ids: Sequence[str]) -> dict[str, DeviceRow]:
     """Lock the devices in id order (two bridges merging `latest` serialise) and read them."""
     if connection.vendor != "postgresql":
         return {
-            d.id: DeviceRow(d.id, d.enabled, d.online, d.latest, d.last_seen)
+            d.id: DeviceRow(d.id, d.enabled, d.online, d.latest, d.last_seen, answer_until=d.answer_until)
             for d in Device.objects.select_for_update().filter(pk__in=ids)
-            .only("id", "enabled", "online", "latest", "last_seen").order_by("pk")
+            .only("id", "enabled", "online", "latest", "last_seen", "answer_until").order_by("pk")
         }
     with connection.cursor() as cur:
         # last_seen is not read back: ingest only ever overwrites it.
-        cur.execute(f"SELECT id, enabled, online, latest::text FROM {DEVICE} "
+        cur.execute(f"SELECT id, enabled, online, latest::text, answer_until FROM {DEVICE} "
                     "WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [list(ids)])
-        return {r[0]: DeviceRow(r[0], r[1], r[2], orjson.loads(r[3]), None) for r in cur.fetchall()}
+        return {r[0]: DeviceRow(r[0], r[1], r[2], orjson.loads(r[3]), None, answer_until=r[4])
+                for r in cur.fetchall()}
 
 
 def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], received_at: datetime) -> int:

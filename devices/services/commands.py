@@ -15,7 +15,7 @@ from core.errors import Conflict, DeviceDisabled, DeviceUnknown
 from core.ids import DEVICE_ID_RE
 from core.times import format_ts
 from core.wire import CommandResponse, command_fields
-from devices.models import Command
+from devices.models import Command, Device
 
 COMMAND_FINAL = frozenset({Command.SUCCEEDED, Command.FAILED, Command.TIMED_OUT, Command.EXPIRED, Command.CANCELLED})
 # How long a bridge's claim on a command it is publishing holds; it renews while the PUBACK is awaited.
@@ -185,15 +185,43 @@ def command_claim(
         if commands:
             until = now + timedelta(seconds=lease)
             Command.objects.filter(pk__in=[c.pk for c in commands]).update(lease_owner=owner, lease_until=until)
+            for command in commands:
+                command.lease_owner, command.lease_until = owner, until
+            _expect_answers(commands, until)
     return commands
+
+
+def _expect_answers(commands: Iterable[Command], until: datetime) -> None:
+    """Tell ingest, before any of these is published, until when their devices' id-less answers may be for them.
+
+    The device rows are locked in id order, as ingest locks them: a claim and a batch of two bridges
+    cannot deadlock. The horizon only grows; past it, no answer can find one of these commands sent.
+    """
+    horizon: dict[str, datetime] = {}
+    for command in commands:
+        if not command.oneway:
+            at = until + timedelta(seconds=command.timeout)
+            horizon[command.device_id] = max(at, horizon.get(command.device_id, at))
+    if not horizon:
+        return
+    devices = Device.objects.select_for_update().filter(pk__in=sorted(horizon)).order_by("pk").only("answer_until")
+    later: dict[datetime, list[str]] = {}  # one statement per horizon (a fleet-wide command has one)
+    for device in devices:
+        if device.answer_until is None or device.answer_until < horizon[device.pk]:
+            later.setdefault(horizon[device.pk], []).append(device.pk)
+    for at, ids in later.items():
+        Device.objects.filter(pk__in=ids).update(answer_until=at)
 
 
 def command_lease_renew(*, owner: str, command_ids: Iterable[uuid.UUID], lease: float = COMMAND_LEASE_SECONDS) -> int:
     """Extend a bridge's leases on commands whose publish it still awaits."""
     until = timezone.now() + timedelta(seconds=lease)
-    return Command.objects.filter(pk__in=list(command_ids), lease_owner=owner, status=Command.QUEUED).update(
-        lease_until=until
-    )
+    with transaction.atomic():
+        renewed = list(Command.objects.select_for_update().filter(pk__in=list(command_ids), lease_owner=owner,
+                                                                  status=Command.QUEUED).order_by("pk"))
+        Command.objects.filter(pk__in=[c.pk for c in renewed]).update(lease_until=until)
+        _expect_answers(renewed, until)
+    return len(renewed)
 
 
 def command_mark_sent(*, command_id: uuid.UUID) -> Command | None:

@@ -23,6 +23,9 @@ class IngestOutcome:
     status_changes: list[tuple[str, bool, datetime]] = field(default_factory=list)
     # The samples of each accepted item as stored: a sample without `ts` may have moved on by a microsecond.
     samples: dict[int, list[Sample]] = field(default_factory=dict)
+    # The accepted devices no command can be waiting on (`Device.answer_until` passed): their id-less answers
+    # (a firmware's new state, docs/profiles.md `answers`) have nothing to resolve, so they skip the lookup.
+    unanswerable: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -72,6 +75,8 @@ def telemetry_ingest(*, items: Sequence[Inbound], received_at: datetime,
                 continue
             outcome.accepted.append(index)
             touched[device.id] = device
+            if device.answer_until is None or device.answer_until < received_at:
+                outcome.unanswerable.add(device.id)
             device.last_seen = received_at
             if transports:
                 device.transport = transports.get(device.id, device.transport)

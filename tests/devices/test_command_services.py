@@ -250,3 +250,19 @@ def test_answers_without_ids_in_one_batch_take_the_devices_waiting_commands_olde
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.status, first.result, second.status, second.error) == ("succeeded", "A", "failed", "B")
+
+
+def test_a_claim_tells_ingest_until_when_the_device_may_answer_without_an_id(owner, device):
+    command_issue(user=owner, device_id="d1", name="blink", oneway=True)
+    command_claim(owner="bridge-1", device_ids=["d1"])
+    device.refresh_from_db()
+    assert device.answer_until is None, "a one-way command is never answered"
+    long = command_issue(user=owner, device_id="d1", name="reboot", timeout=600)
+    [claimed] = command_claim(owner="bridge-2", device_ids=["d1"])  # bridge-1's lease on the one-way one holds
+    device.refresh_from_db()
+    assert device.answer_until == claimed.lease_until + timedelta(seconds=600)
+    short = command_issue(user=owner, device_id="d1", name="ping", timeout=1)
+    command_claim(owner="bridge-2", device_ids=["d1"], exclude=[long.id])
+    device.refresh_from_db()
+    assert device.answer_until == claimed.lease_until + timedelta(seconds=600), "the horizon never shrinks"
+    assert Command.objects.get(pk=short.id).lease_owner == "bridge-2"

@@ -146,3 +146,67 @@ async def test_the_pipeline_records_the_transport_each_device_was_heard_on():
     runner.cancel()
     device = await sync_to_async(Device.objects.get)(pk=first.id)
     assert device.transport == "ws", "the last one it was heard on in the batch"
+
+
+async def test_a_state_that_would_answer_a_command_is_looked_up_only_while_a_command_can_be_waiting():
+    """Firmwares that answer with their new state (`answers`) make every state message an id-less answer;
+    the lookup runs only for a device with a two-way command claimed, and then finishes that command."""
+    from dataclasses import dataclass
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from core.payloads import Sample
+    from core.transport import Said
+    from core.wire import CommandResponse
+    from devices.models import Command, Device
+    from devices.services.commands import command_claim, command_issue, command_resolve_many
+
+    @dataclass
+    class Envelope:  # read at its edge already, as a WebSocket device's message is
+        topic: str
+        decoded: list[Said]
+        payload: bytes = b""
+
+    class Recording:
+        def __init__(self) -> None:
+            self.looked_up: list[list[tuple[str, CommandResponse]]] = []
+            self._resolve = in_db_thread(command_resolve_many)
+
+        async def resolve(self, responses, push) -> None:
+            self.looked_up.append(responses)
+            await self._resolve(responses)
+
+    def state(n: int) -> Envelope:
+        sample = Sample(ts=timezone.now(), data={"switch.relay": n % 2 == 0})
+        return Envelope("esphome/relay", [Said("relay-1", samples=[sample]),
+                                          Said("relay-1", response=CommandResponse(None, True, n, ""))])
+
+    user = await sync_to_async(get_user_model().objects.create_user)("operator")
+    await sync_to_async(device_register)(device_id="relay-1", owner=user)
+    resolver = Recording()
+    ingest, transport, _ = pipeline(responses=resolver)
+    runner = asyncio.ensure_future(ingest.run())
+    transport._sink.offer(transport, [state(1), state(2)])
+    await ingest.idle()
+    assert resolver.looked_up == [], "no command out: the states are telemetry only, no lookup"
+
+    await sync_to_async(Device.objects.filter(pk="relay-1").update)(online=True)
+    command = await sync_to_async(command_issue)(user=user, device_id="relay-1", name="switch.relay", timeout=5)
+    [claimed] = await sync_to_async(command_claim)(owner="bridge-1", device_ids=["relay-1"])
+    device = await sync_to_async(Device.objects.get)(pk="relay-1")
+    assert device.answer_until >= claimed.lease_until + timedelta(seconds=5)
+    # The worst moment: the device answers before the broker's PUBACK is recorded (the command is still queued).
+    transport._sink.offer(transport, [state(3)])
+    await ingest.idle()
+    assert [len(batch) for batch in resolver.looked_up] == [1]
+    command = await sync_to_async(Command.objects.get)(pk=command.id)
+    assert (command.status, command.result) == ("succeeded", 3)
+
+    await sync_to_async(Device.objects.filter(pk="relay-1").update)(answer_until=timezone.now())
+    transport._sink.offer(transport, [state(4)])
+    await ingest.idle()
+    runner.cancel()
+    assert len(resolver.looked_up) == 1, "past the horizon: no lookup again"
+    assert await sync_to_async(Telemetry.objects.filter(device_id="relay-1").count)() == 4, "every state stored"
