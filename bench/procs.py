@@ -67,11 +67,20 @@ class Monitor:
                     peaks = self._window["peak"]
                     for role, (_, rss) in sample.items():
                         peaks[role] = max(peaks.get(role, 0.0), rss)
+                    series = self._window["series"]
+                    now = time.monotonic()
+                    if series is not None and now >= self._window["next_point"]:
+                        self._window["next_point"] = now + self._window["every"]
+                        offset = round(now - self._window["t"], 1)
+                        for role, (_, rss) in sample.items():
+                            series.setdefault(role, []).append((offset, round(rss / 2**20, 1)))
 
-    def start(self) -> None:
-        """Open a window."""
+    def start(self, *, series_every: float | None = None) -> None:
+        """Open a window; with `series_every`, also record each role's RSS every that many seconds (a soak)."""
         with self._lock:
-            self._window = {"t": time.monotonic(), "cpu": {r: c for r, (c, _) in self._measure().items()}, "peak": {}}
+            self._window = {"t": time.monotonic(), "cpu": {r: c for r, (c, _) in self._measure().items()}, "peak": {},
+                            "series": {} if series_every else None, "every": series_every or 0.0,
+                            "next_point": time.monotonic()}
 
     def end(self) -> dict[str, dict[str, float]]:
         """Close the window: per role, CPU as % of one core and peak RSS in MiB."""
@@ -90,6 +99,10 @@ class Monitor:
             used = sum(t - before.get(pid, 0.0) for pid, t in cpu.items())
             out[role] = {"cpu_pct": round(100 * used / wall, 1),
                          "rss_peak_mib": round(peak / 2**20, 1)}
+            points = (window["series"] or {}).get(role)
+            if points:
+                out[role]["rss_series_mib"] = points
+                out[role]["rss_drift_pct"] = rss_drift_pct([mib for _, mib in points])
         return out
 
     def close(self) -> None:
@@ -101,3 +114,16 @@ def _children(p: psutil.Process) -> list[psutil.Process]:
         return p.children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+def rss_drift_pct(points: list[float]) -> float | None:
+    """How much the last tenth of a soak's RSS samples is above (or below) its first tenth, in % of the first.
+
+    Means of tenths, not single samples: a process's RSS moves with each batch and each garbage collection,
+    and what a soak looks for is the level creeping up, not the noise around it.
+    """
+    if len(points) < 10:
+        return None
+    tenth = len(points) // 10
+    first, last = sum(points[:tenth]) / tenth, sum(points[-tenth:]) / tenth
+    return round(100 * (last - first) / first, 1) if first else None

@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", help="run only these scenarios "
                                   "(comma-separated: gateway,naive,scaleout,commands,coap,devtrans,fleet,overload,"
                                   "sockets,notify,dialects,alarms; "
-                                  "export and history, which run only when named: bench/export.py, bench/history.py)")
+                                  "export, history and soak, which run only when named: bench/export.py, "
+                                  "bench/history.py, and --soak-seconds of steady load)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
     p.add_argument("--sockets", type=int, default=5000,
                    help="dashboard sockets on one web process in the sockets scenario, one device each, 1 update/s")
@@ -56,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="offered samples/s of the overload scenario (in messages of --batch-size; default 3 × "
                         "--max-rate, or 60,000 in quick mode); 0 skips it")
     p.add_argument("--overload-seconds", type=float, help="how long the overload lasts (default 300, quick 20)")
+    p.add_argument("--soak-rate", type=float,
+                   help="offered samples/s of the soak scenario, one per message (default half of --max-rate, or "
+                        "5,000); 0 skips it")
+    p.add_argument("--soak-seconds", type=float,
+                   help="how long the soak lasts (default 1800, quick 60); RSS is recorded every 10 s")
     p.add_argument("--broker", choices=["system", "private"], default="private",
                    help="private (default): start Mosquitto on a free port with compose/mosquitto.conf's limits; "
                         "system: the running broker at --mqtt-url, as configured")
@@ -79,6 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.overload_rate = 3 * args.max_rate if args.max_rate else 60000.0
     if args.overload_seconds is None:
         args.overload_seconds = 20.0 if args.quick else 300.0
+    if args.soak_rate is None:
+        args.soak_rate = args.max_rate / 2 if args.max_rate else 5000.0
+    if args.soak_seconds is None:
+        args.soak_seconds = 60.0 if args.quick else 1800.0
     args.only = (set(args.only.split(",")) if args.only
                  else {"gateway", "naive", "scaleout", "commands", "coap", "devtrans", "fleet", "overload", "sockets",
                        "notify", "dialects", "alarms"})
@@ -163,7 +173,7 @@ class Bench:
         BridgeHeartbeat.objects.all().delete()
         ApiToken.objects.all().delete()
         devices = [Device(id=f"bench-{kind}-{i:05d}", name=f"bench {kind} {i}", secret_hash="-", enabled=True)
-                   for kind in ("g", "n", "s", "o", "w") for i in range(self.args.devices)]
+                   for kind in ("g", "n", "s", "o", "w", "k") for i in range(self.args.devices)]
         Device.objects.bulk_create(devices, batch_size=2000)
         self.vacuum(full=True)
         user, _ = get_user_model().objects.get_or_create(username="bench-staff", defaults={"is_staff": True})
@@ -208,7 +218,7 @@ class Bench:
         group = {"MQTT_SHARE_GROUP": f"bench{self.run_id}"} if bridges > 1 and not naive else {}
         stack = BenchStack(dict(self.env, **group, **dict(kv.split("=", 1) for kv in self.args.gateway_env)),
                            self.logdir, name)
-        kind = {"gateway": "g", "naive": "n", "scaleout": "s", "overload": "o", "sockets": "w"}[name]
+        kind = {"gateway": "g", "naive": "n", "scaleout": "s", "overload": "o", "sockets": "w", "soak": "k"}[name]
         out: dict = {"webs": webs, "bridges": 0 if naive else bridges, "naive": naive, "phases": []}
         try:
             web_pids = [stack.start_web().popen.pid for _ in range(webs)]
@@ -260,7 +270,7 @@ class Bench:
         return out
 
     def phase(self, kind: str, rate: float, batch: int = 1, *, window: float | None = None,
-              drain_timeout: float = 20.0) -> dict:
+              drain_timeout: float = 20.0, series_every: float | None = None) -> dict:
         """Offer `rate` samples/s (in messages of `batch`) for warmup + window seconds; measure over the window."""
         from bench.load import LoadPlan, run_load
 
@@ -278,7 +288,7 @@ class Bench:
             plan, lead=lead, on_started=lambda pids: self.monitor.add("publishers (load)", pids))))
         thread.start()
         time.sleep(max(0.0, started + lead + a.warmup - time.time()))
-        self.monitor.start()
+        self.monitor.start(series_every=series_every)
         w0 = time.time()
         time.sleep(window)
         w1 = time.time()
@@ -550,6 +560,10 @@ class Bench:
             self.results["scenarios"]["overload"] = self.scenario("overload", webs=1, bridges=1, naive=False, rates=[
                 (base, a.batch_size),
                 (a.overload_rate, a.batch_size, {"window": a.overload_seconds, "drain_timeout": 600.0})])
+        if "soak" in a.only and a.soak_rate:
+            # Half the sustainable rate for half an hour: each process's RSS every 10 s, its drift first to last tenth.
+            self.results["scenarios"]["soak"] = self.scenario("soak", webs=1, bridges=1, naive=False, rates=[
+                (a.soak_rate, 1, {"window": a.soak_seconds, "drain_timeout": 120.0, "series_every": 10.0})])
         if "notify" in a.only:
             self.results["notify"] = self.notify()
         if "commands" in a.only and telemetry:
