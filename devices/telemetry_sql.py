@@ -36,6 +36,9 @@ class DeviceRow:
     id: str
     enabled: bool
     online: bool
+    # On PostgreSQL it starts empty and gathers the batch's newest value per metric, which `devices_update`
+    # merges into the stored one in SQL (the stored one is never read into the bridge); elsewhere it is the
+    # stored one, merged here and written back whole.
     latest: dict[str, Any]
     last_seen: datetime | None
     transport: str | None = None  # the transport it was seen on in this batch; None: unchanged
@@ -46,16 +49,16 @@ def devices_lock(ids: Sequence[str]) -> dict[str, DeviceRow]:
     """Lock the devices in id order (two bridges merging `latest` serialise) and read them."""
     if connection.vendor != "postgresql":
         return {
-            d.id: DeviceRow(d.id, d.enabled, d.online, d.latest, d.last_seen, answer_until=d.answer_until)
+            d.id: DeviceRow(d.id, d.enabled, d.online, d.latest if isinstance(d.latest, dict) else {}, d.last_seen,
+                            answer_until=d.answer_until)
             for d in Device.objects.select_for_update().filter(pk__in=ids)
             .only("id", "enabled", "online", "latest", "last_seen", "answer_until").order_by("pk")
         }
     with connection.cursor() as cur:
-        # last_seen is not read back: ingest only ever overwrites it.
-        cur.execute(f"SELECT id, enabled, online, latest::text, answer_until FROM {DEVICE} "
+        # last_seen is not read back: ingest only ever overwrites it; latest is merged in SQL (devices_update).
+        cur.execute(f"SELECT id, enabled, online, answer_until FROM {DEVICE} "
                     "WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [list(ids)])
-        return {r[0]: DeviceRow(r[0], r[1], r[2], orjson.loads(r[3]), None, answer_until=r[4])
-                for r in cur.fetchall()}
+        return {r[0]: DeviceRow(r[0], r[1], r[2], {}, None, answer_until=r[3]) for r in cur.fetchall()}
 
 
 def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], received_at: datetime) -> int:
@@ -201,13 +204,19 @@ def devices_update(devices: Iterable[DeviceRow]) -> None:
     doc = orjson.dumps([{"i": d.id, "l": d.latest, "s": d.last_seen, "o": d.online, "t": d.transport}
                         for d in devices]).decode()
     with connection.cursor() as cur:
-        cur.execute(
-            f"UPDATE {DEVICE} AS d SET latest = u.l, last_seen = u.s, online = u.o, "
-            "transport = COALESCE(u.t, d.transport) "
-            "FROM json_to_recordset(%s::json) AS u(i text, l jsonb, s timestamptz, o boolean, t text) "
-            "WHERE d.id = u.i",
-            [doc],
-        )
+        cur.execute(f"UPDATE {DEVICE} AS d SET latest = {_LATEST_MERGED}, last_seen = u.s, online = u.o, "
+                    "transport = COALESCE(u.t, d.transport) "
+                    "FROM json_to_recordset(%s::json) AS u(i text, l jsonb, s timestamptz, o boolean, t text) "
+                    "WHERE d.id = u.i", [doc])
+
+
+# The stored `latest` with each of the batch's metrics (u.l) whose time is not older than the stored one's:
+# the newest value per metric by its own time, as `_merge_latest` keeps it, without reading the row out.
+# Times compare as text: core.times.format_ts writes them fixed-width, so text order is time order.
+_STORED = "(CASE jsonb_typeof(d.latest) WHEN 'object' THEN d.latest ELSE '{}'::jsonb END)"  # an admin's typo too
+_LATEST_MERGED = (f"{_STORED} || COALESCE((SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(u.l) AS e "
+                  f"WHERE ({_STORED} -> e.key ->> 'ts') IS NULL "
+                  f"OR ({_STORED} -> e.key ->> 'ts') <= (e.value ->> 'ts')), '{{}}'::jsonb)")
 
 
 def devices_mark_silent(now: datetime, default_after: float) -> list[str]:

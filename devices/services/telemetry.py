@@ -109,5 +109,7 @@ def _merge_latest(latest: dict, sample: Sample) -> None:
     ts = sample.ts_text
     for name, value in sample.data.items():
         current = latest.get(name)
-        if current is None or current["ts"] <= ts:
+        # What ingest did not write (an admin's edit, an old release) is overwritten, never compared.
+        if current is None or not isinstance(current, dict) or not isinstance(current.get("ts"), str) \
+                or current["ts"] <= ts:
             latest[name] = {"value": value, "ts": ts}

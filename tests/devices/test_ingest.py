@@ -87,3 +87,16 @@ def test_the_transport_a_device_was_last_heard_on_is_recorded_with_its_batch():
     telemetry_ingest(items=[Inbound("d1", [sample(2, x=2)])], received_at=T0, transports={"d1": "http"})
     telemetry_ingest(items=[Inbound("d2", [sample(3, x=3)])], received_at=T0)  # a caller that does not say
     assert dict(Device.objects.values_list("id", "transport")) == {"d1": "http", "d2": "coap"}
+
+
+def test_latest_survives_a_stored_value_ingest_did_not_write():
+    """`latest` is merged where it is stored; what an admin or an old release left there never breaks a batch."""
+    device_register(device_id="d1")
+    Device.objects.filter(pk="d1").update(latest={"old": {"value": 1, "ts": "2025-01-01T00:00:00.000000+00:00"},
+                                                  "odd": "not an object"})
+    telemetry_ingest(items=[Inbound("d1", [sample(1, odd=2, x=3)])], received_at=T0)
+    latest = Device.objects.get(pk="d1").latest
+    assert latest["old"]["value"] == 1 and latest["odd"]["value"] == 2 and latest["x"]["value"] == 3
+    Device.objects.filter(pk="d1").update(latest=[])
+    telemetry_ingest(items=[Inbound("d1", [sample(2, x=4)])], received_at=T0)
+    assert Device.objects.get(pk="d1").latest == {"x": {"value": 4, "ts": sample(2).ts_text}}
