@@ -38,8 +38,10 @@ class SparkplugCodec:
     """A Codec (core/profiles.py) over one SparkplugDecoder, which keeps the edge nodes' state across batches."""
 
     def __init__(self, profile: ProfileDef, limits: Limits) -> None:
-        if profile.spec:
-            raise PayloadInvalid("bad_profile", "a sparkplug profile takes no spec: {}")
+        # Its one setting: whether the devices an edge node announces (DBIRTH) become its children on first
+        # sight (devices/services/children.py), or only when registered beforehand (the default).
+        if set(profile.spec) - {"create_children"} or not isinstance(profile.spec.get("create_children", False), bool):
+            raise PayloadInvalid("bad_profile", 'a sparkplug profile\'s spec is {} or {"create_children": true|false}')
         self.name = profile.name
         self.decoder = SparkplugDecoder(max_payload=limits.max_payload, max_skew=limits.max_skew)
 

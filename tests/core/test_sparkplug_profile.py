@@ -68,9 +68,12 @@ def test_commands_to_a_node_before_its_birth_wait_and_after_it_are_ncmd(router):
     assert Payload.FromString(message.payload).metrics[0].datatype == DataType.Float
 
 
-def test_a_sparkplug_profile_takes_no_spec():
-    with pytest.raises(PayloadInvalid):
-        compile_profile(ProfileDef(name="x", kind="sparkplug", spec={"topics": []}))
+def test_a_sparkplug_profile_takes_one_setting_and_nothing_else():
+    for spec in ({}, {"create_children": True}, {"create_children": False}):
+        compile_profile(ProfileDef(name="x", kind="sparkplug", spec=spec))
+    for spec in ({"topics": []}, {"create_children": "yes"}, {"create_children": True, "topics": []}):
+        with pytest.raises(PayloadInvalid):
+            compile_profile(ProfileDef(name="x", kind="sparkplug", spec=spec))
 
 
 @pytest.mark.parametrize(("group", "edge"), [("Plant1", "Edge1"), ("Sparkplug B Devices", "Edge Node 1"),

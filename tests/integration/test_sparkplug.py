@@ -14,7 +14,7 @@ from core.broker import BrokerConfig
 from core.sparkplug.sparkplug_b_pb2 import DataType
 from devices.models import BridgeHeartbeat, Command, Device, Telemetry
 from devices.services.commands import command_issue
-from devices.services.profiles import device_register_child, device_set_profile
+from devices.services.profiles import device_register_child, device_set_profile, profile_save
 from testing.sparkplug import MqttEdgeNode
 from testing.waiting import wait_until
 
@@ -119,3 +119,34 @@ def test_the_bridge_as_primary_host_keeps_a_retained_state_and_its_will_says_off
         watcher.publish(f"spBv1.0/STATE/{host}", b"", qos=1, retain=True).wait_for_publish(10)  # clear it
         watcher.loop_stop()
         watcher.disconnect()
+
+
+def test_devices_an_edge_node_announces_become_its_children_when_its_profile_says_so(stack, registry):
+    """`create_children`: a DBIRTH of a device nobody registered creates it as the node's child; without the
+    setting (the built-in profile) the same device is refused, and no row appears for it."""
+    profile_save(name="sparkplug-open", kind="sparkplug", spec={"create_children": True})
+    open_id, _ = registry.device(f"{GROUP}.Open")
+    closed_id, _ = registry.device(f"{GROUP}.Closed")
+    device_set_profile(device_id=open_id, profile="sparkplug-open")
+    device_set_profile(device_id=closed_id, profile="sparkplug")
+    stack.start_bridge(IOTGW_PROFILE_REFRESH="0.5")
+    nodes = [MqttEdgeNode(stack.mqtt_url, group=GROUP, edge=node_id.split(".", 1)[1], bdseq=1)
+             for node_id in (open_id, closed_id)]
+    try:
+        for node in nodes:
+            node.publish("NBIRTH", node.node.nbirth([{"name": "Up", "datatype": DataType.Boolean, "value": True}]))
+            node.publish("DBIRTH", node.node.next([
+                {"name": "Flow", "alias": 5, "datatype": DataType.Double, "value": 1.5}]), device="Valve 2")
+            node.publish("DDATA", node.node.next([{"alias": 5, "value": 2.5}]), device="Valve 2")
+        valve = wait_until(lambda: Device.objects.filter(gateway_id=open_id, child_name="Valve 2").first(),
+                           what="the announced device created as the node's child")
+        assert valve.profile_id == "sparkplug-open"
+        stored(valve.id, Flow=2.5)
+        online(valve.id)
+        stored(closed_id, Up=True)  # the other node's own data is in, after its DBIRTH and DDATA were read
+        wait_until(lambda: any(b.counters.get("rejected", {}).get("unknown_device")
+                               for b in BridgeHeartbeat.objects.all()), what="the unregistered device refused")
+        assert not Device.objects.filter(gateway_id=closed_id).exists()
+    finally:
+        for node in nodes:
+            node.close()
