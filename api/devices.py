@@ -19,7 +19,7 @@ from core.ids import DEVICE_ID_PATTERN, DEVICE_ID_RE, METRIC_RE
 from core.payloads import storable_text
 from core.times import format_ts, parse_ts
 from devices.aggregates import bucket_for, telemetry_aggregate
-from devices.selectors import device_state, devices_page, devices_visible_to, telemetry_history
+from devices.selectors import device_metrics, device_state, devices_page, devices_visible_to, telemetry_history
 from devices.services.devices import device_register, device_rotate_secret
 
 logger = logging.getLogger("iotgw.api")
@@ -46,6 +46,19 @@ class DeviceOut(Schema):
     gateway: str | None = Field(None, description="the gateway that speaks for it, for a child")
     last_rejection: dict[str, str] | None = Field(
         None, description="the last message refused for it: reason, message, at (written every heartbeat)")
+
+
+class MetricOut(Schema):
+    label: str = Field("", description="what a chart calls it; empty: its name")
+    unit: str = Field("", description="its unit (`°C`, `W`); empty: none known")
+    device_class: str = Field("", description="Home Assistant's device class, when discovery said it")
+    source: str = Field(..., description="profile (declared by the device's profile), discovery (Home Assistant "
+                                         "discovery) or manual (set in the admin)")
+
+
+class DeviceDetailOut(DeviceOut):
+    metrics: dict[str, MetricOut] = Field(default_factory=dict, description="label and unit of its metrics, by name "
+                                          "(docs/profiles/home-assistant-discovery.md)")
 
 
 class DeviceIn(Schema):
@@ -193,10 +206,11 @@ def device_secret_rotate(request: HttpRequest, device_id: str):
     return {"id": device_id, "mqtt_username": device_id, "secret": secret}
 
 
-@router.get("/devices/{device_id}", response={200: DeviceOut, **errors(401, 404)}, url_name="device_detail",
-            summary="One device")
+@router.get("/devices/{device_id}", response={200: DeviceDetailOut, **errors(401, 404)}, url_name="device_detail",
+            summary="One device, with its metrics' labels and units")
 def device_detail(request: HttpRequest, device_id: str):
-    return _out(_visible(request, device_id))
+    device = _visible(request, device_id)
+    return {**_out(device), "metrics": device_metrics(device)}
 
 
 def _time(name: str, value: str | None) -> datetime | None:

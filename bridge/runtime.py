@@ -17,9 +17,11 @@ from datetime import timedelta
 from django.db import DatabaseError
 
 from alarms.engine import AlarmEngine
+from bridge.discovery import Discovery, DiscoverySink
 from bridge.mqtt.client import PACKET_HEADROOM
 from bridge.transport import MqttTransport
 from core.broker import BrokerConfig, subscriptions
+from core.hadiscovery import DEFAULT_PREFIX, discovery_filters
 from core.profiles import Limits
 from core.push import Layer
 from core.router import ProfileRouter
@@ -89,6 +91,9 @@ class Bridge:
         sink: Sink | None = None,
         profile_refresh: float = 2.0,
         sparkplug_host_id: str = "",
+        ha_discovery: bool = False,
+        ha_discovery_prefix: str = DEFAULT_PREFIX,
+        ha_discovery_register: bool = False,
     ) -> None:
         self.broker = broker
         self._share_group = share_group
@@ -104,9 +109,15 @@ class Bridge:
         self._rollup_seconds = rollup_seconds
         self.stats = IngestStats()
         self.intake = Intake() if intake is None else intake
+        # Home Assistant discovery configs, read aside from the telemetry batches (bridge/discovery.py).
+        self.discovery = (Discovery(router=self.router, stats=self.stats, prefix=ha_discovery_prefix,
+                                    register=ha_discovery_register) if ha_discovery else None)
+        sink = self.intake if sink is None else sink
+        if self.discovery is not None:
+            sink = DiscoverySink(sink, self.discovery)
         self.pusher = Pusher(layer=layer, stats=self.stats, buckets=push_buckets, interval=push_interval)
         self.transport = MqttTransport(
-            broker, sink=self.intake if sink is None else sink, stats=self.stats, client_id=client_id,
+            broker, sink=sink, stats=self.stats, client_id=client_id,
             decoder=self.router, encode=self.router.command_message,
             subscriptions=subscriptions(broker, share_group) if subscribe is None else subscribe,
             session_expiry=session_expiry, receive_maximum=receive_maximum,
@@ -142,6 +153,8 @@ class Bridge:
                                                    stats=self.stats)),
             asyncio.ensure_future(rollup_loop(interval=self._rollup_seconds, stats=self.stats)),
         ]
+        if self.discovery is not None:
+            self._tasks.append(asyncio.ensure_future(self.discovery.run()))
         _current = self
         logger.info("bridge %s connecting to %s:%s (MQTT %s)", self.client_id, self.broker.host, self.broker.port,
                     "5" if self.broker.protocol == 5 else "3.1.1")
@@ -159,12 +172,20 @@ class Bridge:
         except DatabaseError as exc:
             logger.warning("profiles not read at start (%s); SPEC §4's topics only until they are",
                            str(exc).strip()[:200])
-        self.transport.subscriptions = subscriptions(self.broker, self._share_group, self.router.filters())
+        self.transport.subscriptions = self._subscriptions(self.router.filters())
+
+    def _subscriptions(self, filters: list[str]) -> list[tuple[str, int]]:
+        """The device topics (shared, with a share group), and discovery's configs: never shared, since a shared
+        subscription is sent no retained messages, and every bridge keeps its own view of them."""
+        subs = subscriptions(self.broker, self._share_group, filters)
+        if self.discovery is not None:
+            subs += subscriptions(self.broker, None, discovery_filters(self.discovery.prefix))
+        return subs
 
     async def _resubscribe(self, filters: list[str]) -> None:
         logger.info("profiles in use changed: subscribing to %s", ", ".join(filters))
         try:
-            await self.transport.resubscribe(subscriptions(self.broker, self._share_group, filters))
+            await self.transport.resubscribe(self._subscriptions(filters))
         except ConnectionError as exc:
             logger.warning("resubscribing waits for the connection: %s", exc)
 

@@ -242,7 +242,8 @@ def parse_config(prefix: str, topic: str, payload: bytes) -> Entity | Removed:
 
 
 def _availability(config: _Config) -> tuple[Availability, ...]:
-    items: list[tuple[str | None, str, str, str | None]] = [(config.availability_topic, config.payload_available, config.payload_not_available, None)]
+    items: list[tuple[str | None, str, str, str | None]] = [
+        (config.availability_topic, config.payload_available, config.payload_not_available, None)]
     items += [(a.topic, a.payload_available, a.payload_not_available, a.value_template) for a in config.availability]
     out = []
     for topic, online, offline, template in items:

@@ -7,6 +7,7 @@ placeholders, time zones), so the model's clean(), the API and the bridge read i
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -202,6 +203,21 @@ class GrantSpec(_Strict):
         return self
 
 
+METRIC_PATTERN_RE = re.compile(r"^[A-Za-z0-9_.:*-]{1,64}$")
+
+
+class MetricSpec(_Strict):
+    """What a profile says of a metric its devices send: its unit and label (shown by the dashboard and the API)."""
+
+    unit: str = Field(default="", max_length=32)
+    label: str = Field(default="", max_length=200)
+
+
+def metric_pattern(pattern: str) -> re.Pattern[str]:
+    """A metric-name pattern (`ENERGY.Power`, `switch:*.apower`: `*` is any text within one dotted level)."""
+    return re.compile("^" + r"[^.]*".join(re.escape(part) for part in pattern.split("*")) + "$")
+
+
 class ProfileSpec(_Strict):
     """A declarative profile: its topics in order (the first matching rule wins), and its commands."""
 
@@ -212,6 +228,26 @@ class ProfileSpec(_Strict):
     # A gateway's children: created on first sight, or only when pre-registered (the default).
     create_children: bool = False
     grants: GrantSpec | None = None
+    # Units and labels of the metrics, by name or pattern; the first pattern that matches a name decides.
+    metrics: dict[str, MetricSpec] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("metrics")
+    @classmethod
+    def _patterns(cls, value: dict[str, MetricSpec]) -> dict[str, MetricSpec]:
+        for pattern in value:
+            if not METRIC_PATTERN_RE.match(pattern):
+                raise ValueError(f"metric pattern {pattern[:80]!r}: 1..64 of [A-Za-z0-9_.:-] and *")
+        return value
+
+    def metric_specs(self, names: Iterable[str]) -> dict[str, MetricSpec]:
+        """The unit and label the spec declares for each of these metric names (absent: nothing declared)."""
+        patterns = [(metric_pattern(p), m) for p, m in self.metrics.items()]
+        out = {}
+        for name in names:
+            found = next((m for rx, m in patterns if rx.match(name)), None)
+            if found is not None:
+                out[name] = found
+        return out
 
 
 def parse_spec(doc: Any) -> ProfileSpec:

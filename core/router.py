@@ -121,6 +121,10 @@ class ProfileRouter:
         self._in_use = {name for name, _ in active}
         return self.filters() != before
 
+    def active(self) -> list[tuple[str, Codec]]:
+        """The profiles in use (name, codec), in the order the router tries them."""
+        return list(zip(self._active_names, self._active, strict=True))
+
     def filters(self) -> list[str]:
         """What the bridge subscribes to: SPEC §4's topics, and those of every profile in use."""
         return covering([ALL_DEVICES, *(f for codec in self._active for f in codec.filters())])

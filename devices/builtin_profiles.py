@@ -26,6 +26,15 @@ TASMOTA: dict[str, Any] = {
     "command": {"topic": "cmnd/{device}/{name}", "payload": "{params.value}", "format": "text"},
     # Tasmota subscribes to its whole command tree and to the group topic (reading it is harmless).
     "grants": {"subscribe": ["cmnd/{device}/#", "cmnd/tasmotas/#"]},
+    # Units Tasmota's docs fix (a sensor's temperature follows TempUnit, so it is left to discovery).
+    "metrics": {
+        "ENERGY.Power": {"unit": "W", "label": "Power"}, "ENERGY.ApparentPower": {"unit": "VA"},
+        "ENERGY.ReactivePower": {"unit": "var"}, "ENERGY.Voltage": {"unit": "V", "label": "Voltage"},
+        "ENERGY.Current": {"unit": "A", "label": "Current"}, "ENERGY.Total": {"unit": "kWh", "label": "Energy total"},
+        "ENERGY.Today": {"unit": "kWh", "label": "Energy today"}, "ENERGY.Yesterday": {"unit": "kWh"},
+        "UptimeSec": {"unit": "s", "label": "Uptime"}, "Heap": {"unit": "kB"},
+        "Wifi.RSSI": {"unit": "%", "label": "Wi-Fi quality"}, "Wifi.Signal": {"unit": "dBm", "label": "Wi-Fi signal"},
+    },
 }
 
 ZIGBEE2MQTT: dict[str, Any] = {
@@ -60,6 +69,13 @@ SHELLY_GEN2: dict[str, Any] = {
                 "payload": {"id": "{id}", "src": "{reply}", "method": "{name}", "params": "{params}"}},
     "reply": "{device}/iotgw",
     "grants": {"subscribe": ["{device}/#"]},
+    # Units of Shelly's Gen2 API docs (Switch and PM1 components).
+    "metrics": {
+        "*.apower": {"unit": "W", "label": "Active power"}, "*.voltage": {"unit": "V", "label": "Voltage"},
+        "*.current": {"unit": "A", "label": "Current"}, "*.aenergy.total": {"unit": "Wh", "label": "Energy total"},
+        "*.temperature.tC": {"unit": "°C", "label": "Temperature"}, "*.temperature.tF": {"unit": "°F"},
+        "*.freq": {"unit": "Hz"},
+    },
 }
 
 ESPHOME: dict[str, Any] = {

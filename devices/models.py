@@ -85,6 +85,36 @@ class Device(models.Model):
         return self.id
 
 
+class DeviceMetric(models.Model):
+    """What one metric of a device is: its label, unit and device class (docs/profiles/home-assistant-discovery.md).
+
+    Written by Home Assistant discovery or by hand (the admin); a profile's declared units are not stored
+    but read with the profile (devices/selectors.py: device_metrics), and a row here wins over them.
+    """
+
+    PROFILE, DISCOVERY, MANUAL = "profile", "discovery", "manual"
+    SOURCES = [(s, s) for s in (PROFILE, DISCOVERY, MANUAL)]
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="metrics")
+    name = models.CharField(max_length=64)
+    label = models.CharField(max_length=200, blank=True)
+    unit = models.CharField(max_length=32, blank=True)
+    device_class = models.CharField(max_length=64, blank=True)
+    source = models.CharField(max_length=16, choices=SOURCES, default=MANUAL)
+    # The discovery config it came from (`sensor/<node>/<object>`): an empty retained config removes it.
+    discovery_key = models.CharField(max_length=200, blank=True, db_index=True)
+    # For a device on a profile generated from discovery: the config itself, which the profile is rebuilt from.
+    discovered = models.JSONField(null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["device", "name"]
+        constraints = [models.UniqueConstraint(fields=["device", "name"], name="device_metric_per_name")]
+
+    def __str__(self) -> str:
+        return f"{self.device_id}.{self.name}"
+
+
 class Telemetry(models.Model):
     """One sample: its time and its metrics; one row per (device, ts), its primary key.
 

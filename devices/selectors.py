@@ -20,8 +20,9 @@ from django.utils import timezone
 from core.errors import CommandUnknown, NotAuthorized, PayloadInvalid
 from core.ids import DEVICE_ID_RE
 from core.profiles import IOTGW, Codec, Directory, Grants, IotgwCodec, Limits, Member, ProfileDef, compile_profile
+from core.profilespec import parse_spec
 from core.times import format_ts
-from devices.models import ApiToken, BridgeHeartbeat, Command, Device, DeviceProfile, Telemetry
+from devices.models import ApiToken, BridgeHeartbeat, Command, Device, DeviceMetric, DeviceProfile, Telemetry
 from devices.secrets import TOKEN_PREFIX, secret_hash
 
 
@@ -83,6 +84,23 @@ def device_state(device: Device) -> dict[str, Any]:
         "latest": {name: m["value"] for name, m in device.latest.items()},
         "latest_ts": {name: m["ts"] for name, m in device.latest.items()},
     }
+
+
+def device_metrics(device: Device) -> dict[str, dict[str, str]]:
+    """Label, unit, device class and source of the device's metrics: its profile's declarations for the metrics it
+    sends, overridden by its own rows (discovery, or set by hand)."""
+    out: dict[str, dict[str, str]] = {}
+    profile = DeviceProfile.objects.filter(name=device.profile_id).first() if device.profile_id else None
+    if profile is not None and profile.kind == "rules" and profile.spec.get("metrics"):
+        try:
+            declared = parse_spec(profile.spec).metric_specs(device.latest)
+        except PayloadInvalid:
+            declared = {}
+        for name, spec in declared.items():
+            out[name] = {"label": spec.label, "unit": spec.unit, "device_class": "", "source": DeviceMetric.PROFILE}
+    for row in DeviceMetric.objects.filter(device=device):
+        out[row.name] = {"label": row.label, "unit": row.unit, "device_class": row.device_class, "source": row.source}
+    return out
 
 
 def token_lookup(key: str) -> ApiToken | None:

@@ -220,6 +220,11 @@ IOTGW_HEARTBEAT_SECONDS = env.number("IOTGW_HEARTBEAT_SECONDS", 2.0)
 IOTGW_PROFILE_REFRESH = env.number("IOTGW_PROFILE_REFRESH", 2.0)
 # The bridge as a Sparkplug 3.0 primary host (docs/profiles/sparkplug-b.md): its retained spBv1.0/STATE/<id>.
 IOTGW_SPARKPLUG_HOST_ID = env.text("IOTGW_SPARKPLUG_HOST_ID", "") or ""
+# Home Assistant discovery, consumed (docs/profiles/home-assistant-discovery.md): configs under the prefix
+# label and unit metrics; with _REGISTER, a device no profile in use claims is registered on a generated one.
+IOTGW_HA_DISCOVERY = env.flag("IOTGW_HA_DISCOVERY", False)
+IOTGW_HA_DISCOVERY_PREFIX = env.text("IOTGW_HA_DISCOVERY_PREFIX", "homeassistant") or "homeassistant"
+IOTGW_HA_DISCOVERY_REGISTER = env.flag("IOTGW_HA_DISCOVERY_REGISTER", False)
 # Seconds without a message after which a device is marked offline (per device: Device.offline_after;
 # 0: never). A device that never says `offline` — HTTP-only, or behind a half-open TCP link the broker
 # has not noticed — would otherwise stay online forever, and its commands would go `sent` and time out

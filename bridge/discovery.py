@@ -1,0 +1,132 @@
+"""Home Assistant discovery, consumed (docs/profiles/home-assistant-discovery.md): configs off the bridge's messages.
+
+With IOTGW_HA_DISCOVERY on, the bridge subscribes to `<prefix>/+/+/config` and
+`<prefix>/+/+/+/config`. `DiscoverySink` sits in front of the ingest pipeline's intake and
+takes those messages aside (everything else goes on untouched); `Discovery.run` handles them
+one by one, off the telemetry batch path: decode (core), map to a device (the router's
+profiles in use), one service call on the database thread, then the ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from django.db import DatabaseError
+
+from core.errors import GatewayError, PayloadInvalid
+from core.hadiscovery import DEFAULT_PREFIX, Entity, Removed, claim, discovered_device_id, parse_config
+from core.router import ProfileRouter
+from core.transport import Envelope, Inlet, Sink
+from devices.dbthread import in_db_thread
+from devices.services.discovery import discovery_device_register, discovery_entity_remove, discovery_metric_save
+from devices.stats import IngestStats
+
+logger = logging.getLogger("iotgw.discovery")
+
+# Configs waiting past this many are left unacknowledged for the broker to resend (a flood is not kept in memory).
+BACKLOG = 10_000
+
+
+class DiscoverySink:
+    """The pipeline's sink, but configs under the prefix go to the discovery queue instead."""
+
+    def __init__(self, sink: Sink, discovery: Discovery) -> None:
+        self._sink = sink
+        self._discovery = discovery
+        self._prefix = discovery.prefix + "/"
+
+    def offer(self, inlet: Inlet, envelopes: Sequence[Envelope]) -> None:
+        prefix = self._prefix
+        if not any(e.topic.startswith(prefix) for e in envelopes):
+            self._sink.offer(inlet, envelopes)
+            return
+        configs = [e for e in envelopes if e.topic.startswith(prefix)]
+        self._discovery.offer(inlet, configs)
+        rest = [e for e in envelopes if not e.topic.startswith(prefix)]
+        if rest:
+            self._sink.offer(inlet, rest)
+
+    def __len__(self) -> int:
+        return len(self._sink)
+
+
+class Discovery:
+    """Reads each config and records what it says; never on the event loop's time for database work."""
+
+    def __init__(self, *, router: ProfileRouter, stats: IngestStats, prefix: str = DEFAULT_PREFIX,
+                 register: bool = False) -> None:
+        self.prefix = prefix
+        self.router = router  # the profiles in use and who is on them, as the bridge last read them
+        self.register = register  # IOTGW_HA_DISCOVERY_REGISTER: register devices no profile in use claims
+        self._stats = stats
+        self._queue: asyncio.Queue[tuple[Inlet, Envelope]] = asyncio.Queue()
+        self.handled = 0
+
+    def offer(self, inlet: Inlet, configs: Sequence[Envelope]) -> None:
+        """Queue configs (non-blocking); past the backlog they stay unacknowledged."""
+        for config in configs:
+            if self._queue.qsize() < BACKLOG:
+                self._queue.put_nowait((inlet, config))
+
+    async def run(self) -> None:
+        """Handle the queued configs in order, forever; each is acknowledged once handled (or refused)."""
+        while True:
+            inlet, config = await self._queue.get()
+            try:
+                await self.handle(config.topic, bytes(config.payload))
+            except DatabaseError as exc:
+                logger.warning("discovery config %s not recorded: %s", config.topic[:200], str(exc).strip()[:200])
+                continue  # unacknowledged: the broker resends it
+            except Exception:
+                logger.exception("discovery config %s not recorded", config.topic[:200])
+            inlet.ack([config])
+            self.handled += 1
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        """One config: parsed, mapped to a device, recorded; a refusal is counted like a refused message."""
+        try:
+            found = parse_config(self.prefix, topic, payload)
+        except PayloadInvalid as exc:
+            self._stats.reject(source=topic[:200], reason=exc.reason, message=str(exc))
+            return
+        if isinstance(found, Removed):
+            devices = await in_db_thread(discovery_entity_remove)(key=found.key)
+            logger.info("discovery: %s removed (%s)", found.key, ", ".join(devices) or "no metric")
+            return
+        await self._entity(found, orjson.loads(payload))
+
+    async def _entity(self, entity: Entity, config: dict[str, Any]) -> None:
+        source = self.router.source(entity.state_topic) if entity.state_topic else entity.key
+        if entity.refused is not None:
+            self._stats.reject(source=source, reason="template_refused", message=f"{entity.key}: {entity.refused}")
+        owner = claim(entity, self.router.active(), self.router.directory)
+        if owner is not None and owner.metric is not None and entity.refused is None:
+            saved = await in_db_thread(discovery_metric_save)(
+                key=entity.key, device_id=owner.device_id, metric=owner.metric, label=entity.label,
+                unit=entity.unit, device_class=entity.device_class,
+                config=config if owner.profile.startswith("ha-") else None)
+            if not saved:
+                self._stats.reject(source=owner.device_id, reason="unknown_device",
+                                   message=f"{entity.key}: device {owner.device_id} is not registered")
+            return
+        if owner is not None or entity.refused is not None:
+            return  # its device's profile reads the topic, just not as one metric iotgw can label
+        if not self.register:
+            self._stats.reject(source=source, reason="discovery_unclaimed",
+                               message=f"{entity.key}: no profile in use reads {entity.state_topic or 'its topics'}")
+            return
+        device_id = discovered_device_id(entity)
+        if device_id is None:
+            self._stats.reject(source=source, reason="bad_device_id",
+                               message=f"{entity.key}: neither its node id nor its identifier can be a device id")
+            return
+        try:
+            profile = await in_db_thread(discovery_device_register)(entity=entity, device_id=device_id, config=config)
+        except GatewayError as exc:
+            self._stats.reject(source=device_id, reason=getattr(exc, "reason", exc.code), message=str(exc))
+            return
+        logger.info("discovery: %s on device %s (profile %s)", entity.key, device_id, profile)
