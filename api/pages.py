@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from devices.selectors import devices_visible_to
+from devices.selectors import device_metrics, devices_visible_to
 from notify.selectors import channels_all, target_shown
 
 
@@ -19,12 +19,12 @@ def fleet(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def device(request: HttpRequest, device_id: str) -> HttpResponse:
-    """One device: live charts, state and the command panel; 404 unless the user may see it."""
+    """One device: live charts (labelled, with units), state and the command panel; 404 unless the user may see it."""
     found = (devices_visible_to(request.user).filter(pk=device_id)
-             .only("id", "name", "profile", "gateway", "child_name", "last_rejection").first())
+             .only("id", "name", "profile", "gateway", "child_name", "last_rejection", "latest").first())
     if found is None:
         raise Http404("no such device")
-    return render(request, "pages/device.html", {"device": found})
+    return render(request, "pages/device.html", {"device": found, "metrics": device_metrics(found)})
 
 
 @login_required

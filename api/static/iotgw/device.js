@@ -41,6 +41,11 @@ function numeric(value) {
   return null;
 }
 
+// Labels and units the device's profile, Home Assistant discovery or an operator gave its metrics (GET /api/devices/{id}).
+const META = JSON.parse(document.getElementById("metric-meta")?.textContent || "{}");
+const labelOf = (metric) => META[metric]?.label || metric;
+const unitFor = (metric) => META[metric]?.unit || unitOf(metric);
+
 function metricSeries(metric) {
   let s = series.get(metric);
   if (s) return s;
@@ -48,7 +53,9 @@ function metricSeries(metric) {
   card.dataset.metric = metric;
   const head = el("header");
   const value = el("span", "value", "—");
-  head.append(el("h3", null, metric), value, el("span", "unit", unitOf(metric)));
+  const title = el("h3", null, labelOf(metric));
+  if (labelOf(metric) !== metric) title.title = metric;
+  head.append(title, value, el("span", "unit", unitFor(metric)));
   const plot = el("div", "plot");
   card.append(head, plot);
   s = { xs: [], ys: [], chart: null, value, card, plot, color: colorOf(metric) };
@@ -137,7 +144,7 @@ function axisWidth(u, values) {
 
 function makeChart(s, metric) {
   const width = Math.max(200, s.plot.clientWidth);
-  const unit = unitOf(metric);
+  const unit = unitFor(metric);
   // A boolean is drawn as steps between false (0) and true (1).
   const yLabels = s.bool
     ? (u, vals) => vals.map((v) => (v === 0 ? "false" : v === 1 ? "true" : ""))
@@ -158,7 +165,7 @@ function makeChart(s, metric) {
       { stroke: "#64748b", grid: { stroke: "#eef1f5" }, ticks: { stroke: "#e2e8f0" }, size: axisWidth,
         values: yLabels, ...(s.bool ? { splits: () => [0, 1] } : {}) },
     ],
-    series: [{}, { label: metric, stroke: s.color, width: 2, fill: s.color + "14", points: { show: false },
+    series: [{}, { label: labelOf(metric), stroke: s.color, width: 2, fill: s.color + "14", points: { show: false },
       ...(s.bool ? { paths: uPlot.paths.stepped({ align: 1 }) } : {}) }],
   }, [s.xs, s.ys], s.plot);
 }
@@ -166,7 +173,7 @@ function makeChart(s, metric) {
 // A range's chart: x, min, max, avg; the band fills between max and min, the average is the line.
 function makeRangeChart(s, metric, data, xRange) {
   const width = Math.max(200, s.plot.clientWidth);
-  const unit = unitOf(metric);
+  const unit = unitFor(metric);
   return new uPlot({
     width, height: 180,
     legend: { show: false },
@@ -181,7 +188,7 @@ function makeRangeChart(s, metric, data, xRange) {
     ],
     series: [{}, { label: "min", stroke: s.color + "66", width: 1, points: { show: false } },
       { label: "max", stroke: s.color + "66", width: 1, points: { show: false } },
-      { label: metric, stroke: s.color, width: 2, points: { show: false } }],
+      { label: labelOf(metric), stroke: s.color, width: 2, points: { show: false } }],
   }, data, s.plot);
 }
 
@@ -254,7 +261,8 @@ function renderOthers() {
   const entries = Object.entries(state.texts);
   othersBox.hidden = entries.length === 0;
   const list = othersBox.querySelector("dl");
-  list.replaceChildren(...entries.flatMap(([k, v]) => [el("dt", null, k), el("dd", null, formatValue(v))]));
+  list.replaceChildren(...entries.flatMap(([k, v]) => [el("dt", null, labelOf(k)),
+    el("dd", null, formatValue(v) + (unitFor(k) ? " " + unitFor(k) : ""))]));
 }
 
 function renderState() {
