@@ -7,7 +7,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from core.errors import GatewayError
-from devices.models import ApiToken, BridgeHeartbeat, Command, Device, RetentionPolicy
+from devices.models import ApiToken, BridgeHeartbeat, Command, Device, DeviceMetric, RetentionPolicy
 from devices.secrets import secret_hash
 from devices.services.devices import device_register, device_rotate_secret, device_set_enabled
 from devices.services.tokens import token_create
@@ -69,6 +69,21 @@ class DeviceAdmin(admin.ModelAdmin):
             return None
         return _shown_once(request, self, title="New device secrets", what="the new secrets",
                            headers=["device", "MQTT username", "secret"], rows=rows)
+
+
+@admin.register(DeviceMetric)
+class DeviceMetricAdmin(admin.ModelAdmin):
+    """Labels and units; one saved here is `manual`, and discovery leaves it as it is."""
+
+    list_display = ("device", "name", "label", "unit", "source")
+    list_filter = ("source",)
+    search_fields = ("device__id", "name", "label")
+    raw_id_fields = ("device",)
+    readonly_fields = ("source", "discovery_key", "updated_at")
+
+    def save_model(self, request, obj, form, change):
+        obj.source = DeviceMetric.MANUAL
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(RetentionPolicy)

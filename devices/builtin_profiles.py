@@ -90,7 +90,10 @@ ESPHOME: dict[str, Any] = {
     ],
     # The command's name is the component (`switch`), params.entity the object id, params.value the payload.
     "command": {"topic": "{device}/{name}/{params.entity}/command", "payload": "{params.value}", "format": "text"},
-    "grants": {"subscribe": ["{device}/#"]},
+    # With `discovery: true` it announces its entities under its own node name (its id here), and listens
+    # for Home Assistant's birth message; neither reaches another device's topics.
+    "grants": {"publish": ["homeassistant/+/{device}/+/config"],
+               "subscribe": ["{device}/#", "homeassistant/status"]},
 }
 
 GATEWAY_API: dict[str, Any] = {
