@@ -269,6 +269,7 @@ class Claim:
     profile: str
     device_id: str
     metric: str | None  # None: the profile stores the topic, but not as one metric (`{{ value }}` of a JSON topic)
+    speaker: str = ""  # the device the topic names: the gateway of a child, else the device itself
 
 
 def claim(entity: Entity, codecs: Sequence[tuple[str, Codec]], directory: Directory) -> Claim | None:
@@ -282,20 +283,22 @@ def claim(entity: Entity, codecs: Sequence[tuple[str, Codec]], directory: Direct
             rule = found.rule.spec
             if rule.role != "telemetry":
                 continue
-            device_id = _member(name, found.captures, directory)
-            if device_id is not None:
-                return Claim(name, device_id, _metric(rule, found.captures, entity.extract))
+            speaker = _member(name, found.captures, directory)
+            if speaker is not None:
+                device_id = child_device_id(speaker, found.captures["child"]) if "child" in found.captures else speaker
+                return Claim(name, device_id, _metric(rule, found.captures, entity.extract), speaker)
     return None
 
 
 def _member(profile: str, captures: dict[str, str], directory: Directory) -> str | None:
+    """The device on the profile that the topic names (or the one device of a profile whose topics name none)."""
     device = captures.get("device")
     if device is None:
         members = directory.on(profile)
         device = members[0] if len(members) == 1 else None
     if device is None or directory.profile_of(device) != profile:
         return None
-    return child_device_id(device, captures["child"]) if "child" in captures else device
+    return device
 
 
 def _metric(rule: TopicRule, captures: dict[str, str], extract: Extract | None) -> str | None:

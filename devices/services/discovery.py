@@ -39,9 +39,11 @@ def discovery_metric_save(*, key: str, device_id: str, metric: str, label: str, 
         row = DeviceMetric.objects.select_for_update().filter(device_id=device_id, name=metric).first()
         if row is not None and row.source == DeviceMetric.MANUAL:
             return True
-        DeviceMetric.objects.update_or_create(device_id=device_id, name=metric, defaults={
-            "label": label[:200], "unit": unit[:32], "device_class": device_class[:64],
-            "source": DeviceMetric.DISCOVERY, "discovery_key": key, "discovered": config})
+        fields = {"label": label[:200], "unit": unit[:32], "device_class": device_class[:64],
+                  "source": DeviceMetric.DISCOVERY, "discovery_key": key, "discovered": config}
+        if row is not None and all(getattr(row, k) == v for k, v in fields.items()):
+            return True  # the same config again (every resubscribe brings them all): nothing to write
+        DeviceMetric.objects.update_or_create(device_id=device_id, name=metric, defaults=fields)
     return True
 
 

@@ -135,3 +135,32 @@ def test_a_device_no_profile_claims_is_registered_on_a_generated_profile(stack, 
 
     firmware.publish(config, b"", retain=True)
     metrics_of(api, node, temperature=None)
+
+
+def test_a_zigbee2mqtt_child_registered_after_its_config_is_labelled_then(stack, registry, api, firmwares):
+    base, _ = registry.device("z2m")
+    device_set_profile(device_id=base, profile="zigbee2mqtt")
+    firmware = Firmware(stack.mqtt_url, f"fw-{base}")
+    firmwares.append(firmware)
+    ieee = f"0x00158d0001{registry.tag}"
+    config = f"homeassistant/sensor/{ieee}/temperature/config"
+    firmware.publish(config, json.dumps({
+        "availability": [{"topic": f"{base}/bridge/state", "value_template": "{{ value_json.state }}"}],
+        "device": {"identifiers": [f"zigbee2mqtt_{ieee}"], "manufacturer": "Aqara", "model": "WSDCGQ11LM",
+                   "name": "bedroom sensor"},
+        "device_class": "temperature", "name": "Temperature", "state_class": "measurement",
+        "state_topic": f"{base}/bedroom sensor", "unique_id": f"{ieee}_temperature_zigbee2mqtt",
+        "unit_of_measurement": "°C", "value_template": "{{ value_json.temperature }}"}), retain=True)
+    stack.start_bridge(IOTGW_PROFILE_REFRESH="0.5", IOTGW_HA_DISCOVERY="1", IOTGW_HEARTBEAT_SECONDS="0.5")
+    wait_until(lambda: Device.objects.get(pk=base).last_rejection, what="the unknown child refused")
+
+    from devices.services.profiles import device_register_child
+
+    child = device_register_child(gateway_id=base, child_name="bedroom sensor").id  # after the config was read
+    metrics = metrics_of(api, child, temperature="°C")
+    assert metrics["temperature"]["label"] == "Temperature"
+    firmware.publish(f"{base}/bedroom sensor", '{"temperature": 19.5, "linkquality": 80}')
+    wait_until(lambda: Telemetry.objects.filter(device_id=child, data__contains={"temperature": 19.5}).exists(),
+               what="the child's sample stored")
+    firmware.publish(config, b"", retain=True)
+    metrics_of(api, child, temperature=None)
