@@ -8,11 +8,12 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 
+from core.errors import Conflict
 from core.hadiscovery import parse_config
-from devices.models import Device, DeviceMetric
+from devices.models import Device, DeviceMetric, DeviceProfile
 from devices.services.devices import device_register
 from devices.services.discovery import discovery_device_register, discovery_entity_remove, discovery_metric_save
-from devices.services.profiles import device_set_profile
+from devices.services.profiles import device_set_profile, profile_save
 from devices.services.tokens import token_create
 
 pytestmark = pytest.mark.django_db
@@ -92,3 +93,14 @@ def test_a_discovered_device_gets_a_profile_without_a_usable_secret_and_loses_th
     assert DeviceMetric.objects.get(device=device).unit == "°C"
     assert discovery_entity_remove(key="sensor/kitchen/t") == ["kitchen"]
     assert not DeviceMetric.objects.filter(device=device).exists()
+
+
+def test_discovery_never_rewrites_a_profile_it_did_not_generate():
+    spec = {"topics": [{"topic": "mine/{device}", "role": "telemetry"}]}
+    profile_save(name="ha-kitchen", spec=spec)
+    config = {"name": "Temperature", "stat_t": "kitchen/t", "unit_of_meas": "°C"}
+    entity = parse_config("homeassistant", "homeassistant/sensor/kitchen/t/config", json.dumps(config).encode())
+    with pytest.raises(Conflict):
+        discovery_device_register(entity=entity, device_id="kitchen", config=config)
+    assert DeviceProfile.objects.get(name="ha-kitchen").spec == spec
+    assert not Device.objects.filter(pk="kitchen").exists()

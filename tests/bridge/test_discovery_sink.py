@@ -32,6 +32,7 @@ async def test_configs_go_aside_and_the_rest_to_the_pipeline_in_order():
     sink = DiscoverySink(intake, discovery)
     plain = [Msg("devices/a/telemetry"), Msg("tele/b/SENSOR")]
     sink.offer(None, plain)
-    sink.offer(None, [Msg("devices/a/telemetry"), Msg("ha/sensor/x/config"), Msg("hax/sensor/x/config")])
-    assert intake.got == [plain, [Msg("devices/a/telemetry"), Msg("hax/sensor/x/config")]]
-    assert discovery._queue.qsize() == 1 and len(sink) == 4
+    sink.offer(None, [Msg("devices/a/telemetry"), Msg("ha/sensor/x/config"), Msg("hax/sensor/x/config"),
+                      Msg("ha/status")])
+    assert intake.got == [plain, [Msg("devices/a/telemetry"), Msg("hax/sensor/x/config"), Msg("ha/status")]]
+    assert discovery._queue.qsize() == 1 and len(sink) == 5
