@@ -58,9 +58,11 @@ class Command(BaseCommand):
     async def _drain(self, config: BrokerConfig, client_id: str, timeout: float) -> int:
         layer = get_channel_layer()
         try:
-            # A drain is no Sparkplug host: it must not say the host is online.
+            # A drain is no Sparkplug host: it must not say the host is online. Nor does it read discovery
+            # configs: queued ones are refused like any topic no profile claims (they are retained, and
+            # every bridge reads them again when it subscribes).
             options = {k: v for k, v in bridge_options().items()
-                       if k not in ("client_id", "share_group", "sparkplug_host_id")}
+                       if k not in ("client_id", "share_group", "sparkplug_host_id", "ha_discovery")}
             return await session_drain(broker=config, layer=layer, client_id=client_id,
                                        share_group=settings.MQTT_SHARE_GROUP, timeout=timeout, **options)
         finally:
