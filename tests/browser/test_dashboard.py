@@ -228,3 +228,18 @@ def test_device_page_ranges_draw_the_aggregates_as_a_band(gateway, three_days, p
     shot(page, "device-7d")
     page.click('#ranges button[data-range="0"]')
     text_changes(page, '.chart[data-metric="temperature"] .value')
+
+
+def test_device_page_charts_carry_the_metrics_labels_and_units(gateway, page):
+    from devices.models import Device, DeviceMetric
+
+    wait_until(lambda: Device.objects.filter(pk="demo-1").exists(), what="the simulated device")
+    DeviceMetric.objects.create(device_id="demo-1", name="temperature", label="Room temperature", unit="K",
+                                source="manual")
+    page.goto(gateway.url + "/devices/demo-1/")
+    card = '.chart[data-metric="temperature"]'
+    page.wait_for_selector(card + " canvas")
+    assert page.inner_text(card + " h3") == "Room temperature"
+    assert page.get_attribute(card + " h3", "title") == "temperature"
+    assert page.inner_text(card + " .unit") == "K"
+    shot(page, "device-units")

@@ -101,11 +101,12 @@ def test_an_empty_retained_config_removes_the_entity():
     ("homeassistant/sensor/x/config", b'{"unit_of_meas": "' + b"x" * 40 + b'"}'),
     ("homeassistant/device/x/config", b'{"cmps": {}}'),  # device-based discovery
     ("homeassistant/sensor/x/config", b"not json"),
+    ("homeassistant/sensor/x/config", b'{"name": "' + b"x" * 20_000 + b'"}'),  # over MAX_CONFIG
 ])
 def test_a_config_iotgw_cannot_read_is_refused_with_a_reason(topic, payload):
     with pytest.raises(PayloadInvalid) as refused:
         parse_config(PREFIX, topic, payload)
-    assert refused.value.reason in ("bad_discovery", "not_json") and str(refused.value)
+    assert refused.value.reason in ("bad_discovery", "not_json", "too_large") and str(refused.value)
 
 
 @pytest.mark.parametrize("template, extract", [
