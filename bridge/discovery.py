@@ -27,7 +27,8 @@ from devices.stats import IngestStats
 
 logger = logging.getLogger("iotgw.discovery")
 
-# Configs waiting past this many are left unacknowledged for the broker to resend (a flood is not kept in memory).
+# Configs waiting past this many are dropped (acknowledged and counted, not kept in memory): they are retained,
+# so the next subscribe brings them again, and unacknowledged they would hold the broker's window shut.
 BACKLOG = 10_000
 # Entities no device could be found for, kept to try again when the devices on profiles change.
 PENDING = 10_000
@@ -75,10 +76,16 @@ class Discovery:
         self._seen: Any = None
 
     def offer(self, inlet: Inlet, configs: Sequence[Envelope]) -> None:
-        """Queue configs (non-blocking); past the backlog they stay unacknowledged."""
+        """Queue configs (non-blocking); past the backlog they are dropped and counted (`discovery_dropped`)."""
+        dropped = []
         for config in configs:
             if self._queue.qsize() < BACKLOG:
                 self._queue.put_nowait((inlet, config))
+            else:
+                dropped.append(config)
+        if dropped:
+            self._stats.counts["discovery_dropped"] += len(dropped)
+            inlet.ack(dropped)
 
     async def run(self) -> None:
         """Handle the queued configs in order, forever; each is acknowledged once handled (or refused)."""
