@@ -170,6 +170,18 @@ class RollupHour(Rollup):
     """Per-hour rollups; partitioned by UTC month of `bucket` on PostgreSQL."""
 
 
+class RollupDirty(models.Model):
+    """A device's minute that late samples landed in, for the rollup job's next pass to recompute (PostgreSQL).
+
+    Appended by the batch that stored them, in its insert's statement, without waiting for the job;
+    the job recomputes each such minute (and its hour) from the raw rows and removes the rows it read.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    device_id = models.CharField(max_length=64)
+    bucket = models.DateTimeField()
+
+
 class RollupWatermark(models.Model):
     """Up to when the rollup job has rolled up the raw samples (PostgreSQL; devices/rollups.py)."""
 

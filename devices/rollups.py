@@ -1,4 +1,4 @@
-"""Per-minute and per-hour rollups of numeric metrics: a job for what is fresh, the batch itself for what is late.
+"""Per-minute and per-hour rollups of numeric metrics, kept by a job from the raw rows.
 
 On PostgreSQL, rolling each batch up in its own statement cost a third of ingest's throughput
 (bench/history.py: 0.64 of a plain table; every sample touches its minute's and hour's row of
@@ -9,13 +9,16 @@ Recomputing, not adding, makes it idempotent, and RECHECK lets it see batches th
 after its previous pass (up to RECHECK after they were received).
 
 A sample older than GRACE when it arrives (late, redelivered, imported) may be in a minute the
-job has passed, so its batch rolls it up itself, in the insert's statement, from exactly the rows
-inserted (`RETURNING`: a redelivered sample is skipped by the (device, ts) key and never counts
-twice), merging into the buckets — min, max, sum, count, first and last merge associatively.
-Such batches take a shared advisory lock and the job an exclusive one, so a merge never lands
-between the job's read of the raw rows and its write. SQLite (the all-in-one) rolls every batch
-up in Python, the same merge. Booleans, strings and nulls are not rolled up, nor numbers of
-magnitude 1e200 and more (their sums could overflow a double: PostgreSQL refuses that).
+job has passed, so its batch marks that device's minute (`RollupDirty`, in the insert's
+statement; a redelivered sample is skipped by the (device, ts) key and marks nothing), and the
+job's next pass recomputes every marked minute, and its hour, from the raw rows. Ingest never
+waits for the job: a late batch used to take a shared lock against the job's pass, and under a
+backlog (every sample late) each batch waited out whole passes (87 s, measured in a soak). The
+pass reads in one snapshot (REPEATABLE READ), so the marks it removes are exactly those whose
+rows it read; a batch committing meanwhile leaves its marks for the next pass. SQLite (the
+all-in-one) rolls every batch up in Python, merging (min, max, sum, count, first and last merge
+associatively). Booleans, strings and nulls are not rolled up, nor numbers of magnitude 1e200 and
+more (their sums could overflow a double: PostgreSQL refuses that).
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ from typing import Any
 
 from django.db import connection
 
-MINUTE, HOUR = "devices_rollupminute", "devices_rolluphour"
+MINUTE, HOUR, DIRTY = "devices_rollupminute", "devices_rolluphour", "devices_rollupdirty"
 COLUMNS = "device_id, metric, bucket, min, max, sum, count, first_ts, first, last_ts, last"
 LIMIT = 1e200
 # A sample older than this when received is rolled up by its batch; newer ones by the job.
 GRACE = timedelta(seconds=60)
-# How far before its watermark the job looks again, for batches that committed after its last pass.
-RECHECK = timedelta(seconds=180)
+# How far before its watermark the job looks again, for batches that committed after its last pass: a
+# batch commits within a second of its receive time, and a poisoned one, halved, within seconds.
+# Each pass reads IOTGW_ROLLUP_SECONDS + RECHECK of raw rows: with 180 s and 30 s that was 7 times
+# what is new, and at 8,500 samples/s a pass outlasted its interval (the job ran back to back).
+RECHECK = timedelta(seconds=60)
 JOB_LOCK = 0x10760017
 
 _MERGE = """ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
@@ -77,14 +83,15 @@ _REPLACE = """ON CONFLICT (device_id, metric, bucket) DO UPDATE SET min = EXCLUD
     sum = EXCLUDED.sum, count = EXCLUDED.count, first = EXCLUDED.first, first_ts = EXCLUDED.first_ts,
     last = EXCLUDED.last, last_ts = EXCLUDED.last_ts"""
 
-# The job's pass: minutes [%(start)s, %(end)s) from the raw rows, then their hours from the minutes.
-_RECOMPUTE = f"""
+def _recompute_minutes(source: str) -> str:
+    """Replace the minute rollups of the raw rows `source` selects (a FROM … WHERE of devices_telemetry s)."""
+    return f"""
 WITH _pts AS (
   SELECT device_id, ts, metric, v FROM (
     SELECT s.device_id, s.ts, e.key AS metric,
            CASE WHEN jsonb_typeof(e.value) <> 'number' THEN NULL
                 WHEN abs((e.value)::numeric) < {LIMIT:g} THEN (e.value)::float8 END AS v
-    FROM devices_telemetry s, jsonb_each(s.data) e WHERE s.ts >= %(start)s AND s.ts < %(end)s) p
+    FROM {source}) p
   WHERE v IS NOT NULL),
 _m AS (
   SELECT device_id, metric, date_trunc('minute', ts, 'UTC') AS bucket, min(v) AS min, max(v) AS max,
@@ -93,40 +100,79 @@ _m AS (
   FROM _pts GROUP BY 1, 2, 3)
 INSERT INTO {MINUTE} AS r ({COLUMNS}) SELECT {COLUMNS} FROM _m {_REPLACE}"""
 
-_RECOMPUTE_HOURS = f"""
+
+def _recompute_hours(source: str) -> str:
+    """Replace the hour rollups from the minute rollups `source` selects (a FROM … WHERE of MINUTE m)."""
+    return f"""
 INSERT INTO {HOUR} AS r ({COLUMNS})
-SELECT device_id, metric, date_trunc('hour', bucket, 'UTC'), min(min), max(max), sum(sum), sum(count),
-       min(first_ts), (array_agg(first ORDER BY first_ts))[1], max(last_ts), (array_agg(last ORDER BY last_ts DESC))[1]
-FROM {MINUTE} WHERE bucket >= %(start)s AND bucket < %(end)s GROUP BY 1, 2, 3 {_REPLACE}"""
+SELECT m.device_id, m.metric, date_trunc('hour', m.bucket, 'UTC'), min(m.min), max(m.max), sum(m.sum),
+       sum(m.count), min(m.first_ts), (array_agg(m.first ORDER BY m.first_ts))[1], max(m.last_ts),
+       (array_agg(m.last ORDER BY m.last_ts DESC))[1]
+FROM {source} GROUP BY 1, 2, 3 {_REPLACE}"""
 
 
-def rollups_catch_up(*, now: datetime, since: datetime | None = None) -> tuple[datetime, datetime] | None:
-    """One pass of the job (PostgreSQL; in a transaction): the minutes it recomputed, or None (another runs).
+# The window's pass: minutes [%(start)s, %(end)s) from the raw rows, then their hours from the minutes.
+_RECOMPUTE = _recompute_minutes("devices_telemetry s, jsonb_each(s.data) e "
+                                "WHERE s.ts >= %(start)s AND s.ts < %(end)s")
+_RECOMPUTE_HOURS = _recompute_hours(f"{MINUTE} m WHERE m.bucket >= %(start)s AND m.bucket < %(end)s")
+# The marked minutes (device, bucket) of late batches, then every hour they are in.
+_MARKED = "unnest(%(devices)s::text[], %(buckets)s::timestamptz[]) AS d(device_id, bucket)"
+_RECOMPUTE_MARKED = _recompute_minutes(
+    f"{_MARKED} JOIN devices_telemetry s ON s.device_id = d.device_id AND s.ts >= d.bucket "
+    "AND s.ts < d.bucket + interval '1 minute', jsonb_each(s.data) e")
+_RECOMPUTE_MARKED_HOURS = _recompute_hours(
+    f"(SELECT DISTINCT device_id, date_trunc('hour', bucket, 'UTC') AS hour FROM {_MARKED}) h "
+    f"JOIN {MINUTE} m ON m.device_id = h.device_id AND m.bucket >= h.hour AND m.bucket < h.hour + interval '1 hour'")
+MARKED_CHUNK = 5000  # marked minutes per statement
 
-    From the watermark minus RECHECK (or `since`) to GRACE before `now`, in whole minutes.
+
+def rollups_catch_up(*, now: datetime, since: datetime | None = None, wait: bool = False
+                     ) -> tuple[datetime, datetime] | None:
+    """One pass of the job (PostgreSQL; in a transaction): the minutes of the window it recomputed, or None
+    (another pass runs; with `wait`, it waits for that one instead).
+
+    The window is from the watermark minus RECHECK (or `since`) to GRACE before `now`, in whole
+    minutes; then every minute late batches marked, wherever it is.
     """
     from django.db import transaction
 
     from devices import partitions
     from devices.models import RollupWatermark
 
+    own = not connection.in_atomic_block  # inside a caller's transaction its snapshot rules (tests)
     with transaction.atomic(), connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [JOB_LOCK])
-        if not cur.fetchone()[0]:
-            return None
+        if own:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if wait:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [JOB_LOCK])
+        else:
+            cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [JOB_LOCK])
+            if not cur.fetchone()[0]:
+                return None
         mark = RollupWatermark.objects.select_for_update().filter(name="rollups").first()
         end = floor_minute(now - GRACE)
         start = floor_minute(since if since is not None else (mark.upto if mark else end) - RECHECK)
-        if start >= end:
-            return start, end
-        days = {(start + timedelta(days=d)).date() for d in range((end - start).days + 1)} | {end.date()}
+        cur.execute(f"SELECT DISTINCT device_id, bucket FROM {DIRTY}")
+        marked = cur.fetchall()
+        days = {bucket.astimezone(UTC).date() for _, bucket in marked}
+        if start < end:
+            days |= {(start + timedelta(days=d)).date() for d in range((end - start).days + 1)} | {end.date()}
         for table in (MINUTE, HOUR):
             partitions.cache.ensure(table, days)
-        cur.execute(_RECOMPUTE, {"start": start, "end": end})
-        hour_end = end.replace(minute=0) + timedelta(hours=1)
-        cur.execute(_RECOMPUTE_HOURS, {"start": start.replace(minute=0), "end": hour_end})
-        upto = max(end, mark.upto) if mark else end
-        RollupWatermark.objects.update_or_create(name="rollups", defaults={"upto": upto})
+        if start < end:
+            cur.execute(_RECOMPUTE, {"start": start, "end": end})
+            hour_end = end.replace(minute=0) + timedelta(hours=1)
+            cur.execute(_RECOMPUTE_HOURS, {"start": start.replace(minute=0), "end": hour_end})
+        for i in range(0, len(marked), MARKED_CHUNK):
+            chunk = {"devices": [d for d, _ in marked[i:i + MARKED_CHUNK]],
+                     "buckets": [b for _, b in marked[i:i + MARKED_CHUNK]]}
+            cur.execute(_RECOMPUTE_MARKED, chunk)
+            cur.execute(_RECOMPUTE_MARKED_HOURS, chunk)
+        if marked:
+            cur.execute(f"DELETE FROM {DIRTY}")  # the rows this snapshot sees: the ones just read
+        if start < end:
+            upto = max(end, mark.upto) if mark else end
+            RollupWatermark.objects.update_or_create(name="rollups", defaults={"upto": upto})
     return start, end
 
 

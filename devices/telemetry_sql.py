@@ -85,18 +85,20 @@ def samples_insert(rows: Sequence[tuple[str, datetime, dict[str, Any]]], receive
         if not any(ts < late_before for _, ts, _ in rows):  # fresh: the rollup job's (devices/rollups.py)
             cur.execute(_INSERT, [received_at, doc])
             return int(cur.rowcount)
-        # Late: in a minute the job may have passed, so rolled up here from the rows inserted, after the job.
-        cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", [rollups.JOB_LOCK])
-        cur.execute(f"{_INSERT_LATE} SELECT count(*) FROM ins", [received_at, doc, late_before])
+        # Late: in a minute the job may have passed, so its minutes are marked for the job's next pass to
+        # recompute, in the same statement; nothing here waits for the job.
+        cur.execute(_INSERT_LATE, [received_at, doc, late_before])
         return int(cur.fetchone()[0])
 
 
 _INSERT = (f"INSERT INTO {TELEMETRY} (device_id, ts, data, received_at) "
            "SELECT r.d, r.t, r.j, %s FROM json_to_recordset(%s::json) AS r(d text, t timestamptz, j jsonb) "
            "ON CONFLICT DO NOTHING")
-# The late rows a batch inserted (RETURNING) rolled up in the same statement, in both tiers.
-_INSERT_LATE = (f"WITH ins AS ({_INSERT} RETURNING device_id, ts, data), "
-                "late AS (SELECT * FROM ins WHERE ts < %s), " + rollups.postgresql_ctes("late"))
+# The minutes of the late rows a batch inserted (RETURNING: a redelivered row marks nothing), for the job.
+_INSERT_LATE = (f"WITH ins AS ({_INSERT} RETURNING device_id, ts), "
+                f"_d AS (INSERT INTO {rollups.DIRTY} (device_id, bucket) "
+                "SELECT DISTINCT device_id, date_trunc('minute', ts, 'UTC') FROM ins WHERE ts < %s) "
+                "SELECT count(*) FROM ins")
 
 
 def _ensure_partitions(times: Iterable[datetime]) -> None:

@@ -286,7 +286,7 @@ IOTGW_PARTITIONS_AHEAD_DAYS = int(env.number("IOTGW_PARTITIONS_AHEAD_DAYS", 3))
 IOTGW_MAINTENANCE_SECONDS = env.number("IOTGW_MAINTENANCE_SECONDS", 3600.0)
 # How often a bridge runs the rollup job (PostgreSQL): the per-minute and per-hour rollups of fresh samples
 # trail ingest by up to a minute (devices/rollups.py GRACE) plus this.
-IOTGW_ROLLUP_SECONDS = env.number("IOTGW_ROLLUP_SECONDS", 30.0)
+IOTGW_ROLLUP_SECONDS = env.number("IOTGW_ROLLUP_SECONDS", 60.0)
 
 # When set, GET /metrics needs it: `Authorization: Bearer <token>`, or HTTP Basic with it as the password.
 IOTGW_METRICS_TOKEN = env.text("IOTGW_METRICS_TOKEN")

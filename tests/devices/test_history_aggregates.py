@@ -53,9 +53,12 @@ def store(device_id: str, batches: list[list[tuple[int, object, object]]], *, jo
 
 
 def store_late(device_id: str, batch: list[tuple[int, object, object]]) -> None:
-    """Received a day after their time: the batch rolls them up itself, after the job has passed."""
+    """Received a day after their time, after the job has passed their minutes: on PostgreSQL the batch marks
+    them and the job's next pass (a day later) recomputes them; SQLite's batch rolls them up itself."""
     items = [Inbound(device_id, [Sample(ts=T0 + timedelta(seconds=s), data={"a": a, "b": b})]) for s, a, b in batch]
     telemetry_ingest(items=items, received_at=T0 + timedelta(days=1))
+    if connection.vendor == "postgresql":
+        rollups_catch_up(now=T0 + timedelta(days=1, minutes=2))
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -121,3 +124,46 @@ def test_the_rollup_job_sees_a_batch_that_committed_after_its_pass():
     minute = RollupMinute.objects.get(device_id="d1", metric="a")
     assert (minute.count, minute.max, minute.sum) == (4, 99, 159)
     assert RollupHour.objects.get(device_id="d1", metric="a").count == 4
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_a_late_batch_marks_its_minutes_and_never_waits_for_the_job(transactional_db):
+    """The job's pass holds its lock for as long as it reads (tens of seconds under load): a late batch stores
+    meanwhile, and the next pass rolls its minutes up from the raw rows."""
+    import threading
+
+    from devices.models import RollupDirty
+    from devices.rollups import JOB_LOCK
+
+    device_register(device_id="d1")
+    held, release = threading.Event(), threading.Event()
+
+    def a_long_pass() -> None:  # as a pass in progress holds it, on its own connection
+        from django.db import connection as own
+        from django.db import transaction
+
+        with transaction.atomic(), own.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [JOB_LOCK])
+            held.set()
+            release.wait(30)
+        own.close()
+
+    job = threading.Thread(target=a_long_pass)
+    job.start()
+    try:
+        assert held.wait(10)
+        late = [Inbound("d1", [Sample(ts=T0 + timedelta(seconds=s), data={"a": s})]) for s in (5, 65, 70)]
+        outcome = telemetry_ingest(items=late, received_at=T0 + timedelta(days=1))  # would block before
+        assert outcome.accepted == [0, 1, 2]
+        assert sorted(RollupDirty.objects.values_list("bucket", flat=True)) == [T0, T0 + timedelta(minutes=1)]
+        assert rollups_catch_up(now=T0 + timedelta(days=1, minutes=2)) is None, "the pass in progress runs alone"
+    finally:
+        release.set()
+        job.join()
+    rollups_catch_up(now=T0 + timedelta(days=1, minutes=2))
+    minutes = {(r.bucket, r.count, r.sum) for r in RollupMinute.objects.filter(device_id="d1", metric="a")}
+    assert minutes == {(T0, 1, 5), (T0 + timedelta(minutes=1), 2, 135)}
+    assert RollupHour.objects.get(device_id="d1", metric="a").count == 3
+    assert not RollupDirty.objects.exists(), "what the pass read, it removed"
+    telemetry_ingest(items=late, received_at=T0 + timedelta(days=2))  # redelivered: nothing new, nothing marked
+    assert not RollupDirty.objects.exists()
