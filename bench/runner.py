@@ -47,9 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-scaleout", action="store_true", help="skip the two-bridge, two-web scenario")
     p.add_argument("--only", help="run only these scenarios "
                                   "(comma-separated: gateway,naive,scaleout,commands,coap,devtrans,fleet,overload,"
-                                  "sockets,notify,dialects,alarms; "
+                                  "sockets,notify,dialects,alarms,failover; "
                                   "export, history and soak, which run only when named: bench/export.py, "
                                   "bench/history.py, and --soak-seconds of steady load)")
+    p.add_argument("--failover-rate", type=float, default=2000.0,
+                   help="offered samples/s of the failover scenario (a bridge, a web and the Redis master killed)")
     p.add_argument("--fleet", type=int, default=1000, help="devices of the fleet-wide command phase")
     p.add_argument("--sockets", type=int, default=5000,
                    help="dashboard sockets on one web process in the sockets scenario, one device each, 1 update/s")
@@ -91,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.soak_seconds = 60.0 if args.quick else 1800.0
     args.only = (set(args.only.split(",")) if args.only
                  else {"gateway", "naive", "scaleout", "commands", "coap", "devtrans", "fleet", "overload", "sockets",
-                       "notify", "dialects", "alarms"})
+                       "notify", "dialects", "alarms", "failover"})
     return args
 
 
@@ -154,7 +156,7 @@ class Bench:
                 "warmup_s": a.warmup, "window_s": a.window, "devices": a.devices, "dashboards": a.dashboards,
                 "slice_dashboards": a.slice_dashboards,
                 "publishers": a.publishers, "dashboard_procs": a.dashboard_procs, "naive_rates": a.naive_rates,
-                "broker": a.broker,
+                "failover_rate": a.failover_rate, "broker": a.broker,
                 "broker_limits": self.broker.limits if self.broker else "as configured",
                 "mqtt_url": self.mqtt_url, "redis_url": a.redis_url,
                 "database": a.database_url.rsplit("/", 1)[1], "qos": 1, "sample_bytes": sample_size(),
@@ -173,7 +175,7 @@ class Bench:
         BridgeHeartbeat.objects.all().delete()
         ApiToken.objects.all().delete()
         devices = [Device(id=f"bench-{kind}-{i:05d}", name=f"bench {kind} {i}", secret_hash="-", enabled=True)
-                   for kind in ("g", "n", "s", "o", "w", "k") for i in range(self.args.devices)]
+                   for kind in ("g", "n", "s", "o", "w", "k", "f") for i in range(self.args.devices)]
         Device.objects.bulk_create(devices, batch_size=2000)
         self.vacuum(full=True)
         user, _ = get_user_model().objects.get_or_create(username="bench-staff", defaults={"is_staff": True})
@@ -529,6 +531,10 @@ class Bench:
             srates = [(max(a.rates), 1)] + ([(a.max_rate, 1)] if a.max_rate else [])
             self.results["scenarios"]["scaleout"] = self.scenario("scaleout", webs=2, bridges=2, naive=False,
                                                                   rates=srates)
+        if "failover" in a.only and a.failover_rate:
+            from bench import failover
+
+            self.results["failover"] = failover.measure(self, rate=a.failover_rate, quick=a.quick)
         if "coap" in a.only:
             self.results["coap"] = self.coap()
         if "devtrans" in a.only:

@@ -80,14 +80,17 @@ class BenchStack:
         self.procs.append(proc)
         return proc
 
-    def start_web(self) -> Process:
-        port = free_port()
+    def start_web(self, port: int | None = None) -> Process:
+        """A Daphne on a free port, or again on `port` (a restart: its URL stays in `ws_urls` once)."""
+        again = port is not None
+        port = port if port is not None else free_port()
         daphne = str(Path(sys.executable).with_name("daphne"))
         proc = self._start("web", [daphne, "-b", "127.0.0.1", "-p", str(port), "iotgw.asgi:application"], self.env)
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200 or not proc.alive(), timeout=30,
                    what="daphne")
         assert proc.alive(), proc.output()
-        self.web_ports.append(port)
+        if not again:
+            self.web_ports.append(port)
         return proc
 
     def start_bridge(self, client_id: str) -> Process:

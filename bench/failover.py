@@ -1,0 +1,336 @@
+"""The failover scenario: two web, two bridges, Redis behind Sentinel; one of each and the master killed under load.
+
+Publishers offer a steady rate the whole time. One bridge is SIGKILLed and restarted with its
+client id (its persistent session holds its share meanwhile), then one web process (its
+dashboards reconnect to the other, as through Caddy), then the Redis master (the sentinels
+promote the replica; the old master comes back as a replica). Then the load stops and drains.
+What is counted: acked against stored (distinct (device, ts)), duplicates, and per kill the
+committed rate's gap and recovery, when dashboards got live samples again and what they missed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from bench import failover_counts as fc
+from bench.load import LoadPlan, run_load
+from bench.stack import BenchStack
+from testing.processes import PrivateService, Process
+from testing.waiting import wait_until
+
+MASTER = "iotgw"
+MARGIN_S = 1.0  # a kill's counting window opens this long before it
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When (seconds into the load) each kill happens, how long the killed process stays down, and the total."""
+
+    first: float
+    spacing: float
+    tail: float
+    down: float
+
+    @classmethod
+    def for_mode(cls, *, quick: bool) -> Timeline:
+        return cls(first=6.0, spacing=12.0, tail=14.0, down=3.0) if quick else cls(
+            first=15.0, spacing=40.0, tail=45.0, down=10.0)
+
+    @property
+    def duration(self) -> float:
+        return self.first + 2 * self.spacing + self.tail
+
+    def kills(self) -> list[tuple[str, float]]:
+        return [(target, self.first + i * self.spacing) for i, target in enumerate(("bridge", "web", "redis"))]
+
+
+class SentinelRedis:
+    """A Redis master, its replica and `count` sentinels (a majority decides) on free ports of their own."""
+
+    def __init__(self, workdir: Path, *, count: int = 3, down_after_ms: int = 2000) -> None:
+        self.down_after_ms = down_after_ms
+        self.master = PrivateService("redis", workdir / "master")
+        self.replica: PrivateService | None = None
+        self.sentinels: list[PrivateService] = []
+        try:
+            self.master.start()
+            self.replica = PrivateService("redis", workdir / "replica", redis=[
+                f"replicaof 127.0.0.1 {self.master.port}", "replica-serve-stale-data no"]).start()
+            for i in range(count):
+                self.sentinels.append(PrivateService("sentinel", workdir / f"sentinel{i + 1}", redis=[
+                    f"sentinel monitor {MASTER} 127.0.0.1 {self.master.port} {count // 2 + 1}",
+                    f"sentinel down-after-milliseconds {MASTER} {down_after_ms}",
+                    f"sentinel failover-timeout {MASTER} 10000", f"sentinel parallel-syncs {MASTER} 1"]).start())
+            wait_until(self._watching, timeout=40, what="sentinels watching the master, its replica and each other")
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{','.join(f'127.0.0.1:{s.port}' for s in self.sentinels)}/{MASTER}/0"
+
+    def _ask(self, sentinel: PrivateService, *command: str):
+        client = redis.Redis(port=sentinel.port, socket_timeout=2, decode_responses=True)
+        try:
+            return client.execute_command(*command)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def master_port(self) -> int | None:
+        """The master's port as the first sentinel that answers names it."""
+        for sentinel in self.sentinels:
+            address = self._ask(sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+            if address:
+                return int(address[1])
+        return None
+
+    def _watching(self) -> bool:
+        for s in self.sentinels:
+            if len(self._ask(s, "SENTINEL", "SENTINELS", MASTER) or []) < len(self.sentinels) - 1:
+                return False
+            if not self._ask(s, "SENTINEL", "REPLICAS", MASTER):
+                return False
+        return self.master_port() == self.master.port
+
+    def current_master(self) -> PrivateService:
+        port = self.master_port()
+        return next(s for s in (self.master, self.replica) if s is not None and s.port == port)
+
+    def stop(self) -> None:
+        for service in (*self.sentinels, self.replica, self.master):
+            if service is not None:
+                service.stop()
+
+
+class Failover:
+    """One run of the scenario; `run()` returns its figures (JSON-ready)."""
+
+    def __init__(self, *, bench, rate: float, quick: bool) -> None:
+        self.bench = bench
+        self.rate = rate
+        self.timeline = Timeline.for_mode(quick=quick)
+        self.marks: list[dict] = []  # what happened when (epoch s), in order
+
+    def _mark(self, what: str, at: float | None = None, **more: object) -> dict:
+        """Note an event; a kill is noted at the moment before the signal (sockets close before kill() returns)."""
+        entry = {"what": what, "at": time.time() if at is None else at, **more}
+        self.marks.append(entry)
+        print(f"   {entry['at'] - self.t0:6.1f} s  {what} {more or ''}", flush=True)
+        return entry
+
+    def run(self) -> dict:
+        from bench.dashboards import Dashboards, slices
+
+        b, a = self.bench, self.bench.args
+        redis_dir = b.logdir / "failover-redis"
+        sentinel = SentinelRedis(redis_dir)
+        env = dict(b.env, REDIS_URL=sentinel.url, MQTT_SHARE_GROUP=f"benchf{b.run_id}",
+                   **dict(kv.split("=", 1) for kv in a.gateway_env))
+        stack = BenchStack(env, b.logdir, "failover")
+        dashes = None
+        try:
+            webs = [stack.start_web(), stack.start_web()]
+            ids = [f"bench-{b.run_id}-failover-{i + 1}" for i in range(2)]
+            bridges = [stack.start_bridge(client_id) for client_id in ids]
+            fleet = list(b.devices("f"))
+            views = [fleet] * a.dashboards + (slices(fleet, a.slice_dashboards) if a.slice_dashboards else [])
+            dashes = Dashboards(stack.ws_urls, b.token, views, a.dashboard_procs, reconnect=True)
+            dashes.wait_ready(timeout=70.0)
+            load, range_ms = self._load(stack, sentinel, webs, bridges, ids)
+            stored, drained_s = self._drain(load["acked"])
+            seen = dashes.stop()
+            events = dashes.events
+            dashes = None
+            heartbeats = self._heartbeats(ids)
+        finally:
+            if dashes is not None:
+                for proc in dashes.procs:
+                    proc.kill()
+            stack.stop()
+            sentinel.stop()
+        return self._figures(load, stored, drained_s, views, seen, events, heartbeats, sentinel, range_ms)
+
+    def _load(self, stack: BenchStack, sentinel: SentinelRedis, webs: list[Process], bridges: list[Process],
+              ids: list[str]) -> tuple[dict, tuple[int, int]]:
+        """Offer the load for the timeline's duration, killing and restarting on schedule meanwhile."""
+        b, a, tl = self.bench, self.bench.args, self.timeline
+        host, port = b.mqtt_url.split("://", 1)[1].rsplit(":", 1)
+        plan = LoadPlan(host=host, port=int(port), devices=b.devices("f"), rate=self.rate, duration=tl.duration,
+                        workers=a.publishers, client=a.load_client)
+        holder: dict = {}
+        lead = 1.5
+        self.t0 = time.time() + lead
+        thread = threading.Thread(target=lambda: holder.update(run_load(plan, lead=lead)), daemon=True)
+        thread.start()
+        web_port = stack.web_ports[0]
+        schedule = []
+        for target, at in tl.kills():
+            schedule += [(at, f"kill {target}"), (at + tl.down, f"restart {target}")]
+        for at, action in sorted(schedule):
+            time.sleep(max(0.0, self.t0 + at - time.time()))
+            now = time.time()
+            if action == "kill bridge":
+                bridges[0].kill(signal.SIGKILL)
+                self._mark("bridge killed", now, client_id=ids[0])
+            elif action == "restart bridge":
+                self._mark("bridge restarting")
+                stack.start_bridge(ids[0])
+                self._mark("bridge connected", client_id=ids[0])
+            elif action == "kill web":
+                webs[0].kill(signal.SIGKILL)
+                self._mark("web killed", now, port=web_port)
+            elif action == "restart web":
+                self._mark("web restarting")
+                stack.start_web(port=web_port)
+                self._mark("web ready", port=web_port)
+            elif action == "kill redis":
+                self.killed_master = sentinel.current_master()
+                now = time.time()
+                self.killed_master.kill()
+                self._mark("redis master killed", now, port=self.killed_master.port)
+                wait_until(lambda: sentinel.master_port() not in (None, self.killed_master.port), timeout=60,
+                           interval=0.1, what="the sentinels promoted the replica")
+                self._mark("replica promoted", port=sentinel.master_port())
+            elif action == "restart redis":
+                self.killed_master.start()
+                self._mark("old master restarted (becomes a replica)", port=self.killed_master.port)
+        thread.join(tl.duration + 120)
+        self._mark("load stopped")
+        return holder, (holder["first_ms"], holder["last_ms"])
+
+    def _drain(self, acked: int, timeout: float = 60.0) -> tuple[int, float]:
+        """Wait until everything acked is stored, or the count stops moving for 5 s."""
+        t0 = time.monotonic()
+        last, since = -1, t0
+        while True:
+            n = self.bench.totals("f")[1]
+            if n >= acked or time.monotonic() - since > 5 or time.monotonic() - t0 > timeout:
+                return n, time.monotonic() - t0
+            if n != last:
+                last, since = n, time.monotonic()
+            time.sleep(0.25)
+
+    def _heartbeats(self, ids: list[str]) -> dict:
+        from devices.models import BridgeHeartbeat
+
+        return {h.client_id: h.counters for h in BridgeHeartbeat.objects.filter(client_id__in=ids)}
+
+    def _rows(self) -> list[tuple[str, float, float]]:
+        """(device, publish time ms, bridge receive time s) of every stored sample of the scenario."""
+        from django.db import connection
+
+        from bench.runner import _kind_range
+
+        with connection.cursor() as cur:
+            cur.execute("SELECT device_id, (data->>'t')::float8, extract(epoch FROM received_at)::float8 "
+                        "FROM devices_telemetry WHERE device_id >= %s AND device_id < %s", list(_kind_range("f")))
+            return cur.fetchall()
+
+    def _figures(self, load: dict, stored: int, drained_s: float, views: list[list[str]], seen: list,
+                 events: list, heartbeats: dict, sentinel: SentinelRedis, range_ms: tuple[int, int]) -> dict:
+        b, tl = self.bench, self.timeline
+        rows_total, distinct = b.totals("f")
+        rows = self._rows()
+        kills = [m for m in self.marks if m["what"].endswith("killed")]
+        end = self.t0 + tl.duration
+        received = [r[2] for r in rows]
+        steady_counts = fc.buckets(received, self.t0 + 2, kills[0]["at"])
+        steady = sorted(steady_counts)[len(steady_counts) // 2] / fc.STEP_S if steady_counts else self.rate
+        # A kill's window opens a second before it: what was in flight when it struck belongs to it.
+        bounds = [self.t0, *(k["at"] - MARGIN_S for k in kills), end + 5]
+        bounds_ms = [x * 1000 for x in bounds]
+        by_device: dict[str, list[float]] = {}
+        for device, t, _ in rows:
+            by_device.setdefault(device, []).append(t)
+        per_device = {d: fc.per_window(sorted(ts), bounds_ms) for d, ts in by_device.items()}
+        zero = [0] * (len(bounds) - 1)
+        expected = [[sum(per_device.get(d, zero)[w] for d in view) for w in range(len(zero))] for view in views]
+        got = [fc.per_window(sorted(sent), bounds_ms) for sent, _ in seen]
+        windows = fc.missed_items(expected, got)
+        full = b.args.dashboards
+        per_kill = []
+        for i, kill in enumerate(kills):
+            until = min(bounds[i + 2] + MARGIN_S, end)
+            counts = fc.buckets(received, kill["at"], until)
+            k_ms = kill["at"] * 1000
+            resumed = [fc.resumed_after_s(sent, lat, k_ms) for sent, lat in seen]
+            drops = [o for ev in events for o in fc.outages(ev) if bounds[i + 1] * 1000 <= o[0] < until * 1000]
+            per_kill.append({
+                "killed": kill["what"].removesuffix(" killed"), "at_s": round(kill["at"] - self.t0, 2),
+                "commit_gap_s": fc.longest_empty_s(counts), "commit_below_90pct_s": fc.below_s(counts, steady),
+                "commit_recovered_after_s": fc.recovered_after_s(counts, steady),
+                "commit_min_per_s": round(min(counts, default=0) / fc.STEP_S),
+                "dashboards_resumed_after_s": fc.spread(resumed),
+                "full_dashboards_resumed_after_s": fc.spread(resumed[:full]),
+                "dashboards_reconnected": len(drops),
+                "reconnect_s": fc.spread([None if up is None else round((up - down) / 1000, 3)
+                                          for down, up in drops]) if drops else None,
+                "missed": windows[i + 1],
+                **self._kill_extras(kill, rows, heartbeats),
+            })
+        return {
+            "offered_rate": self.rate, "duration_s": tl.duration, "down_s": tl.down, "devices": len(b.devices("f")),
+            "dashboards": len(views), "full_dashboards": full, "sentinels": len(sentinel.sentinels),
+            "down_after_ms": sentinel.down_after_ms, "sent": load["sent"], "acked": load["acked"],
+            "stored_distinct": distinct, "rows": rows_total, "lost": load["acked"] - distinct,
+            "duplicates": rows_total - distinct, "stored_in_range": stored, "drain_s": round(drained_s, 2),
+            "steady_committed_per_s": steady, "marks": [dict(m, at_s=round(m["at"] - self.t0, 2)) for m in self.marks],
+            "kills": per_kill, "before_first_kill": windows[0], "range_ms": list(range_ms),
+            "bridge_counters": {cid: {k: v for k, v in c.items() if k in ("received", "samples_stored")}
+                                for cid, c in heartbeats.items()},
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        }
+
+    def _kill_extras(self, kill: dict, rows: list[tuple[str, float, float]], heartbeats: dict) -> dict:
+        """For the bridge: what its session held while it was down, and what it had in flight unacked."""
+        if kill["what"] != "bridge killed":
+            if kill["what"] == "redis master killed":
+                promoted = next(m for m in self.marks if m["what"] == "replica promoted")
+                return {"promoted_after_s": round(promoted["at"] - kill["at"], 2)}
+            return {}
+        back = next(m for m in self.marks if m["what"] == "bridge connected")
+        k_ms = kill["at"] * 1000
+        restarting = next(m for m in self.marks if m["what"] == "bridge restarting")["at"]
+        late = [(t, r) for _, t, r in rows if r >= restarting]
+        counters = heartbeats.get(kill["client_id"], {})
+        return {
+            # The restarted process's counters: messages it received that were stored already (committed, not acked).
+            "redelivered_already_stored": counters.get("received", 0) - counters.get("samples_stored", 0),
+            "restarted_after_s": round(back["at"] - kill["at"], 2),
+            # Published before the kill, received only after the restart: in flight unacked at the kill, redelivered.
+            "redelivered_in_flight": sum(1 for t, r in late if t < k_ms),
+            # Published while the bridge was down and stored after it came back: its share, queued in its session.
+            "queued_in_session": sum(1 for t, r in late if k_ms <= t < restarting * 1000),
+        }
+
+
+def measure(bench, *, rate: float, quick: bool) -> dict:
+    """Run the scenario on the bench's broker, database and registry (devices bench-f-*)."""
+    print(f"\n== failover: 2 web, 2 bridges (one share group), Redis master + replica + 3 sentinels; "
+          f"{rate:.0f} samples/s; bridge, web, then the Redis master SIGKILLed under load", flush=True)
+    bench.vacuum()
+    result = Failover(bench=bench, rate=rate, quick=quick).run()
+    print(summary(result), flush=True)
+    return result
+
+
+def summary(r: dict) -> str:
+    """A few lines for the console."""
+    lines = [f"   acked {r['acked']:,} stored {r['stored_distinct']:,} lost {r['lost']:,} "
+             f"duplicates {r['duplicates']:,}"]
+    for k in r["kills"]:
+        lines.append(f"   {k['killed']}: commits gap {k['commit_gap_s']} s, back after "
+                     f"{k['commit_recovered_after_s']} s; dashboards resumed after {k['dashboards_resumed_after_s']}, "
+                     f"missed {k['missed']['missing']:,} of {k['missed']['expected']:,}")
+    return "\n".join(lines)
+
