@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 STEP_S = 0.5  # committed/s is read in half-second buckets
@@ -93,7 +93,3 @@ def spread(values: Sequence[float | None]) -> dict:
     return {"median": round(statistics.median(have), 3) if have else None, "worst": have[-1] if have else None,
             "none": len(values) - len(have)}
 
-
-def in_range(sorted_ms: Sequence[float], lo: float, hi: float) -> int:
-    """How many sorted values lie in [lo, hi]."""
-    return bisect_right(sorted_ms, hi) - bisect_left(sorted_ms, lo)

@@ -90,6 +90,8 @@ def tables(results: dict) -> str:
         cmd = results.get(key) or {"note": "not run"}
         out.append(f"{label}: " + (", ".join(f"{k} {v}" for k, v in cmd.items() if k != "measured")
                                    if cmd.get("measured") else cmd.get("note", "not measured")))
+    if results.get("failover"):
+        out.append(failover_table(results["failover"]))
     if results.get("coap"):
         out.append(coap_table(results["coap"]))
     sockets = (results["scenarios"].get("sockets") or {}).get("sockets")
@@ -254,3 +256,38 @@ def coap_table(coap: dict) -> str:
                     f"{_f(lat.get('p99'), 1)} | {_f(cpu, 1)} |")
     return (f"CoAP devices ({coap['devices']}, one Confirmable POST per sample or per array, one UDP socket each; "
             "compare the gateway rows above for MQTT):\n\n" + "\n".join(rows))
+
+
+def failover_table(f: dict) -> str:
+    """Per kill: the commit gap and recovery, when dashboards got live samples again, what they missed."""
+    back_in = {"bridge": "restarted_after_s", "web": None, "redis master": "promoted_after_s"}
+    rows = ["| killed | at s | back in s | commits: longest gap s | below 90 % of steady s | steady again after s "
+            "| dashboards live again after s (median / worst) | sockets reconnected (median / worst s) "
+            "| items missed by dashboards (worst dashboard) of expected |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for k in f["kills"]:
+        key = back_in.get(k["killed"])
+        back = k.get(key) if key else next((m["at_s"] - k["at_s"] for m in f["marks"]
+                                            if m["what"] == f"{k['killed']} ready"), None)
+        res, rec, miss = k["dashboards_resumed_after_s"], k.get("reconnect_s") or {}, k["missed"]
+        never = f" ({res['none']} never)" if res["none"] else ""
+        rows.append(f"| {k['killed']} | {_f(k['at_s'], 1)} | {_f(back, 1)} | {_f(k['commit_gap_s'], 1)} | "
+                    f"{_f(k['commit_below_90pct_s'], 1)} | {_f(k['commit_recovered_after_s'], 1)} | "
+                    f"{_f(res['median'], 2)} / {_f(res['worst'], 2)}{never} | "
+                    f"{k['dashboards_reconnected']} ({_f(rec.get('median'), 2)} / {_f(rec.get('worst'), 2)}) | "
+                    f"{_f(miss['missing'])} ({_f(miss['missing_worst_dashboard'])}) of {_f(miss['expected'])} |")
+    bridge = next((k for k in f["kills"] if k["killed"] == "bridge"), {})
+    base = f["before_first_kill"]
+    head = (f"Failover ({_f(f['offered_rate'])} samples/s for {_f(f['duration_s'])} s, {f['devices']:,} devices, "
+            f"2 web, 2 bridges in one share group, Redis master + replica + {f['sentinels']} sentinels (down after "
+            f"{f['down_after_ms']:,} ms), {f['dashboards']} dashboards reconnecting to the other web; each killed "
+            f"process started again {_f(f['down_s'])} s after its SIGKILL): acked {_f(f['acked'])}, stored "
+            f"{_f(f['stored_distinct'])} distinct (device, ts) in {_f(f['rows'])} rows: **lost {_f(f['lost'])}**, "
+            f"duplicates {_f(f['duplicates'])}.")
+    notes = (f"A kill's window runs from a second before it to the next one. Steady: {_f(f['steady_committed_per_s'])} "
+             f"committed/s before the first kill, when dashboards missed {_f(base['missing'])} of "
+             f"{_f(base['expected'])}. The killed bridge's session: {_f(bridge.get('redelivered_in_flight'))} samples "
+             f"in flight unacked at the kill, redelivered after its restart; {_f(bridge.get('queued_in_session'))} "
+             f"of its share queued while it was down; {_f(bridge.get('redelivered_already_stored'))} redelivered "
+             f"that were already stored.")
+    return head + "\n\n" + "\n".join(rows) + "\n\n" + notes
