@@ -311,6 +311,8 @@ class Failover:
             "redelivered_in_flight": sum(1 for t, r in late if t < k_ms),
             # Published while the bridge was down and stored after it came back: its share, queued in its session.
             "queued_in_session": sum(1 for t, r in late if k_ms <= t < restarting * 1000),
+            # How long the oldest of them waited: publish to the restarted bridge's receive.
+            "queued_waited_s_max": round(max((r - t / 1000 for t, r in late if t < restarting * 1000), default=0), 2),
         }
 
 

@@ -284,10 +284,11 @@ def failover_table(f: dict) -> str:
             f"process started again {_f(f['down_s'])} s after its SIGKILL): acked {_f(f['acked'])}, stored "
             f"{_f(f['stored_distinct'])} distinct (device, ts) in {_f(f['rows'])} rows: **lost {_f(f['lost'])}**, "
             f"duplicates {_f(f['duplicates'])}.")
-    notes = (f"A kill's window runs from a second before it to the next one. Steady: {_f(f['steady_committed_per_s'])} "
+    notes = (f"Back: the bridge connected again, the web serving again, the replica promoted. A kill's window runs "
+             f"from a second before it to the next one. Steady: {_f(f['steady_committed_per_s'])} "
              f"committed/s before the first kill, when dashboards missed {_f(base['missing'])} of "
              f"{_f(base['expected'])}. The killed bridge's session: {_f(bridge.get('redelivered_in_flight'))} samples "
              f"in flight unacked at the kill, redelivered after its restart; {_f(bridge.get('queued_in_session'))} "
-             f"of its share queued while it was down; {_f(bridge.get('redelivered_already_stored'))} redelivered "
-             f"that were already stored.")
+             f"of its share queued while it was down (the oldest waited {_f(bridge.get('queued_waited_s_max'), 1)} s); "
+             f"{_f(bridge.get('redelivered_already_stored'))} redelivered that were already stored.")
     return head + "\n\n" + "\n".join(rows) + "\n\n" + notes

@@ -203,3 +203,15 @@ def test_the_coap_healthcheck_is_a_ping_a_listening_server_answers(tmp_path):
             await server.shutdown()
 
     assert asyncio.run(probe()) == 0
+
+
+def test_the_ha_profile_adds_a_second_web_behind_the_proxy_and_a_second_bridge():
+    services = load()["services"]
+    for name, copy in (("web", "web-b"), ("bridge", "bridge-b")):
+        assert services[copy]["profiles"] == ["ha"] and "profiles" not in services[name], copy
+        same = {k: v for k, v in services[copy].items() if k not in ("profiles", "networks")}
+        assert same == services[name], f"{copy} runs as {name} does"
+    assert services["web-b"]["networks"]["default"]["aliases"] == ["web"], "Caddy balances every `web` address"
+    assert "hostname" not in services["bridge-b"], "its own client id, from its own hostname"
+    doc = (ROOT / "docs" / "scale-out.md").read_text()
+    assert "MQTT_SHARE_GROUP=iotgw" in doc and "--profile ha up -d" in doc
