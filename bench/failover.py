@@ -15,7 +15,9 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -24,6 +26,9 @@ from bench.load import LoadPlan, run_load
 from bench.stack import BenchStack
 from testing.processes import PrivateService, Process
 from testing.waiting import wait_until
+
+if TYPE_CHECKING:
+    from bench.runner import Bench
 
 MASTER = "iotgw"
 MARGIN_S = 1.0  # a kill's counting window opens this long before it
@@ -77,7 +82,7 @@ class SentinelRedis:
     def url(self) -> str:
         return f"redis+sentinel://{','.join(f'127.0.0.1:{s.port}' for s in self.sentinels)}/{MASTER}/0"
 
-    def _ask(self, sentinel: PrivateService, *command: str):
+    def _ask(self, sentinel: PrivateService, *command: str) -> Any:
         client = redis.Redis(port=sentinel.port, socket_timeout=2, decode_responses=True)
         try:
             return client.execute_command(*command)
@@ -115,17 +120,20 @@ class SentinelRedis:
 class Failover:
     """One run of the scenario; `run()` returns its figures (JSON-ready)."""
 
-    def __init__(self, *, bench, rate: float, quick: bool) -> None:
+    def __init__(self, *, bench: Bench, rate: float, quick: bool) -> None:
         self.bench = bench
         self.rate = rate
         self.timeline = Timeline.for_mode(quick=quick)
         self.marks: list[dict] = []  # what happened when (epoch s), in order
+        self.t0 = 0.0  # when the load starts (epoch s)
+        self.killed_master: PrivateService | None = None
 
     def _mark(self, what: str, at: float | None = None, **more: object) -> dict:
         """Note an event; a kill is noted at the moment before the signal (sockets close before kill() returns)."""
-        entry = {"what": what, "at": time.time() if at is None else at, **more}
+        when = time.time() if at is None else at
+        entry = {"what": what, "at": when, **more}
         self.marks.append(entry)
-        print(f"   {entry['at'] - self.t0:6.1f} s  {what} {more or ''}", flush=True)
+        print(f"   {when - self.t0:6.1f} s  {what} {more or ''}", flush=True)
         return entry
 
     def run(self) -> dict:
@@ -194,14 +202,14 @@ class Failover:
                 stack.start_web(port=web_port)
                 self._mark("web ready", port=web_port)
             elif action == "kill redis":
-                self.killed_master = sentinel.current_master()
+                self.killed_master = old = sentinel.current_master()
                 now = time.time()
-                self.killed_master.kill()
-                self._mark("redis master killed", now, port=self.killed_master.port)
-                wait_until(lambda: sentinel.master_port() not in (None, self.killed_master.port), timeout=60,
-                           interval=0.1, what="the sentinels promoted the replica")
+                old.kill()
+                self._mark("redis master killed", now, port=old.port)
+                wait_until(partial(_promoted, sentinel, old.port), timeout=60, interval=0.1,
+                           what="the sentinels promoted the replica")
                 self._mark("replica promoted", port=sentinel.master_port())
-            elif action == "restart redis":
+            elif action == "restart redis" and self.killed_master is not None:
                 self.killed_master.start()
                 self._mark("old master restarted (becomes a replica)", port=self.killed_master.port)
         thread.join(tl.duration + 120)
@@ -234,7 +242,7 @@ class Failover:
         with connection.cursor() as cur:
             cur.execute("SELECT device_id, (data->>'t')::float8, extract(epoch FROM received_at)::float8 "
                         "FROM devices_telemetry WHERE device_id >= %s AND device_id < %s", list(_kind_range("f")))
-            return cur.fetchall()
+            return list(cur.fetchall())
 
     def _figures(self, load: dict, stored: int, drained_s: float, views: list[list[str]], seen: list,
                  events: list, heartbeats: dict, sentinel: SentinelRedis, range_ms: tuple[int, int]) -> dict:
@@ -316,7 +324,11 @@ class Failover:
         }
 
 
-def measure(bench, *, rate: float, quick: bool) -> dict:
+def _promoted(sentinel: SentinelRedis, old_port: int) -> bool:
+    return sentinel.master_port() not in (None, old_port)
+
+
+def measure(bench: Bench, *, rate: float, quick: bool) -> dict:
     """Run the scenario on the bench's broker, database and registry (devices bench-f-*)."""
     print(f"\n== failover: 2 web, 2 bridges (one share group), Redis master + replica + 3 sentinels; "
           f"{rate:.0f} samples/s; bridge, web, then the Redis master SIGKILLed under load", flush=True)
