@@ -210,6 +210,15 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
                     + ", ".join(f"{role} {_f(d, 1)} %" for role, d in sorted(drift.items()))
                     + f"; lost {_f(p['lost_stored'])}",
                     bool(known) and seconds >= 1795 and max(known) < 5 and p["lost_stored"] == 0))
+    failover = results.get("failover")
+    if failover:
+        resumed = [k["dashboards_resumed_after_s"] for k in failover["kills"]]
+        worst = max((r["worst"] for r in resumed if r["worst"] is not None), default=None)
+        out.append(("a bridge, a web and the Redis master killed under load: nothing lost",
+                    f"lost {_f(failover['lost'])}, duplicates {_f(failover['duplicates'])} of "
+                    f"{_f(failover['acked'])} acked at {_f(failover['offered_rate'])}/s; dashboards live again "
+                    f"within {_f(worst, 1)} s of each kill",
+                    failover["lost"] == 0 and failover["duplicates"] == 0 and all(r["none"] == 0 for r in resumed)))
     sustained = (results.get("ratios") or {}).get("sustained")
     if sustained:
         x = sustained["x_1_per_msg"]

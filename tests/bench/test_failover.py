@@ -4,7 +4,7 @@ from array import array
 
 from bench import failover_counts as fc
 from bench.failover import Timeline
-from bench.report import failover_table
+from bench.report import failover_table, targets
 
 
 def test_a_stretch_without_commits_is_the_longest_run_of_empty_buckets():
@@ -60,8 +60,8 @@ def kill(name, at, **more):
             "dashboards_reconnected": 0, "reconnect_s": None, "missed": missed, **more}
 
 
-def test_the_report_says_what_was_lost_and_how_each_kill_recovered():
-    result = {"offered_rate": 2000.0, "duration_s": 44.0, "down_s": 3.0, "devices": 200, "dashboards": 22,
+def failover_result(**more):
+    return {"offered_rate": 2000.0, "duration_s": 44.0, "down_s": 3.0, "devices": 200, "dashboards": 22,
               "sentinels": 3, "down_after_ms": 2000, "acked": 1000, "stored_distinct": 998, "rows": 1001, "lost": 2,
               "duplicates": 3, "steady_committed_per_s": 1990.0,
               "before_first_kill": {"expected": 5, "missing": 0},
@@ -69,11 +69,29 @@ def test_the_report_says_what_was_lost_and_how_each_kill_recovered():
               "kills": [kill("bridge", 6.0, restarted_after_s=6.2, redelivered_in_flight=18, queued_in_session=2998,
                              redelivered_already_stored=0),
                         kill("web", 18.0, dashboards_reconnected=11, reconnect_s={"median": 1.3, "worst": 1.5}),
-                        kill("redis master", 30.0, promoted_after_s=3.3)]}
-    text = failover_table(result)
+                        kill("redis master", 30.0, promoted_after_s=3.3)], **more}
+
+
+def test_the_report_says_what_was_lost_and_how_each_kill_recovered():
+    text = failover_table(failover_result())
     assert "**lost 2**, duplicates 3" in text
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert "| 6.2 |" in rows["bridge"] and "| 7.0 |" in rows["web"] and "| 3.3 |" in rows["redis master"]
     assert "0.10 / 1.50 (1 never)" in rows["bridge"] and "11 (1.30 / 1.50)" in rows["web"]
     assert "10 (7) of 1,000" in rows["redis master"]
     assert "18 samples in flight unacked at the kill" in text and "2,998 of its share queued" in text
+
+
+def test_the_failover_target_needs_nothing_lost_and_every_dashboard_back():
+    def judged(**more):
+        r = {"scenarios": {}, "config": {}, "failover": failover_result(**more)}
+        return {t: (m, ok) for t, m, ok in targets(r)}["a bridge, a web and the Redis master killed under load: "
+                                                         "nothing lost"]
+
+    measured, ok = judged()
+    assert measured.startswith("lost 2, duplicates 3 of 1,000 acked") and ok is False
+    assert judged(lost=0, duplicates=0)[1] is False, "a dashboard never got live samples again"
+    back = [dict(k, dashboards_resumed_after_s={"median": 0.1, "worst": 2.0, "none": 0})
+            for k in failover_result()["kills"]]
+    assert judged(lost=0, duplicates=0, kills=back) == (
+        "lost 0, duplicates 0 of 1,000 acked at 2,000/s; dashboards live again within 2.0 s of each kill", True)
