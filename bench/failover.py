@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 MASTER = "iotgw"
 MARGIN_S = 1.0  # a kill's counting window opens this long before it
+# On a busy machine a restart can take 10 s: the next kill waits until the restarted process has been back this
+# long, so that one kill's aftermath (a bridge pushing its backlog) is not counted against the next.
+SETTLE_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class Failover:
         self.marks: list[dict] = []  # what happened when (epoch s), in order
         self.t0 = 0.0  # when the load starts (epoch s)
         self.killed_master: PrivateService | None = None
+        self._procs: dict[str, Any] = {}
 
     def _mark(self, what: str, at: float | None = None, **more: object) -> dict:
         """Note an event; a kill is noted at the moment before the signal (sockets close before kill() returns)."""
@@ -180,41 +184,58 @@ class Failover:
         self.t0 = time.time() + lead
         thread = threading.Thread(target=lambda: holder.update(run_load(plan, lead=lead)), daemon=True)
         thread.start()
-        web_port = stack.web_ports[0]
-        schedule = []
+        self._procs = {"stack": stack, "sentinel": sentinel, "webs": webs, "bridges": bridges, "ids": ids,
+                       "web_port": stack.web_ports[0]}
+        settled = 0.0  # a kill waits until the last restarted process has been back SETTLE_S
         for target, at in tl.kills():
-            schedule += [(at, f"kill {target}"), (at + tl.down, f"restart {target}")]
-        for at, action in sorted(schedule):
-            time.sleep(max(0.0, self.t0 + at - time.time()))
-            now = time.time()
-            if action == "kill bridge":
-                bridges[0].kill(signal.SIGKILL)
-                self._mark("bridge killed", now, client_id=ids[0])
-            elif action == "restart bridge":
-                self._mark("bridge restarting")
-                stack.start_bridge(ids[0])
-                self._mark("bridge connected", client_id=ids[0])
-            elif action == "kill web":
-                webs[0].kill(signal.SIGKILL)
-                self._mark("web killed", now, port=web_port)
-            elif action == "restart web":
-                self._mark("web restarting")
-                stack.start_web(port=web_port)
-                self._mark("web ready", port=web_port)
-            elif action == "kill redis":
-                self.killed_master = old = sentinel.current_master()
-                now = time.time()
-                old.kill()
-                self._mark("redis master killed", now, port=old.port)
-                wait_until(partial(_promoted, sentinel, old.port), timeout=60, interval=0.1,
-                           what="the sentinels promoted the replica")
-                self._mark("replica promoted", port=sentinel.master_port())
-            elif action == "restart redis" and self.killed_master is not None:
-                self.killed_master.start()
-                self._mark("old master restarted (becomes a replica)", port=self.killed_master.port)
+            due = max(self.t0 + at, settled)
+            if due > self.t0 + tl.duration - tl.down - 5:  # restarts so slow that the load would end first
+                self._mark(f"{target} not killed: too late in the load")
+                continue
+            time.sleep(max(0.0, due - time.time()))
+            killed = self._kill(target)
+            time.sleep(max(0.0, killed + tl.down - time.time()))
+            self._restart(target)
+            settled = time.time() + SETTLE_S
         thread.join(tl.duration + 120)
         self._mark("load stopped")
         return holder, (holder["first_ms"], holder["last_ms"])
+
+    def _kill(self, target: str) -> float:
+        """SIGKILL one process of `target`'s kind; returns when (epoch s), noted just before the signal."""
+        procs = self._procs
+        now = time.time()
+        if target == "bridge":
+            procs["bridges"][0].kill(signal.SIGKILL)
+            self._mark("bridge killed", now, client_id=procs["ids"][0])
+        elif target == "web":
+            procs["webs"][0].kill(signal.SIGKILL)
+            self._mark("web killed", now, port=procs["web_port"])
+        else:
+            sentinel = procs["sentinel"]
+            self.killed_master = old = sentinel.current_master()
+            now = time.time()
+            old.kill()
+            self._mark("redis master killed", now, port=old.port)
+            wait_until(partial(_promoted, sentinel, old.port), timeout=60, interval=0.1,
+                       what="the sentinels promoted the replica")
+            self._mark("replica promoted", port=sentinel.master_port())
+        return now
+
+    def _restart(self, target: str) -> None:
+        """Start the killed process again as it was: the bridge with its client id, the web on its port."""
+        procs = self._procs
+        if target == "bridge":
+            self._mark("bridge restarting")
+            procs["stack"].start_bridge(procs["ids"][0])
+            self._mark("bridge connected", client_id=procs["ids"][0])
+        elif target == "web":
+            self._mark("web restarting")
+            procs["stack"].start_web(port=procs["web_port"])
+            self._mark("web ready", port=procs["web_port"])
+        elif self.killed_master is not None:
+            self.killed_master.start()
+            self._mark("old master restarted (becomes a replica)", port=self.killed_master.port)
 
     def _drain(self, acked: int, timeout: float = 60.0) -> tuple[int, float]:
         """Wait until everything acked is stored, or the count stops moving for 5 s."""
