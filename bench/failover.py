@@ -16,21 +16,17 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import redis
 
 from bench import failover_counts as fc
 from bench.load import LoadPlan, run_load
-from bench.stack import BenchStack
+from bench.stack import BenchStack, SentinelRedis
 from testing.processes import PrivateService, Process
 from testing.waiting import wait_until
 
 if TYPE_CHECKING:
     from bench.runner import Bench
 
-MASTER = "iotgw"
 MARGIN_S = 1.0  # a kill's counting window opens this long before it
 # On a busy machine a restart can take 10 s: the next kill waits until the restarted process has been back this
 # long, so that one kill's aftermath (a bridge pushing its backlog) is not counted against the next.
@@ -57,67 +53,6 @@ class Timeline:
 
     def kills(self) -> list[tuple[str, float]]:
         return [(target, self.first + i * self.spacing) for i, target in enumerate(("bridge", "web", "redis"))]
-
-
-class SentinelRedis:
-    """A Redis master, its replica and `count` sentinels (a majority decides) on free ports of their own."""
-
-    def __init__(self, workdir: Path, *, count: int = 3, down_after_ms: int = 2000) -> None:
-        self.down_after_ms = down_after_ms
-        self.master = PrivateService("redis", workdir / "master")
-        self.replica: PrivateService | None = None
-        self.sentinels: list[PrivateService] = []
-        try:
-            self.master.start()
-            self.replica = PrivateService("redis", workdir / "replica", redis=[
-                f"replicaof 127.0.0.1 {self.master.port}", "replica-serve-stale-data no"]).start()
-            for i in range(count):
-                self.sentinels.append(PrivateService("sentinel", workdir / f"sentinel{i + 1}", redis=[
-                    f"sentinel monitor {MASTER} 127.0.0.1 {self.master.port} {count // 2 + 1}",
-                    f"sentinel down-after-milliseconds {MASTER} {down_after_ms}",
-                    f"sentinel failover-timeout {MASTER} 10000", f"sentinel parallel-syncs {MASTER} 1"]).start())
-            wait_until(self._watching, timeout=40, what="sentinels watching the master, its replica and each other")
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def url(self) -> str:
-        return f"redis+sentinel://{','.join(f'127.0.0.1:{s.port}' for s in self.sentinels)}/{MASTER}/0"
-
-    def _ask(self, sentinel: PrivateService, *command: str) -> Any:
-        client = redis.Redis(port=sentinel.port, socket_timeout=2, decode_responses=True)
-        try:
-            return client.execute_command(*command)
-        except redis.RedisError:
-            return None
-        finally:
-            client.close()
-
-    def master_port(self) -> int | None:
-        """The master's port as the first sentinel that answers names it."""
-        for sentinel in self.sentinels:
-            address = self._ask(sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
-            if address:
-                return int(address[1])
-        return None
-
-    def _watching(self) -> bool:
-        for s in self.sentinels:
-            if len(self._ask(s, "SENTINEL", "SENTINELS", MASTER) or []) < len(self.sentinels) - 1:
-                return False
-            if not self._ask(s, "SENTINEL", "REPLICAS", MASTER):
-                return False
-        return self.master_port() == self.master.port
-
-    def current_master(self) -> PrivateService:
-        port = self.master_port()
-        return next(s for s in (self.master, self.replica) if s is not None and s.port == port)
-
-    def stop(self) -> None:
-        for service in (*self.sentinels, self.replica, self.master):
-            if service is not None:
-                service.stop()
 
 
 class Failover:

@@ -1,4 +1,4 @@
-"""The system under test: its database, an optional private broker, and the web/bridge processes."""
+"""The system under test: its database, an optional private broker, Redis behind Sentinel, web and bridge processes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import redis
 
 from testing.http import http_get
 from testing.processes import PrivateService, Process, drop_bridge_sessions, free_port, wait_bridge_connected
@@ -14,6 +17,7 @@ from testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+MASTER = "iotgw"  # the Redis master's name at the sentinels, as in compose.yaml
 
 
 def ensure_database(server_url: str, name: str) -> None:
@@ -120,3 +124,64 @@ class BenchStack:
             proc.kill()
         for env in self.bridge_envs:
             drop_bridge_sessions(env["MQTT_URL"], env)
+
+
+class SentinelRedis:
+    """A Redis master, its replica and `count` sentinels (a majority decides) on free ports of their own."""
+
+    def __init__(self, workdir: Path, *, count: int = 3, down_after_ms: int = 2000) -> None:
+        self.down_after_ms = down_after_ms
+        self.master = PrivateService("redis", workdir / "master")
+        self.replica: PrivateService | None = None
+        self.sentinels: list[PrivateService] = []
+        try:
+            self.master.start()
+            self.replica = PrivateService("redis", workdir / "replica", redis=[
+                f"replicaof 127.0.0.1 {self.master.port}", "replica-serve-stale-data no"]).start()
+            for i in range(count):
+                self.sentinels.append(PrivateService("sentinel", workdir / f"sentinel{i + 1}", redis=[
+                    f"sentinel monitor {MASTER} 127.0.0.1 {self.master.port} {count // 2 + 1}",
+                    f"sentinel down-after-milliseconds {MASTER} {down_after_ms}",
+                    f"sentinel failover-timeout {MASTER} 10000", f"sentinel parallel-syncs {MASTER} 1"]).start())
+            wait_until(self._watching, timeout=40, what="sentinels watching the master, its replica and each other")
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{','.join(f'127.0.0.1:{s.port}' for s in self.sentinels)}/{MASTER}/0"
+
+    def _ask(self, sentinel: PrivateService, *command: str) -> Any:
+        client = redis.Redis(port=sentinel.port, socket_timeout=2, decode_responses=True)
+        try:
+            return client.execute_command(*command)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def master_port(self) -> int | None:
+        """The master's port as the first sentinel that answers names it."""
+        for sentinel in self.sentinels:
+            address = self._ask(sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+            if address:
+                return int(address[1])
+        return None
+
+    def _watching(self) -> bool:
+        for s in self.sentinels:
+            if len(self._ask(s, "SENTINEL", "SENTINELS", MASTER) or []) < len(self.sentinels) - 1:
+                return False
+            if not self._ask(s, "SENTINEL", "REPLICAS", MASTER):
+                return False
+        return self.master_port() == self.master.port
+
+    def current_master(self) -> PrivateService:
+        port = self.master_port()
+        return next(s for s in (self.master, self.replica) if s is not None and s.port == port)
+
+    def stop(self) -> None:
+        for service in (*self.sentinels, self.replica, self.master):
+            if service is not None:
+                service.stop()
