@@ -298,6 +298,7 @@ def failover_table(f: dict) -> str:
              f"committed/s before the first kill, when dashboards missed {_f(base['missing'])} of "
              f"{_f(base['expected'])}. The killed bridge's session: {_f(bridge.get('redelivered_in_flight'))} samples "
              f"in flight unacked at the kill, redelivered after its restart; {_f(bridge.get('queued_in_session'))} "
-             f"of its share queued while it was down (the oldest waited {_f(bridge.get('queued_waited_s_max'), 1)} s); "
+             f"of its share queued in its session (received over 2 s late; the oldest waited "
+             f"{_f(bridge.get('queued_waited_s_max'), 1)} s); "
              f"{_f(bridge.get('redelivered_already_stored'))} redelivered that were already stored.")
     return head + "\n\n" + "\n".join(rows) + "\n\n" + notes
