@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -15,6 +15,7 @@ from core.errors import Conflict, DeviceDisabled, DeviceUnknown
 from core.ids import DEVICE_ID_RE
 from core.times import format_ts
 from core.wire import CommandResponse, command_fields
+from devices.commands_sql import answers_expected, commands_claim, commands_write
 from devices.models import Command, Device
 
 COMMAND_FINAL = frozenset({Command.SUCCEEDED, Command.FAILED, Command.TIMED_OUT, Command.EXPIRED, Command.CANCELLED})
@@ -170,6 +171,15 @@ def command_claim(
     never seen yet) are claimed: a command goes out on the transport its device was last heard on.
     """
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        until = now + timedelta(seconds=lease)
+        with transaction.atomic():
+            commands = commands_claim(owner=owner, now=now, until=until,
+                                      device_ids=None if device_ids is None else list(device_ids),
+                                      exclude=list(exclude), limit=limit,
+                                      transports=None if transports is None else list(transports))
+            _expect_answers(commands, until)
+        return commands
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner)
     with transaction.atomic():
         qs = (
@@ -203,6 +213,9 @@ def _expect_answers(commands: Iterable[Command], until: datetime) -> None:
             at = until + timedelta(seconds=command.timeout)
             horizon[command.device_id] = max(at, horizon.get(command.device_id, at))
     if not horizon:
+        return
+    if connection.vendor == "postgresql":
+        answers_expected(horizon)
         return
     devices = Device.objects.select_for_update().filter(pk__in=sorted(horizon)).order_by("pk").only("answer_until")
     later: dict[datetime, list[str]] = {}  # one statement per horizon (a fleet-wide command has one)
@@ -242,8 +255,7 @@ def command_mark_sent_many(*, command_ids: Iterable[uuid.UUID]) -> dict[uuid.UUI
                         .order_by("pk"))  # one lock order for every batch: two bridges cannot deadlock
         for command in commands:
             _transition(command, Command.SENT, now)
-        if commands:
-            Command.objects.bulk_update(commands, TRANSITION_FIELDS)
+        commands_write(commands, TRANSITION_FIELDS)
     return {command.id: command for command in commands}
 
 
@@ -287,8 +299,7 @@ def command_resolve_many(
             if outcome[0] is not None:
                 changed[outcome[0].id] = outcome[0]
             outcomes.append(outcome)
-        if changed:
-            Command.objects.bulk_update(list(changed.values()), [*TRANSITION_FIELDS, "result", "error"])
+        commands_write(list(changed.values()), [*TRANSITION_FIELDS, "result", "error"])
     return outcomes
 
 
@@ -348,8 +359,6 @@ def _finish_due(due: Q, status: str, error: str, limit: int) -> list[Command]:
             _transition(command, status, now)
             command.error = error
             command.lease_owner, command.lease_until = "", None
-        if commands:
-            Command.objects.bulk_update(
-                commands, ["status", "updated_at", "history", "finished_at", "error", "lease_owner", "lease_until"]
-            )
+        commands_write(commands, ["status", "updated_at", "history", "finished_at", "error", "lease_owner",
+                                  "lease_until"])
     return commands

@@ -266,3 +266,19 @@ def test_a_claim_tells_ingest_until_when_the_device_may_answer_without_an_id(own
     device.refresh_from_db()
     assert device.answer_until == claimed.lease_until + timedelta(seconds=600), "the horizon never shrinks"
     assert Command.objects.get(pk=short.id).lease_owner == "bridge-2"
+
+
+@pytest.mark.parametrize("result", [None, {"x": [1, 2.5, "é"]}, [1, None], "text", 0, True, 2**70])
+def test_a_result_is_stored_as_the_device_sent_it(owner, device, result):
+    # On PostgreSQL the group writes travel as one JSON document (devices/commands_sql.py); a value orjson
+    # cannot write (an integer past 64 bits) goes the ORM's way instead, and reads back the same.
+    command = command_issue(user=owner, device_id="d1", name="reboot")
+    command_claim(owner="b")
+    command_mark_sent(command_id=command.id)
+    done, reason = command_resolve(device_id="d1", command_id=command.id, ok=True, result=result)
+    assert reason is None
+    stored = Command.objects.get(pk=command.id)
+    assert (stored.status, stored.result, stored.error) == ("succeeded", result, "")
+    assert stored.sent_at == done.sent_at and stored.deadline == done.sent_at + timedelta(seconds=stored.timeout)
+    assert (stored.lease_owner, stored.lease_until, stored.finished_at) == ("", None, done.finished_at)
+    assert stored.history == done.history and statuses(command) == ["queued", "sent", "succeeded"]
