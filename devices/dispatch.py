@@ -30,6 +30,7 @@ from devices.models import Command
 from devices.pipeline import Committed
 from devices.pusher import Pusher
 from devices.selectors import command_state
+from devices.sent import SentWrites
 from devices.services.commands import (
     COMMAND_FINAL,
     command_claim,
@@ -64,7 +65,7 @@ class CommandDispatcher:
     def __init__(self, *, outlet: Outlet, owner: str, stats: IngestStats, pusher: Pusher, interval: float = 1.0,
                  batch: int = 200, transports: Iterable[str] | None = None,
                  reach: Callable[[], Collection[str]] | None = None, housekeep: bool = True,
-                 listeners: Sequence[CommandListener] = ()) -> None:
+                 listeners: Sequence[CommandListener] = (), sent_linger: float = 0.005) -> None:
         self._outlet = outlet
         self.listeners = list(listeners)
         # The device transports it delivers to (None: every device), and, for an outlet that holds
@@ -83,10 +84,10 @@ class CommandDispatcher:
         self._inflight: set[uuid.UUID] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._claim = in_db_thread(command_claim)
-        # Deliveries finished while a `sent` write is in flight wait for the next one: one write for all of them.
-        self._sent_waiting: dict[uuid.UUID, asyncio.Future[Command | None]] = {}
-        self._sent_writer: asyncio.Task[None] | None = None
         self._mark_sent = in_db_thread(command_mark_sent_many)
+        # Deliveries finished while a `sent` write is in flight wait for the next one: one write for all of them,
+        # or none for those answered first (devices/sent.py).
+        self._sent = SentWrites(write=self._write_sent, pusher=pusher, linger=sent_linger)
         self._renew = in_db_thread(command_lease_renew)
         self._resolve = in_db_thread(command_resolve_many)
         self._time_out = in_db_thread(command_time_out_due)
@@ -177,41 +178,16 @@ class CommandDispatcher:
             # connection drops before the PUBACK), the command stays queued under our lease, and the
             # sweep after the reconnect delivers it again.
             await self._outlet.deliver(outbound)
-            sent = await self._record_sent(command.id)
+            self._stats.counts["commands_sent"] += 1
+            await self._sent.record(command)
         except DeliveryFailed as exc:
             logger.warning("command %s not delivered (%s); the next sweep retries it", command.id, exc)
-            return
         finally:
             self._inflight.discard(command.id)
-        self._stats.counts["commands_sent"] += 1
-        if sent is not None:
-            await self._push([sent])
 
-    async def _record_sent(self, command_id: uuid.UUID) -> Command | None:
-        """`sent` in the next group write (a fleet-wide command: a few transactions, not one per device)."""
-        waiting: asyncio.Future[Command | None] = asyncio.get_running_loop().create_future()
-        self._sent_waiting[command_id] = waiting
-        if self._sent_writer is None:
-            self._sent_writer = asyncio.ensure_future(self._write_sent())
-        return await waiting
-
-    async def _write_sent(self) -> None:
-        try:
-            while self._sent_waiting:
-                batch, self._sent_waiting = self._sent_waiting, {}
-                ids = list(batch)
-                try:
-                    sent = await self._retrying(functools.partial(self._mark_sent, command_ids=ids))
-                except Exception as exc:
-                    for future in batch.values():
-                        if not future.done():  # its delivery may have been cancelled meanwhile
-                            future.set_exception(exc)
-                    continue
-                for command_id, future in batch.items():
-                    if not future.done():
-                        future.set_result(sent.get(command_id))
-        finally:
-            self._sent_writer = None
+    async def _write_sent(self, command_ids: list[uuid.UUID]) -> dict[uuid.UUID, Command]:
+        """`sent` for a group of deliveries (a fleet-wide command: a few transactions, not one per device)."""
+        return await self._retrying(functools.partial(self._mark_sent, command_ids=command_ids))
 
     async def _housekeep(self) -> None:
         """Renew leases of deliveries in flight, then time out and expire what is due."""
@@ -228,7 +204,14 @@ class CommandDispatcher:
 
     async def resolve(self, responses: list[tuple[str, CommandResponse]], push: PushBatch) -> None:
         """Apply a batch's responses (the pipeline acks them after this returns); count the ignored ones."""
-        outcomes = await self._retrying(lambda: self._resolve(responses))
+        # Answers to deliveries whose `sent` is not written yet record it in their own transaction.
+        taken = self._sent.take(r.command_id for _, r in responses)
+        recorded: set[uuid.UUID] = set()
+        try:
+            outcomes = await self._retrying(lambda: self._resolve(responses))
+            recorded = {c.id for c, _ in outcomes if c is not None and c.status != Command.QUEUED}
+        finally:
+            self._sent.settle(taken, recorded)
         await self._tell([c for c, _ in outcomes if c is not None and c.status in COMMAND_FINAL])
         for (device_id, response), (command, reason) in zip(responses, outcomes, strict=True):
             if command is not None:
