@@ -33,6 +33,7 @@ from devices.selectors import command_state
 from devices.sent import SentWrites
 from devices.services.commands import (
     COMMAND_FINAL,
+    COMMAND_LEASE_SECONDS,
     command_claim,
     command_expire_due,
     command_lease_renew,
@@ -65,7 +66,8 @@ class CommandDispatcher:
     def __init__(self, *, outlet: Outlet, owner: str, stats: IngestStats, pusher: Pusher, interval: float = 1.0,
                  batch: int = 200, transports: Iterable[str] | None = None,
                  reach: Callable[[], Collection[str]] | None = None, housekeep: bool = True,
-                 listeners: Sequence[CommandListener] = (), sent_linger: float = 0.005) -> None:
+                 listeners: Sequence[CommandListener] = (), sent_linger: float = 0.005,
+                 lease: float = COMMAND_LEASE_SECONDS) -> None:
         self._outlet = outlet
         self.listeners = list(listeners)
         # The device transports it delivers to (None: every device), and, for an outlet that holds
@@ -78,10 +80,12 @@ class CommandDispatcher:
         self._pusher = pusher
         self._interval = interval
         self._batch = batch
+        self._lease = lease  # how long a claim holds; renewed while the delivery is in flight
         self._wake = asyncio.Event()
         self._sweep_now = True  # at start: everything pending
         self._nudged: set[str] = set()
-        self._inflight: set[uuid.UUID] = set()
+        # Deliveries in flight, and when their lease was taken or last renewed (loop time).
+        self._inflight: dict[uuid.UUID, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._claim = in_db_thread(command_claim)
         self._mark_sent = in_db_thread(command_mark_sent_many)
@@ -160,9 +164,9 @@ class CommandDispatcher:
             if not device_ids:
                 return
         commands = await self._claim(owner=self._owner, device_ids=device_ids, exclude=set(self._inflight),
-                                     limit=self._batch, transports=self._transports)
+                                     limit=self._batch, transports=self._transports, lease=self._lease)
         for command in commands:
-            self._inflight.add(command.id)
+            self._inflight[command.id] = asyncio.get_running_loop().time()
             task = asyncio.ensure_future(self._deliver(command))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -183,7 +187,7 @@ class CommandDispatcher:
         except DeliveryFailed as exc:
             logger.warning("command %s not delivered (%s); the next sweep retries it", command.id, exc)
         finally:
-            self._inflight.discard(command.id)
+            self._inflight.pop(command.id, None)
 
     async def _write_sent(self, command_ids: list[uuid.UUID]) -> dict[uuid.UUID, Command]:
         """`sent` for a group of deliveries (a fleet-wide command: a few transactions, not one per device)."""
@@ -191,8 +195,15 @@ class CommandDispatcher:
 
     async def _housekeep(self) -> None:
         """Renew leases of deliveries in flight, then time out and expire what is due."""
-        if self._inflight:
-            await self._renew(owner=self._owner, command_ids=set(self._inflight))
+        # A lease is renewed once a third of it has passed, not at every sweep: a fleet-wide command's thousand
+        # deliveries in flight would take the database thread for a renewal of all of them every second.
+        now = asyncio.get_running_loop().time()
+        due = [cid for cid, at in self._inflight.items() if now - at >= self._lease / 3]
+        if due:
+            await self._renew(owner=self._owner, command_ids=due, lease=self._lease)
+            for command_id in due:
+                if command_id in self._inflight:
+                    self._inflight[command_id] = now
         if not self._housekeeps:
             return
         timed_out = await self._time_out()

@@ -106,3 +106,33 @@ async def test_a_bridge_that_dies_while_sent_lingers_delivers_again_after_its_re
     for task in tasks:
         task.cancel()
     assert [c.command_id for c in first.delivered + again.delivered] == [command.id, command.id], "at least once"
+
+
+class SlowBroker(MemoryTransport):
+    """A broker whose PUBACK takes as long as the test says."""
+
+    def __init__(self, sink) -> None:
+        super().__init__(sink)
+        self.puback = asyncio.Event()
+
+    async def deliver(self, command: Outbound) -> None:
+        self.delivered.append(command)
+        await self.puback.wait()
+
+
+async def test_a_delivery_waiting_longer_than_its_lease_keeps_it():
+    command = await sync_to_async(queued)("slow-1")
+    slow, _, tasks = started(SlowBroker, lease=0.6, interval=0.1)
+    await await_until(lambda: slow.delivered, timeout=10, what="the delivery under way")
+    other = MemoryTransport(Intake())
+    rival = CommandDispatcher(outlet=other, owner="bridge-2", stats=IngestStats(), interval=0.1,
+                              pusher=Pusher(layer=InMemoryChannelLayer(), stats=IngestStats()))
+    tasks.append(asyncio.ensure_future(rival.run()))
+    # Five leases long, the other bridge sweeping ten times a second: the lease is renewed, never taken over.
+    with pytest.raises(AssertionError):
+        await await_until(lambda: other.delivered, timeout=3, what="a second delivery")
+    slow.puback.set()
+    await await_until(lambda: status(command) == "sent", timeout=10, what="sent at the PUBACK")
+    for task in tasks:
+        task.cancel()
+    assert [c.command_id for c in slow.delivered] == [command.id] and not other.delivered
