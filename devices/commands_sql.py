@@ -43,6 +43,24 @@ def commands_write(commands: Sequence[Command], fields: Sequence[str]) -> None:
                        f"FROM json_to_recordset(%s::json) AS v(id uuid, {record}) WHERE c.id = v.id", [doc])
 
 
+def commands_insert(commands: Sequence[Command]) -> None:
+    """Insert new commands as `bulk_create` would (IntegrityError on a key already taken), in one statement."""
+    if connection.vendor != "postgresql":
+        Command.objects.bulk_create(commands, batch_size=1000)
+        return
+    fields = Command._meta.concrete_fields
+    try:
+        doc = orjson.dumps([{f.column: getattr(c, f.attname) for f in fields} for c in commands]).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        Command.objects.bulk_create(commands, batch_size=1000)
+        return
+    columns = ", ".join(str(f.column) for f in fields)
+    record = ", ".join(f"{f.column} {f.db_type(connection)}" for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {COMMAND} ({columns}) "
+                       f"SELECT {columns} FROM json_to_recordset(%s::json) AS v({record})", [doc])
+
+
 def commands_claim(*, owner: str, now: datetime, until: datetime, device_ids: Sequence[str] | None,
                    exclude: Sequence[uuid.UUID], limit: int, transports: Sequence[str] | None) -> list[Command]:
     """command_claim's lease in one statement: pick (`FOR UPDATE SKIP LOCKED`, oldest first), lease, return."""

@@ -15,7 +15,7 @@ from core.errors import Conflict, DeviceDisabled, DeviceUnknown
 from core.ids import DEVICE_ID_RE
 from core.times import format_ts
 from core.wire import CommandResponse, command_fields
-from devices.commands_sql import answers_expected, commands_claim, commands_write
+from devices.commands_sql import answers_expected, commands_claim, commands_insert, commands_write
 from devices.models import Command, Device
 
 COMMAND_FINAL = frozenset({Command.SUCCEEDED, Command.FAILED, Command.TIMED_OUT, Command.EXPIRED, Command.CANCELLED})
@@ -115,7 +115,7 @@ def command_issue_many(
         new = [_queued(user, device_id, fields, now) for device_id in targets if device_id not in existing]
         try:
             with transaction.atomic():
-                Command.objects.bulk_create(new, batch_size=1000)
+                commands_insert(new)
         except IntegrityError:
             if key is None or attempt:
                 raise

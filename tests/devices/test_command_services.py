@@ -282,3 +282,22 @@ def test_a_result_is_stored_as_the_device_sent_it(owner, device, result):
     assert stored.sent_at == done.sent_at and stored.deadline == done.sent_at + timedelta(seconds=stored.timeout)
     assert (stored.lease_owner, stored.lease_until, stored.finished_at) == ("", None, done.finished_at)
     assert stored.history == done.history and statuses(command) == ["queued", "sent", "succeeded"]
+
+
+def test_a_fleet_command_racing_another_with_its_key_takes_the_stored_ones(owner, device, monkeypatch):
+    from devices.services import commands
+
+    device_register(device_id="d2", owner=owner)
+    queued = commands._queued
+    raced: list[Command] = []
+
+    def racing(*args):  # the other issue stores d1's between our lookup and our insert
+        if not raced:
+            monkeypatch.setattr(commands, "_queued", queued)
+            raced.append(command_issue(user=owner, device_id="d1", name="other", idempotency_key="k"))
+        return queued(*args)
+
+    monkeypatch.setattr(commands, "_queued", racing)
+    stored, _ = commands.command_issue_many(user=owner, device_ids=["d1", "d2"], name="reboot", idempotency_key="k")
+    assert [c.id for c in stored][0] == raced[0].id and [c.name for c in stored] == ["other", "reboot"]
+    assert Command.objects.count() == 2
