@@ -1,4 +1,6 @@
-"""The statements behind the dispatcher's claims and group writes on PostgreSQL: one per batch, whatever its size.
+"""The statements behind a fleet-wide command's insert and the dispatcher's claims and group writes on PostgreSQL.
+
+Each is one statement per batch, whatever its size.
 
 Django's `bulk_update` builds a `CASE WHEN` per row and field: for one command's `sent` mark it cost
 more CPU in the bridge than the rest of the command's path, and for a fleet-wide command's groups it
