@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from core.payloads import Sample
 from devices.models import RollupHour, Telemetry
+from devices.rollups import rollups_catch_up
 from devices.services.history import Retention, telemetry_maintain
 from devices.services.telemetry import Inbound, telemetry_ingest
 from testing.mqtt import MqttDevice
@@ -40,6 +41,7 @@ def test_expired_days_are_dropped_while_the_bridge_ingests_and_nothing_is_lost(s
     for day in range(3, 11):  # eight expired days, an hour's worth of samples each side of noon
         samples = [Sample(ts=now - timedelta(days=day, seconds=s), data={"v": 1}) for s in range(0, 3600, 60)]
         telemetry_ingest(items=[Inbound(old, samples)], received_at=now)
+    rollups_catch_up(now=now, wait=True)  # late samples: the job's next pass rolls them up (devices/rollups.py)
     hours_before = RollupHour.objects.filter(device_id=old).count()
     stack.start_bridge()
     sent: list[int] = []
