@@ -27,7 +27,7 @@ from core.push import Layer
 from core.router import ProfileRouter
 from core.sparkplug.host import PrimaryHost
 from core.transport import Sink
-from devices.dbthread import in_db_thread
+from devices.dbthread import in_db_thread, in_ingest_thread
 from devices.dispatch import CommandDispatcher
 from devices.maintenance import maintenance_loop, rollup_loop
 from devices.pipeline import IngestPipeline, Intake
@@ -36,6 +36,7 @@ from devices.profiles_watch import profiles_follow, profiles_load
 from devices.pusher import Pusher
 from devices.services.heartbeats import bridge_heartbeat, devices_note_rejections
 from devices.services.history import Retention
+from devices.services.telemetry import telemetry_ingest
 from devices.stats import IngestStats
 
 logger = logging.getLogger("iotgw.bridge")
@@ -130,8 +131,10 @@ class Bridge:
         # commands there (an HTTP device by asking: api/http_devices.py).
         self.dispatcher = CommandDispatcher(outlet=self.transport, owner=client_id, stats=self.stats,
                                             pusher=self.pusher, transports=MQTT_DELIVERS_TO, listeners=[self.alarms])
+        # Its commits on a thread and connection of their own (PostgreSQL): never behind this process's housekeeping.
         self.pipeline = IngestPipeline(intake=self.intake, stats=self.stats, pusher=self.pusher, max_batch=max_batch,
-                                       responses=self.dispatcher, listeners=[self.dispatcher, self.alarms])
+                                       responses=self.dispatcher, listeners=[self.dispatcher, self.alarms],
+                                       store=in_ingest_thread(telemetry_ingest))
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

@@ -38,7 +38,9 @@ def in_ingest_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
     A batch's commit never queues behind the database thread's housekeeping: heartbeats, command
     sweeps and claims, profile and alarm-rule refreshes each hold that thread for milliseconds (tens
     under load, py-spy on a loaded bridge), and every batch arriving meanwhile waited for them. On
-    SQLite, which writes one transaction at a time whoever asks, it is the database thread.
+    SQLite, which writes one transaction at a time whoever asks, it is the database thread. The MQTT
+    bridge uses it; the web process's pipeline (HTTP and WebSocket devices) keeps the database thread,
+    where its requests' own reads are (and a test's uncommitted rows are visible).
     """
     if connection.vendor != "postgresql":
         return in_db_thread(fn)

@@ -26,7 +26,7 @@ from core.push import PushBatch
 from core.retry import Backoff, retry
 from core.transport import Inlet, Rejected, Said, decode_one
 from core.wire import CommandResponse
-from devices.dbthread import in_ingest_thread
+from devices.dbthread import in_db_thread
 from devices.pusher import Pusher
 from devices.services.telemetry import IngestOutcome, telemetry_ingest
 from devices.stats import IngestStats
@@ -122,7 +122,7 @@ class IngestPipeline:
         self._max_batch = max_batch
         self._responses = responses
         self._listeners = tuple(listeners)
-        self._store = store or in_ingest_thread(telemetry_ingest)
+        self._store = store or in_db_thread(telemetry_ingest)
 
     async def idle(self) -> None:
         """Return once everything offered so far is stored (or rejected) and acknowledged."""
