@@ -17,14 +17,6 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def firmwares():
-    started: list[Firmware] = []
-    yield started
-    for firmware in started:
-        firmware.close()
-
-
-@pytest.fixture
 def api(registry):
     client = Client()
     token = registry.token(registry.user("ops", staff=True))

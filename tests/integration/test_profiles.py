@@ -22,14 +22,6 @@ def ops(registry):
     return registry.user("ops", staff=True)
 
 
-@pytest.fixture
-def firmwares():
-    started: list[Firmware] = []
-    yield started
-    for firmware in started:
-        firmware.close()
-
-
 def start(stack, firmwares, url_name: str, **kwargs) -> Firmware:
     """The bridge (profiles re-read every half second), then the firmware's client."""
     if not stack.bridges:
