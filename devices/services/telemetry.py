@@ -110,6 +110,5 @@ def _merge_latest(latest: dict, sample: Sample) -> None:
     for name, value in sample.data.items():
         current = latest.get(name)
         # What ingest did not write (an admin's edit, an old release) is overwritten, never compared.
-        if current is None or not isinstance(current, dict) or not isinstance(current.get("ts"), str) \
-                or current["ts"] <= ts:
+        if not isinstance(current, dict) or not isinstance(current.get("ts"), str) or current["ts"] <= ts:
             latest[name] = {"value": value, "ts": ts}
